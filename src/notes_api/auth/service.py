@@ -1,0 +1,143 @@
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from notes_api.auth import throttle
+from notes_api.auth.models import RefreshToken
+from notes_api.auth.passwords import Passwords
+from notes_api.auth.schemas import SignupRequest, TokenPair
+from notes_api.auth.tokens import create_access_token, hash_refresh_token, new_refresh_token
+from notes_api.core.config import Settings
+from notes_api.core.errors import Conflict, Forbidden, TooManyRequests, Unauthorized
+from notes_api.core.models import utcnow
+from notes_api.organizations.service import create_organization, ensure_default_organization
+from notes_api.users.models import Role, User
+
+
+class InvalidCredentials(Unauthorized):
+    keep_writes = True  # the failure count must survive the refusal
+
+    def __init__(self) -> None:
+        super().__init__("Incorrect email or password")
+
+
+class RefreshReused(Unauthorized):
+    keep_writes = True  # the family's revocation must survive the refusal
+
+    def __init__(self) -> None:
+        super().__init__("Refresh token already used; this session has been signed out")
+
+
+@dataclass
+class AuthContext:
+    settings: Settings
+    passwords: Passwords
+
+
+async def create_user(
+    session: AsyncSession, ctx: AuthContext, *, email: str, password: str, role: Role,
+    organization_id: uuid.UUID,
+) -> User:
+    user = User(email=email, password_hash=await ctx.passwords.hash(password), role=role,
+                organization_id=organization_id, is_active=True)
+    session.add(user)
+    try:
+        async with session.begin_nested():
+            await session.flush()
+    except IntegrityError:
+        raise Conflict("An account with this email already exists") from None
+    return user
+
+
+async def signup(session: AsyncSession, ctx: AuthContext, body: SignupRequest) -> tuple[User, TokenPair]:
+    if not ctx.settings.signup_open:
+        raise Forbidden("Sign-up is closed; ask an administrator for an account")
+    if body.organization_name:
+        org_id, role = (await create_organization(session, body.organization_name)).id, Role.ADMIN
+    else:
+        org_id, role = await ensure_default_organization(session), Role.AGENT
+    user = await create_user(session, ctx, email=body.email, password=body.password, role=role,
+                             organization_id=org_id)
+    return user, await issue_tokens(session, ctx.settings, user, family_id=uuid.uuid4())
+
+
+async def login(session: AsyncSession, ctx: AuthContext, email: str, password: str) -> TokenPair:
+    blocked = await throttle.seconds_blocked(session, email)
+    if blocked:
+        raise TooManyRequests("Too many failed logins; try again later", retry_after=blocked)
+    user = await session.scalar(select(User).where(User.email == email.strip().lower()))
+    ok = await ctx.passwords.verify(password, user.password_hash if user else None)
+    if not ok or user is None or not user.is_active:
+        await throttle.record_failure(session, email, max_failures=ctx.settings.login_max_failures,
+                                      window_seconds=ctx.settings.login_lockout_seconds)
+        raise InvalidCredentials()
+    await throttle.clear(session, email)
+    return await issue_tokens(session, ctx.settings, user, family_id=uuid.uuid4())
+
+
+async def refresh(session: AsyncSession, settings: Settings, token: str) -> TokenPair:
+    now = utcnow()
+    row = await session.scalar(
+        select(RefreshToken).where(RefreshToken.token_hash == hash_refresh_token(token))
+        .with_for_update()
+    )
+    if row is None or row.revoked_at is not None or row.expires_at <= now:
+        raise Unauthorized("Invalid or expired refresh token")
+    if row.used_at is not None:
+        # A spent token came back: someone else holds a copy. End the whole session.
+        await revoke_family(session, row.family_id)
+        raise RefreshReused()
+    user = await session.get(User, row.user_id)
+    if user is None or not user.is_active:
+        raise Unauthorized("Invalid or expired refresh token")
+    row.used_at = now
+    return await issue_tokens(session, settings, user, family_id=row.family_id)
+
+
+async def logout(session: AsyncSession, user: User, token: str) -> None:
+    row = await session.scalar(
+        select(RefreshToken).where(RefreshToken.token_hash == hash_refresh_token(token),
+                                   RefreshToken.user_id == user.id)
+    )
+    if row is not None:
+        await revoke_family(session, row.family_id)
+
+
+async def revoke_family(session: AsyncSession, family_id: uuid.UUID) -> None:
+    await session.execute(
+        update(RefreshToken)
+        .where(RefreshToken.family_id == family_id, RefreshToken.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+    )
+
+
+async def revoke_user_tokens(session: AsyncSession, user_id: uuid.UUID) -> None:
+    await session.execute(
+        update(RefreshToken)
+        .where(RefreshToken.user_id == user_id, RefreshToken.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+    )
+
+
+async def issue_tokens(
+    session: AsyncSession, settings: Settings, user: User, *, family_id: uuid.UUID
+) -> TokenPair:
+    now = utcnow()
+    refresh_token = new_refresh_token()
+    session.add(RefreshToken(
+        user_id=user.id, family_id=family_id, token_hash=hash_refresh_token(refresh_token),
+        created_at=now, expires_at=now + timedelta(seconds=settings.refresh_token_ttl),
+    ))
+    access = create_access_token(
+        settings.jwt_secret.get_secret_value(), user_id=user.id,
+        organization_id=user.organization_id, role=user.role.value,
+        ttl=settings.access_token_ttl, now=now,
+    )
+    return TokenPair(access_token=access, refresh_token=refresh_token,
+                     expires_in=settings.access_token_ttl)

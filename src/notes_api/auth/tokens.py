@@ -1,0 +1,60 @@
+"""Access tokens are short-lived HS256 JWTs; refresh tokens are opaque random strings
+stored only as their SHA-256, so a database leak gives no usable token."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import jwt
+
+from notes_api.core.models import utcnow
+
+ALGORITHM = "HS256"
+ISSUER = "notes-api"
+
+
+@dataclass(frozen=True)
+class AccessClaims:
+    user_id: uuid.UUID
+    organization_id: uuid.UUID
+    role: str
+
+
+def create_access_token(
+    secret: str, *, user_id: uuid.UUID, organization_id: uuid.UUID, role: str, ttl: int,
+    now: datetime | None = None,
+) -> str:
+    issued = now or utcnow()
+    claims = {
+        "sub": str(user_id), "org": str(organization_id), "role": role,
+        "iat": issued, "exp": issued + timedelta(seconds=ttl), "jti": secrets.token_hex(8),
+        "iss": ISSUER, "typ": "access",
+    }
+    return jwt.encode(claims, secret, algorithm=ALGORITHM)
+
+
+def decode_access_token(secret: str, token: str) -> AccessClaims | None:
+    """The claims of a valid token, or None for anything else (tampered, expired, alg=none)."""
+    try:
+        claims = jwt.decode(
+            token, secret, algorithms=[ALGORITHM], issuer=ISSUER,
+            options={"require": ["sub", "org", "exp", "iat", "jti"]},
+        )
+        if claims.get("typ") != "access":
+            return None
+        return AccessClaims(uuid.UUID(claims["sub"]), uuid.UUID(claims["org"]),
+                            str(claims.get("role", "")))
+    except (jwt.PyJWTError, ValueError, TypeError):
+        return None
+
+
+def new_refresh_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def hash_refresh_token(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()

@@ -1,0 +1,42 @@
+"""The first admin of the default organization, from the environment or the CLI."""
+
+from __future__ import annotations
+
+import structlog
+from sqlalchemy import select
+
+from notes_api.auth.passwords import Passwords
+from notes_api.auth.service import AuthContext, create_user
+from notes_api.core.config import Settings
+from notes_api.core.db import Database
+from notes_api.core.errors import Conflict
+from notes_api.core.schemas import normalize_email
+from notes_api.organizations.service import ensure_default_organization
+from notes_api.users.models import Role, User
+
+log = structlog.get_logger("notes_api.bootstrap")
+
+
+async def create_admin(
+    db: Database, settings: Settings, passwords: Passwords, email: str, password: str
+) -> bool:
+    """Create an ADMIN in the default organization; False if the email is already taken."""
+    email = normalize_email(email)
+    async with db.session(write=True) as session:
+        if await session.scalar(select(User.id).where(User.email == email)) is not None:
+            return False
+        org_id = await ensure_default_organization(session)
+        try:
+            await create_user(session, AuthContext(settings, passwords), email=email,
+                              password=password, role=Role.ADMIN, organization_id=org_id)
+        except Conflict:
+            return False
+    return True
+
+
+async def bootstrap_admin(db: Database, settings: Settings, passwords: Passwords) -> None:
+    if not (settings.bootstrap_admin_email and settings.bootstrap_admin_password):
+        return
+    created = await create_admin(db, settings, passwords, settings.bootstrap_admin_email,
+                                 settings.bootstrap_admin_password.get_secret_value())
+    log.info("bootstrap.admin", created=created)

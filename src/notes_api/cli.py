@@ -1,0 +1,129 @@
+"""`notes-api serve | worker | migrate | create-admin`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import os
+import signal
+import sys
+
+import structlog
+
+from notes_api.core.config import Settings, get_settings
+from notes_api.core.logging import configure_logging
+from notes_api.core.migrations import upgrade
+
+log = structlog.get_logger("notes_api.cli")
+
+
+def _prepare_sqlite_dir(settings: Settings) -> None:
+    path = settings.sqlite_path()
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+
+def migrate(settings: Settings) -> None:
+    _prepare_sqlite_dir(settings)
+    upgrade(settings.async_direct_url)
+    log.info("migrate.done")
+
+
+def serve(settings: Settings, *, migrate_first: bool = True) -> None:
+    import uvicorn
+
+    from notes_api.main import create_app
+
+    if migrate_first:
+        migrate(settings)
+    uvicorn.run(
+        create_app(settings), host=settings.host, port=settings.port, loop="uvloop",
+        http="httptools", access_log=False, proxy_headers=True, log_config=None,
+        timeout_graceful_shutdown=int(settings.job_shutdown_grace) + 5,
+    )
+
+
+def worker(settings: Settings) -> None:
+    import uvloop
+
+    uvloop.run(_run_worker(settings))
+
+
+async def _run_worker(settings: Settings) -> None:
+    from notes_api.core.db import Database
+    from notes_api.jobs.listener import listen_forever
+    from notes_api.runtime import make_summarizer, make_worker
+
+    db = Database(settings, pool_size=min(settings.db_pool_size, settings.worker_concurrency + 2))
+    summarizer = make_summarizer(settings)
+    job_worker = make_worker(db, settings, summarizer)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, job_worker.stop)
+    listener = None if db.is_sqlite else asyncio.create_task(
+        listen_forever(settings.async_direct_url))
+    try:
+        await job_worker.run()
+    finally:
+        if listener is not None:
+            listener.cancel()
+        await summarizer.aclose()
+        await db.dispose()
+
+
+def create_admin(settings: Settings, email: str, password: str | None) -> int:
+    from notes_api.auth.passwords import Passwords
+    from notes_api.bootstrap import create_admin as create
+    from notes_api.core.db import Database
+
+    password = password or os.environ.get("ADMIN_PASSWORD") or getpass.getpass("Password: ")
+    if not 8 <= len(password) <= 128:
+        print("The password must be 8 to 128 characters.", file=sys.stderr)
+        return 2
+
+    async def run() -> bool:
+        db = Database(settings, pool_size=1)
+        try:
+            return await create(db, settings, Passwords(settings), email, password)
+        finally:
+            await db.dispose()
+
+    migrate(settings)
+    if not asyncio.run(run()):
+        print(f"{email} already has an account.", file=sys.stderr)
+        return 1
+    print(f"Created admin {email} in the default organization.")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="notes-api", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve_p = sub.add_parser("serve", help="run the API (with the embedded worker by default)")
+    serve_p.add_argument("--no-migrate", action="store_true", help="skip migrations at start")
+    sub.add_parser("worker", help="run a standalone worker")
+    sub.add_parser("migrate", help="apply database migrations")
+    admin_p = sub.add_parser("create-admin", help="create an admin in the default organization")
+    admin_p.add_argument("email")
+    admin_p.add_argument("--password", help="default: $ADMIN_PASSWORD, or asked for")
+    args = parser.parse_args(argv)
+    try:
+        settings = get_settings()
+    except ValueError as exc:
+        print(f"Configuration error: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.effective_log_format, settings.log_level)
+    if args.command == "serve":
+        serve(settings, migrate_first=not args.no_migrate)
+    elif args.command == "worker":
+        worker(settings)
+    elif args.command == "migrate":
+        migrate(settings)
+    else:
+        return create_admin(settings, args.email, args.password)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""All configuration, read once from the environment (and `.env` when present)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEV_JWT_SECRET = "dev-only-insecure-jwt-secret-change-me-0123456789"  # noqa: S105
+DEFAULT_SQLITE_URL = "sqlite:///./data/notes.db"
+
+
+def normalize_database_url(url: str) -> str:
+    """Turn the URL forms people paste (Neon, Koyeb, Heroku style) into a SQLAlchemy async URL.
+
+    `postgres://` and `postgresql://` get the psycopg 3 driver, which hands `sslmode` and
+    `channel_binding` to libpq untouched; `sqlite:///PATH` gets aiosqlite.
+    """
+    url = url.strip()
+    scheme, _, rest = url.partition("://")
+    scheme = scheme.lower()
+    if scheme in {"postgres", "postgresql", "postgresql+psycopg", "postgresql+psycopg_async"}:
+        parts = urlsplit("postgresql+psycopg://" + rest)
+        # Neon's URLs are valid libpq URLs; only drop empty parameters so libpq stays happy.
+        query = urlencode([(k, v) for k, v in parse_qsl(parts.query) if v])
+        return urlunsplit(parts._replace(query=query))
+    if scheme in {"sqlite", "sqlite+aiosqlite"}:
+        return "sqlite+aiosqlite://" + rest
+    raise ValueError(f"unsupported database URL scheme {scheme!r}: use sqlite:// or postgresql://")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
+
+    app_env: Literal["development", "production", "test"] = "development"
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    log_format: Literal["json", "console"] | None = None
+    log_level: str = "INFO"
+    cors_origins: list[str] = Field(default_factory=list)
+
+    database_url: str = DEFAULT_SQLITE_URL
+    database_url_direct: str | None = None
+    db_pool_size: int = Field(default=10, ge=1, le=200)
+    db_pool_timeout: float = Field(default=10.0, gt=0)
+
+    jwt_secret: SecretStr = SecretStr(DEV_JWT_SECRET)
+    access_token_ttl: int = Field(default=900, ge=30, description="seconds")
+    refresh_token_ttl: int = Field(default=30 * 24 * 3600, ge=60, description="seconds")
+    argon2_memory_kib: int = Field(default=19 * 1024, ge=8)
+    argon2_time_cost: int = Field(default=2, ge=1)
+    hash_concurrency: int = Field(default=2, ge=1, le=64)
+    login_max_failures: int = Field(default=5, ge=1)
+    login_lockout_seconds: int = Field(default=300, ge=1)
+    signup_open: bool = True
+    bootstrap_admin_email: str | None = None
+    bootstrap_admin_password: SecretStr | None = None
+
+    summarizer: Literal["extractive", "openai"] = "extractive"
+    openai_api_key: SecretStr | None = None
+    openai_base_url: str = "https://api.openai.com/v1"
+    openai_model: str = "gpt-4o-mini"
+    openai_timeout: float = Field(default=20.0, gt=0)
+
+    worker_embedded: bool = True
+    worker_concurrency: int = Field(default=4, ge=1, le=256)
+    job_max_attempts: int = Field(default=5, ge=1, le=100)
+    job_lease_seconds: float = Field(default=30.0, gt=0)
+    job_backoff_base: float = Field(default=2.0, ge=0)
+    job_backoff_max: float = Field(default=300.0, ge=0)
+    job_poll_interval: float = Field(default=5.0, gt=0)
+    job_shutdown_grace: float = Field(default=10.0, ge=0)
+    job_retention_hours: float = Field(default=168.0, gt=0)
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str) and not value.lstrip().startswith("["):
+            return [v.strip() for v in value.split(",") if v.strip()]
+        return value
+
+    @field_validator("bootstrap_admin_email", "database_url_direct", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        normalize_database_url(self.database_url)  # fail fast on an unusable URL
+        if self.database_url_direct:
+            normalize_database_url(self.database_url_direct)
+        if self.app_env == "production":
+            secret = self.jwt_secret.get_secret_value()
+            if secret == DEV_JWT_SECRET or len(secret.encode()) < 32:
+                raise ValueError("JWT_SECRET must be set to 32+ random bytes in production")
+        if self.summarizer == "openai" and not self.openai_base_url:
+            raise ValueError("OPENAI_BASE_URL is required with SUMMARIZER=openai")
+        return self
+
+    @property
+    def async_database_url(self) -> str:
+        return normalize_database_url(self.database_url)
+
+    @property
+    def async_direct_url(self) -> str:
+        """Migrations and LISTEN need a real session, not a transaction-pooled one."""
+        return normalize_database_url(self.database_url_direct or self.database_url)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.async_database_url.startswith("sqlite")
+
+    @property
+    def effective_log_format(self) -> str:
+        return self.log_format or ("json" if self.app_env == "production" else "console")
+
+    def sqlite_path(self) -> Path | None:
+        if not self.is_sqlite:
+            return None
+        path = self.async_database_url.split(":///", 1)[1].split("?", 1)[0]
+        return None if path in {"", ":memory:"} else Path(path)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

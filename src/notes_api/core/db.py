@@ -1,0 +1,89 @@
+"""Engine and sessions. One `Database` per process, shared by the API and the worker."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+from notes_api.core.config import Settings
+
+_IMMEDIATE = "sqlite_begin_immediate"
+
+
+def create_engine_for(url: str, settings: Settings, *, pool_size: int | None = None) -> AsyncEngine:
+    size = pool_size or settings.db_pool_size
+    if url.startswith("sqlite"):
+        return _sqlite_engine(url, size, settings.db_pool_timeout)
+    return create_async_engine(
+        url,
+        # A fixed pool: opening connections under load costs more than waiting for one.
+        pool_size=size,
+        max_overflow=0,
+        pool_timeout=settings.db_pool_timeout,
+        pool_recycle=1800,
+        # PgBouncer in transaction mode (Neon's pooled URL) cannot keep prepared statements.
+        connect_args={"prepare_threshold": None},
+    )
+
+
+def _sqlite_engine(url: str, size: int, timeout: float) -> AsyncEngine:
+    engine = create_async_engine(
+        url,
+        pool_size=size,
+        max_overflow=0,
+        pool_timeout=timeout,
+        connect_args={"timeout": 30},
+    )
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # SQLAlchemy, not the driver, decides when a transaction begins (see _on_begin).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON"):
+            cursor.execute(f"PRAGMA {pragma}")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        # A writer takes the lock up front: upgrading a read lock later can fail at once
+        # with "database is locked" instead of waiting for the other writer.
+        immediate = conn.get_execution_options().get(_IMMEDIATE, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine
+
+
+class Database:
+    def __init__(self, settings: Settings, *, pool_size: int | None = None) -> None:
+        self.settings = settings
+        self.url = settings.async_database_url
+        self.is_sqlite = self.url.startswith("sqlite")
+        self.engine = create_engine_for(self.url, settings, pool_size=pool_size)
+        self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
+
+    @asynccontextmanager
+    async def session(self, *, write: bool = False) -> AsyncIterator[AsyncSession]:
+        """A session whose transaction commits on success and rolls back on error."""
+        async with self.sessionmaker() as session:
+            if write:
+                await begin_write(session)
+            try:
+                yield session
+                await session.commit()
+            except BaseException:
+                await session.rollback()
+                raise
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+async def begin_write(session: AsyncSession) -> None:
+    """Start the session's transaction as a writer (BEGIN IMMEDIATE on SQLite)."""
+    await session.connection(execution_options={_IMMEDIATE: True})

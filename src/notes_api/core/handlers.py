@@ -1,0 +1,83 @@
+"""Every error leaves as RFC 9457 application/problem+json, with no stack trace."""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from starlette.exceptions import HTTPException
+
+from notes_api.core.errors import PROBLEM_JSON, AppError
+
+log = structlog.get_logger("notes_api.errors")
+
+
+def problem(
+    status: int, detail: str, *, title: str | None = None, headers: dict[str, str] | None = None,
+    errors: list[dict[str, Any]] | None = None,
+) -> JSONResponse:
+    body: dict[str, Any] = {"type": "about:blank", "title": title or HTTPStatus(status).phrase,
+                            "status": status, "detail": detail}
+    if errors is not None:
+        body["errors"] = errors
+    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_JSON)
+
+
+def _loc(loc: Any) -> list[str | int]:
+    return [p if isinstance(p, int) else str(p) for p in loc]
+
+
+async def app_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, AppError)
+    return problem(exc.status, exc.detail, title=exc.title, headers=exc.headers,
+                   errors=exc.errors)
+
+
+async def http_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
+    return problem(exc.status_code, detail, headers=exc.headers)
+
+
+async def validation_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = exc.errors()
+    if any(e.get("type") == "json_invalid" for e in errors):
+        return problem(400, "The request body is not valid JSON", title="Malformed request")
+    items = [{"loc": _loc(e.get("loc", ())), "msg": str(e.get("msg", "invalid"))}
+             for e in errors]
+    return problem(422, "The request is not valid; see errors", title="Invalid input",
+                   errors=items)
+
+
+async def database_unavailable(_: Request, exc: Exception) -> JSONResponse:
+    log.warning("db.unavailable", error=type(exc).__name__)
+    return problem(503, "The database is unavailable; try again shortly",
+                   headers={"Retry-After": "2"})
+
+
+async def database_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, DBAPIError)
+    if exc.connection_invalidated or isinstance(exc, OperationalError):
+        return await database_unavailable(request, exc)
+    return await unexpected(request, exc)
+
+
+async def unexpected(_: Request, exc: Exception) -> JSONResponse:
+    log.error("http.unhandled", error=type(exc).__name__, exc_info=exc)
+    return problem(500, "Something went wrong on our side")
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(AppError, app_error)
+    app.add_exception_handler(HTTPException, http_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(PoolTimeout, database_unavailable)
+    app.add_exception_handler(DBAPIError, database_error)
+    app.add_exception_handler(Exception, unexpected)

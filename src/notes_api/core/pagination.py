@@ -1,0 +1,31 @@
+"""Opaque keyset cursors: the (created_at, id) of the last item seen, base64url-encoded.
+Forged or damaged cursors are refused with 422; a well-formed one can only move a caller
+within rows it may already see, because the visibility filter is applied as well."""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from datetime import datetime
+
+from notes_api.core.errors import InvalidInput
+
+
+def encode_cursor(created_at: datetime, row_id: uuid.UUID) -> str:
+    raw = json.dumps([created_at.isoformat(), str(row_id)], separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        created, row_id = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
+        when = datetime.fromisoformat(created)
+        if when.tzinfo is None:
+            raise ValueError("naive")
+        return when, uuid.UUID(row_id)
+    except (ValueError, TypeError, UnicodeError, json.JSONDecodeError):
+        raise InvalidInput(
+            "Invalid cursor", errors=[{"loc": ["query", "cursor"], "msg": "invalid cursor"}]
+        ) from None

@@ -1,0 +1,63 @@
+"""Shared pieces of the API's schemas."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from email_validator import EmailNotValidError, validate_email
+from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints
+
+
+def _clean_text(value: str) -> str:
+    """Text any database can store: Postgres refuses NUL, and lone surrogates are not UTF-8."""
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode text (no lone surrogates)") from None
+    return value
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be blank")
+    return value
+
+
+def normalize_email(value: str) -> str:
+    try:
+        # Deliverability needs DNS, which a sign-up must not wait for; reserved test
+        # domains (example.test) are fine for an internal CRM.
+        info = validate_email(value, check_deliverability=False, globally_deliverable=False)
+    except EmailNotValidError as exc:
+        raise ValueError(str(exc)) from None
+    return info.normalized.lower()
+
+
+CleanStr = Annotated[str, AfterValidator(_clean_text)]
+Email = Annotated[str, StringConstraints(max_length=254), AfterValidator(_clean_text),
+                  AfterValidator(normalize_email)]
+Password = Annotated[str, StringConstraints(min_length=8, max_length=128),
+                     AfterValidator(_clean_text)]
+
+
+MAX_NOTE_CHARS = 100_000
+NoteText = Annotated[str, StringConstraints(min_length=1, max_length=MAX_NOTE_CHARS),
+                     AfterValidator(_clean_text), AfterValidator(_not_blank)]
+Title = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200),
+                  AfterValidator(_clean_text)]
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=120),
+                 AfterValidator(_clean_text)]
+SearchText = Annotated[str, StringConstraints(min_length=1, max_length=200),
+                       AfterValidator(_clean_text)]
+
+
+class RequestModel(BaseModel):
+    """Request bodies reject unknown fields: a typo or a smuggled `role` is an error."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class ResponseModel(BaseModel):
+    model_config = ConfigDict(from_attributes=True)

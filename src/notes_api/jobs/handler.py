@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from notes_api.jobs.models import Job, JobStatus
+
+
+class JobError(Exception):
+    """Raise from a handler to say whether another attempt may succeed."""
+
+    transient: bool = True
+
+
+class PermanentJobError(JobError):
+    transient = False
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Errors say so with a `transient` attribute; anything else is assumed to pass."""
+    return bool(getattr(exc, "transient", True))
+
+
+class JobHandler(Protocol):
+    """One kind of job. `started` and `finished` run inside the engine's own transactions,
+    so whatever they write commits together with the job's new state."""
+
+    kind: str
+
+    async def started(self, session: AsyncSession, job: Job) -> Any:
+        """The job was claimed; returns what `run` needs. Raise PermanentJobError to give up."""
+
+    async def run(self, job: Job, prepared: Any) -> Any:
+        """The work itself, outside any transaction."""
+
+    async def finished(
+        self, session: AsyncSession, job: Job, status: JobStatus, result: Any, error: str | None
+    ) -> None:
+        """The job moved to `status` (done, failed, or queued again for a retry)."""

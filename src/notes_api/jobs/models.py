@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Enum, Index, Integer, String, Text, Uuid, text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from notes_api.core.models import Base, TimestampMixin, UTCDateTime, new_id, utcnow
+
+
+class JobStatus(enum.StrEnum):
+    QUEUED = "queued"
+    PROCESSING = "processing"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+ACTIVE = "status IN ('queued', 'processing')"
+
+
+class Job(TimestampMixin, Base):
+    __tablename__ = "jobs"
+    __table_args__ = (
+        # What a claim scans: only runnable jobs, oldest due first.
+        Index("ix_jobs_queued_run_after", "run_after",
+              postgresql_where=text("status = 'queued'"), sqlite_where=text("status = 'queued'")),
+        # What the reaper scans: leases that may have run out.
+        Index("ix_jobs_processing_lease", "lease_expires_at",
+              postgresql_where=text("status = 'processing'"),
+              sqlite_where=text("status = 'processing'")),
+        # At most one live job per subject (for notes: per note).
+        Index("uq_jobs_active_dedupe", "kind", "dedupe_key", unique=True,
+              postgresql_where=text(ACTIVE), sqlite_where=text(ACTIVE)),
+        Index("ix_jobs_finished_at", "finished_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
+    kind: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    dedupe_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    status: Mapped[JobStatus] = mapped_column(
+        Enum(
+            JobStatus, name="job_status", native_enum=False, create_constraint=True, length=16,
+            values_callable=lambda e: [m.value for m in e],
+        ),
+        default=JobStatus.QUEUED,
+    )
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer)
+    run_after: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    lease_token: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    worker_id: Mapped[str | None] = mapped_column(String(120), nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)

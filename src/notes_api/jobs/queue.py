@@ -1,0 +1,172 @@
+"""Job state transitions. Every write after a claim is fenced by the lease token, so an
+attempt that lost its lease (expired, cancelled, taken over) cannot change anything."""
+
+from __future__ import annotations
+
+import random
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, delete, select, text, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from notes_api.core.models import utcnow
+from notes_api.core.sql import dialect_name
+from notes_api.jobs import signals
+from notes_api.jobs.models import Job, JobStatus
+
+ACTIVE = (JobStatus.QUEUED, JobStatus.PROCESSING)
+MAX_ERROR_LENGTH = 1000
+
+
+async def enqueue(
+    session: AsyncSession,
+    kind: str,
+    payload: dict[str, Any],
+    *,
+    max_attempts: int,
+    dedupe_key: str | None = None,
+) -> Job:
+    """Add a job in the caller's transaction: it exists exactly when the caller's data does."""
+    job = Job(kind=kind, payload=payload, dedupe_key=dedupe_key, max_attempts=max_attempts,
+              status=JobStatus.QUEUED, attempts=0, run_after=utcnow())
+    session.add(job)
+    await session.flush()
+    signals.mark_queued(session)
+    if dialect_name(session) == "postgresql":
+        # Delivered on commit, and only then; dropped on rollback.
+        await session.execute(text("SELECT pg_notify(:c, :k)"),
+                              {"c": signals.QUEUED_CHANNEL, "k": kind})
+    return job
+
+
+async def announce_finished(session: AsyncSession, job: Job) -> None:
+    """Tell waiters (in this process after commit, in others through NOTIFY) the job ended."""
+    signals.mark_finished(session, job.kind, job.dedupe_key)
+    if dialect_name(session) == "postgresql":
+        await session.execute(text("SELECT pg_notify(:c, :p)"),
+                              {"c": signals.FINISHED_CHANNEL, "p": f"{job.kind}:{job.dedupe_key or ''}"})
+
+
+async def cancel_active(session: AsyncSession, kind: str, dedupe_key: str) -> int:
+    """Cancel the live job for a subject; clearing the token fences a running attempt."""
+    now = utcnow()
+    result = await session.execute(
+        update(Job)
+        .where(Job.kind == kind, Job.dedupe_key == dedupe_key, Job.status.in_(ACTIVE))
+        .values(status=JobStatus.CANCELLED, lease_token=None, lease_expires_at=None,
+                finished_at=now, updated_at=now)
+    )
+    return int(getattr(result, "rowcount", 0))
+
+
+async def claim(
+    session: AsyncSession, kinds: list[str], *, worker_id: str, lease_seconds: float, limit: int
+) -> list[Job]:
+    """Take up to `limit` due jobs. SKIP LOCKED lets any number of workers share the queue on
+    Postgres; on SQLite the caller's BEGIN IMMEDIATE makes this the only writer."""
+    now = utcnow()
+    due = (
+        select(Job.id)
+        .where(Job.status == JobStatus.QUEUED, Job.run_after <= now, Job.kind.in_(kinds))
+        .order_by(Job.run_after)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    stmt = (
+        update(Job)
+        .where(Job.id.in_(due.scalar_subquery()))
+        .values(status=JobStatus.PROCESSING, attempts=Job.attempts + 1, lease_token=uuid.uuid4(),
+                lease_expires_at=now + timedelta(seconds=lease_seconds), worker_id=worker_id,
+                updated_at=now)
+        .returning(Job)
+        .execution_options(synchronize_session=False)
+    )
+    return list((await session.scalars(stmt)).all())
+
+
+def _fenced(job: Job) -> Any:
+    return and_(Job.id == job.id, Job.lease_token == job.lease_token,
+                Job.status == JobStatus.PROCESSING)
+
+
+async def renew(session: AsyncSession, job: Job, lease_seconds: float) -> bool:
+    expires = utcnow() + timedelta(seconds=lease_seconds)
+    result = await session.execute(
+        update(Job).where(_fenced(job)).values(lease_expires_at=expires)
+    )
+    return int(getattr(result, "rowcount", 0)) == 1
+
+
+async def complete(session: AsyncSession, job: Job) -> bool:
+    now = utcnow()
+    return await _transition(session, job, status=JobStatus.DONE, finished_at=now,
+                             last_error=None)
+
+
+def backoff_delay(attempts: int, base: float, cap: float) -> float:
+    """Exponential backoff with 'equal jitter': half fixed, half random, so retries spread."""
+    delay = min(cap, base * (2 ** max(0, attempts - 1)))
+    return delay / 2 + random.uniform(0, delay / 2)  # noqa: S311 - jitter, not security
+
+
+async def fail(
+    session: AsyncSession, job: Job, error: str, *, transient: bool, base: float, cap: float
+) -> JobStatus | None:
+    """Record a failed attempt: back to the queue with a delay, or failed for good.
+    Returns the new status, or None when the attempt no longer held the lease."""
+    error = error[:MAX_ERROR_LENGTH]
+    now = utcnow()
+    if transient and job.attempts < job.max_attempts:
+        run_after = now + timedelta(seconds=backoff_delay(job.attempts, base, cap))
+        ok = await _transition(session, job, status=JobStatus.QUEUED, run_after=run_after,
+                               last_error=error)
+        return JobStatus.QUEUED if ok else None
+    ok = await _transition(session, job, status=JobStatus.FAILED, finished_at=now,
+                           last_error=error)
+    return JobStatus.FAILED if ok else None
+
+
+async def release(session: AsyncSession, job: Job) -> bool:
+    """Give an interrupted attempt back (graceful shutdown); it does not count as a try."""
+    return await _transition(session, job, status=JobStatus.QUEUED, run_after=utcnow(),
+                             attempts=Job.attempts - 1)
+
+
+async def _transition(session: AsyncSession, job: Job, **values: Any) -> bool:
+    values.update(lease_token=None, lease_expires_at=None, updated_at=utcnow())
+    result = await session.execute(
+        update(Job).where(_fenced(job)).values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    return int(getattr(result, "rowcount", 0)) == 1
+
+
+async def expired(session: AsyncSession, *, limit: int = 100) -> list[Job]:
+    """Jobs whose worker stopped renewing its lease (crashed, frozen, or cut off)."""
+    stmt = (
+        select(Job)
+        .where(Job.status == JobStatus.PROCESSING, Job.lease_expires_at < utcnow())
+        .order_by(Job.lease_expires_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return list((await session.scalars(stmt)).all())
+
+
+async def purge_finished(session: AsyncSession, older_than: datetime) -> int:
+    result = await session.execute(
+        delete(Job).where(
+            Job.status.in_((JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED)),
+            Job.finished_at < older_than,
+        )
+    )
+    return int(getattr(result, "rowcount", 0))
+
+
+async def depth_by_status(session: AsyncSession) -> dict[str, int]:
+    from sqlalchemy import func
+
+    rows = await session.execute(select(Job.status, func.count()).group_by(Job.status))
+    return {str(status): int(count) for status, count in rows.all()}

@@ -1,0 +1,252 @@
+"""The worker loop: claim while there is room, run each job under a renewed lease, record
+the outcome fenced by that lease, and sleep until woken (or the poll interval passes)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from notes_api.core.db import Database
+from notes_api.core.models import utcnow
+from notes_api.jobs import queue, signals
+from notes_api.jobs.handler import JobHandler, is_transient
+from notes_api.jobs.metrics import JOB_ATTEMPTS, JOB_DURATION, JOB_OUTCOMES
+from notes_api.jobs.models import Job, JobStatus
+
+log = structlog.get_logger("notes_api.worker")
+
+Periodic = Callable[[AsyncSession], Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    concurrency: int = 4
+    lease_seconds: float = 30.0
+    poll_interval: float = 5.0
+    backoff_base: float = 2.0
+    backoff_max: float = 300.0
+    shutdown_grace: float = 10.0
+    retention: timedelta = timedelta(days=7)
+    maintenance_interval: float = 60.0
+
+
+class Worker:
+    def __init__(self, db: Database, handlers: list[JobHandler], config: WorkerConfig) -> None:
+        self.db = db
+        self.handlers = {h.kind: h for h in handlers}
+        self.config = config
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        self.wake = asyncio.Event()
+        self._running: dict[asyncio.Task[None], Job] = {}
+        self._stopping = asyncio.Event()
+        self._periodic: list[tuple[float, Periodic]] = []
+        self._last_reap = 0.0
+
+    def add_periodic(self, interval: float, fn: Periodic) -> None:
+        """House-keeping for other modules (expired idempotency keys, say)."""
+        self._periodic.append((interval, fn))
+
+    async def run(self) -> None:
+        signals.add_wake_event(self.wake)
+        maintenance = asyncio.create_task(self._maintenance(), name="jobs-maintenance")
+        log.info("worker.started", worker_id=self.worker_id, concurrency=self.config.concurrency)
+        try:
+            while not self._stopping.is_set():
+                self.wake.clear()
+                claimed = await self._claim_safely()
+                if claimed and len(self._running) < self.config.concurrency:
+                    continue  # more may be waiting: look again at once
+                await self._sleep()
+        finally:
+            maintenance.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await maintenance
+            signals.remove_wake_event(self.wake)
+            await self._drain()
+            log.info("worker.stopped", worker_id=self.worker_id)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self.wake.set()
+
+    async def _sleep(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.wake.wait(), timeout=self.config.poll_interval)
+
+    async def _claim_safely(self) -> int:
+        room = self.config.concurrency - len(self._running)
+        if room <= 0:
+            return 0
+        try:
+            return await self._claim(room)
+        except Exception:
+            log.exception("worker.claim_failed")
+            await asyncio.sleep(min(self.config.poll_interval, 1.0))
+            return 0
+
+    async def _claim(self, room: int) -> int:
+        async with self.db.session(write=True) as session:
+            jobs = await queue.claim(session, list(self.handlers), worker_id=self.worker_id,
+                                     lease_seconds=self.config.lease_seconds, limit=room)
+            prepared: list[tuple[Job, Any]] = []
+            for job in jobs:
+                prepared.append((job, await self._start(session, job)))
+        for job, value in prepared:
+            if value is not _GAVE_UP:
+                task = asyncio.create_task(self._execute(job, value), name=f"job-{job.id}")
+                self._running[task] = job
+                task.add_done_callback(self._done)
+        return len(jobs)
+
+    async def _start(self, session: AsyncSession, job: Job) -> Any:
+        JOB_ATTEMPTS.labels(job.kind).inc()
+        try:
+            async with session.begin_nested():
+                return await self.handlers[job.kind].started(session, job)
+        except Exception as exc:
+            # The subject is gone or unusable: record that now, in the claim's transaction.
+            await self._record_failure(session, job, exc, transient=False)
+            return _GAVE_UP
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._running.pop(task, None)
+        self.wake.set()  # a slot is free
+
+    async def _execute(self, job: Job, prepared: Any) -> None:
+        handler = self.handlers[job.kind]
+        heartbeat = asyncio.create_task(self._heartbeat(job, asyncio.current_task()))
+        started = time.perf_counter()
+        try:
+            result = await handler.run(job, prepared)
+        except asyncio.CancelledError:
+            heartbeat.cancel()
+            raise
+        except Exception as exc:
+            heartbeat.cancel()
+            await self._finish_failed(job, exc)
+        else:
+            heartbeat.cancel()
+            await self._finish_done(job, result)
+        finally:
+            JOB_DURATION.labels(job.kind).observe(time.perf_counter() - started)
+
+    async def _heartbeat(self, job: Job, runner: asyncio.Task[Any] | None) -> None:
+        while True:
+            await asyncio.sleep(self.config.lease_seconds / 3)
+            try:
+                async with self.db.session(write=True) as session:
+                    held = await queue.renew(session, job, self.config.lease_seconds)
+            except Exception:
+                log.warning("worker.renew_failed", job_id=str(job.id))
+                continue
+            if not held:
+                log.info("worker.lease_lost", job_id=str(job.id))
+                if runner is not None:
+                    runner.cancel()
+                return
+
+    async def _finish_done(self, job: Job, result: Any) -> None:
+        try:
+            async with self.db.session(write=True) as session:
+                if await queue.complete(session, job):
+                    await self.handlers[job.kind].finished(session, job, JobStatus.DONE,
+                                                           result, None)
+                    await queue.announce_finished(session, job)
+                    JOB_OUTCOMES.labels(job.kind, "done").inc()
+                else:
+                    log.info("worker.result_discarded", job_id=str(job.id))
+        except Exception:
+            # The lease will run out and another attempt will be made: nothing is lost.
+            log.exception("worker.complete_failed", job_id=str(job.id))
+
+    async def _finish_failed(self, job: Job, exc: Exception) -> None:
+        try:
+            async with self.db.session(write=True) as session:
+                await self._record_failure(session, job, exc, transient=is_transient(exc))
+        except Exception:
+            log.exception("worker.fail_record_failed", job_id=str(job.id))
+
+    async def _record_failure(
+        self, session: AsyncSession, job: Job, exc: BaseException, *, transient: bool
+    ) -> None:
+        error = str(exc) or type(exc).__name__
+        status = await queue.fail(session, job, error, transient=transient,
+                                  base=self.config.backoff_base, cap=self.config.backoff_max)
+        if status is None:
+            return
+        await self.handlers[job.kind].finished(session, job, status, None, error)
+        outcome = "retried" if status is JobStatus.QUEUED else "failed"
+        JOB_OUTCOMES.labels(job.kind, outcome).inc()
+        log.info("worker.job_" + outcome, job_id=str(job.id), attempts=job.attempts, error=error)
+        if status is JobStatus.FAILED:
+            await queue.announce_finished(session, job)
+
+    async def _maintenance(self) -> None:
+        last: dict[int, float] = {}
+        while True:
+            await asyncio.sleep(min(self.config.lease_seconds / 2, self.config.poll_interval))
+            try:
+                await self._reap()
+                now = time.monotonic()
+                if now - last.get(-1, 0.0) >= self.config.maintenance_interval:
+                    last[-1] = now
+                    async with self.db.session(write=True) as session:
+                        await queue.purge_finished(session, utcnow() - self.config.retention)
+                for i, (interval, fn) in enumerate(self._periodic):
+                    if now - last.get(i, 0.0) >= interval:
+                        last[i] = now
+                        async with self.db.session(write=True) as session:
+                            await fn(session)
+            except Exception:
+                log.exception("worker.maintenance_failed")
+
+    async def _reap(self) -> None:
+        async with self.db.session(write=True) as session:
+            for job in await queue.expired(session):
+                if job.kind not in self.handlers:
+                    continue
+                log.warning("worker.lease_expired", job_id=str(job.id), worker=job.worker_id)
+                await self._record_failure(session, job, LeaseExpired(), transient=True)
+        # Jobs put back by the reaper are due now.
+        self.wake.set()
+
+    async def _drain(self) -> None:
+        """Let running jobs finish within the grace period, then give back the rest."""
+        if not self._running:
+            return
+        _, pending = await asyncio.wait(list(self._running), timeout=self.config.shutdown_grace)
+        for task in pending:
+            job = self._running.get(task)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+            if job is None:
+                continue
+            try:
+                async with self.db.session(write=True) as session:
+                    if await queue.release(session, job):
+                        await self.handlers[job.kind].finished(session, job, JobStatus.QUEUED,
+                                                               None, None)
+                        signals.mark_queued(session)
+            except Exception:
+                log.exception("worker.release_failed", job_id=str(job.id))
+
+
+class LeaseExpired(Exception):
+    transient = True
+
+    def __str__(self) -> str:
+        return "the worker running this attempt stopped responding (lease expired)"
+
+
+_GAVE_UP = object()

@@ -1,0 +1,108 @@
+"""The application factory: routers, error handlers, middleware, and the lifespan that owns
+the database, the wait-for-result watcher and (by default) an embedded worker."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import structlog
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from notes_api import __version__
+from notes_api.auth.passwords import Passwords
+from notes_api.auth.router import router as auth_router
+from notes_api.bootstrap import bootstrap_admin
+from notes_api.core import handlers
+from notes_api.core.config import Settings, get_settings
+from notes_api.core.db import Database
+from notes_api.core.logging import configure_logging
+from notes_api.core.middleware import BodyLimit, RequestContext
+from notes_api.core.migrations import head_revision
+from notes_api.jobs.listener import listen_forever
+from notes_api.notes.router import router as notes_router
+from notes_api.notes.service import SUMMARIZE
+from notes_api.notes.watcher import NoteWatcher
+from notes_api.ops import router as ops_router
+from notes_api.runtime import make_summarizer, make_worker
+from notes_api.users.router import router as users_router
+
+log = structlog.get_logger("notes_api")
+
+MAX_BODY_BYTES = 1024 * 1024
+
+DESCRIPTION = """
+Notes for CRMs, each summarized in the background.
+
+1. `POST /auth/signup` (or **Authorize** above with an existing account: the email goes in
+   *username*).
+2. `POST /notes` answers `202` with the note `queued`.
+3. `GET /notes/{id}?wait=10` answers when the summary is `done` (or `failed`).
+
+Agents see their own notes; admins see all notes of their organization. Errors are
+[RFC 9457](https://www.rfc-editor.org/rfc/rfc9457) `application/problem+json`.
+"""
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    db = Database(settings)
+    app.state.db = db
+    app.state.passwords = Passwords(settings)
+    app.state.migration_head = head_revision()
+    watcher = NoteWatcher(db, kind=SUMMARIZE)
+    app.state.note_watcher = watcher
+    tasks: list[asyncio.Task[None]] = []
+    await bootstrap_admin(db, settings, app.state.passwords)
+    watcher.start()
+    if not db.is_sqlite:
+        tasks.append(asyncio.create_task(listen_forever(settings.async_direct_url)))
+    summarizer = worker = None
+    if settings.worker_embedded:
+        summarizer = make_summarizer(settings)
+        worker = make_worker(db, settings, summarizer)
+        tasks.append(asyncio.create_task(worker.run(), name="embedded-worker"))
+    log.info("app.started", database=db.engine.dialect.name,
+             embedded_worker=settings.worker_embedded)
+    try:
+        yield
+    finally:
+        if worker is not None:
+            worker.stop()
+        for task in tasks:
+            if task.get_name() != "embedded-worker":
+                task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if summarizer is not None:
+            await summarizer.aclose()
+        await watcher.stop()
+        await db.dispose()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    configure_logging(settings.effective_log_format, settings.log_level)
+    app = FastAPI(
+        title="Notes API", version=__version__, description=DESCRIPTION, lifespan=lifespan,
+        debug=False, swagger_ui_parameters={"persistAuthorization": True},
+    )
+    app.state.settings = settings
+    handlers.install(app)
+    for router in (auth_router, users_router, notes_router, ops_router):
+        app.include_router(router)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware, allow_origins=settings.cors_origins, allow_credentials=False,
+            allow_methods=["GET", "POST", "PATCH", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
+            expose_headers=["Location", "Idempotent-Replayed", "Retry-After", "X-Request-ID"],
+        )
+    app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
+    app.add_middleware(RequestContext)
+    return app

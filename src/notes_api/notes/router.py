@@ -1,0 +1,105 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Request, Response, status
+
+from notes_api.auth.deps import CurrentUser
+from notes_api.core.deps import SessionDep, SettingsDep
+from notes_api.core.openapi import errors
+from notes_api.notes import service
+from notes_api.notes.models import NoteStatus
+from notes_api.notes.repository import NoteFilters
+from notes_api.notes.schemas import NoteCreate, NotePage, NotePublic, NoteUpdate
+from notes_api.notes.watcher import NoteWatcher
+
+router = APIRouter(prefix="/notes", tags=["notes"])
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(alias="Idempotency-Key", pattern=r"^[\x21-\x7e]{1,255}$",
+           description="Any unique string (a UUID, say). Retrying with the same key and body "
+           "returns the first note instead of creating another, for 24 hours."),
+]
+
+
+def _watcher(request: Request) -> NoteWatcher:
+    watcher: NoteWatcher = request.app.state.note_watcher
+    return watcher
+
+
+@router.post("", status_code=status.HTTP_202_ACCEPTED, responses=errors(401, 409, 413, 422))
+async def create_note(
+    body: NoteCreate, user: CurrentUser, session: SessionDep, settings: SettingsDep,
+    response: Response, idempotency_key: IdempotencyKey = None,
+) -> NotePublic:
+    """Save a note and queue its summary. Answers at once with `status: queued`; follow
+    `Location` (with `?wait=10`, say) to get the summary."""
+    created = await service.create_note(session, user, body, idempotency_key=idempotency_key,
+                                        max_attempts=settings.job_max_attempts)
+    response.headers["Location"] = f"/notes/{created.note.id}"
+    if created.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return NotePublic.model_validate(created.note)
+
+
+@router.get("", responses=errors(401, 422))
+async def list_notes(
+    user: CurrentUser, session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=100, description="page size")] = 20,
+    cursor: Annotated[str | None, Query(max_length=200, description="from `next_cursor`")] = None,
+    status: Annotated[NoteStatus | None, Query()] = None,
+    q: Annotated[str | None, Query(min_length=1, max_length=200,
+                                   description="text to find in the title or the text")] = None,
+    created_after: Annotated[datetime | None, Query()] = None,
+    created_before: Annotated[datetime | None, Query()] = None,
+    owner_id: Annotated[uuid.UUID | None, Query(description="admins: one user's notes")] = None,
+) -> NotePage:
+    """Your notes (an admin: the organization's), newest first, a page at a time."""
+    filters = NoteFilters(status=status, q=q, created_after=created_after,
+                          created_before=created_before, owner_id=owner_id)
+    return await service.list_notes(session, user, filters, limit=limit,
+                                    cursor=cursor)
+
+
+@router.get("/{note_id}", responses=errors(401, 404, 422))
+async def get_note(
+    note_id: uuid.UUID, user: CurrentUser, session: SessionDep, request: Request,
+    wait: Annotated[float, Query(ge=0, le=30, description="seconds to wait for done/failed")] = 0,
+) -> NotePublic:
+    """One note. With `wait`, the answer is held until the summary is done or failed, or
+    `wait` seconds pass, whichever comes first."""
+    note = await service.wait_for_note(session, user, note_id, _watcher(request), wait)
+    return NotePublic.model_validate(note)
+
+
+@router.patch("/{note_id}", responses=errors(401, 404, 422))
+async def update_note(
+    note_id: uuid.UUID, body: NoteUpdate, user: CurrentUser, session: SessionDep,
+    settings: SettingsDep,
+) -> NotePublic:
+    """Edit a note. New `raw_text` queues a new summary; a summary still being made for the
+    old text is discarded."""
+    note = await service.update_note(session, user, note_id, body,
+                                     max_attempts=settings.job_max_attempts)
+    return NotePublic.model_validate(note)
+
+
+@router.post("/{note_id}/retry", status_code=status.HTTP_202_ACCEPTED,
+             responses=errors(401, 404, 409))
+async def retry_note(
+    note_id: uuid.UUID, user: CurrentUser, session: SessionDep, settings: SettingsDep,
+) -> NotePublic:
+    """Queue a new summary for a `failed` note (409 for any other status)."""
+    note = await service.retry_note(session, user, note_id,
+                                    max_attempts=settings.job_max_attempts)
+    return NotePublic.model_validate(note)
+
+
+@router.delete("/{note_id}", status_code=status.HTTP_204_NO_CONTENT, responses=errors(401, 404))
+async def delete_note(note_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> Response:
+    """Delete a note (and cancel its summary)."""
+    await service.delete_note(session, user, note_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,170 @@
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from notes_api.core.errors import Conflict, InvalidInput, NotFound
+from notes_api.core.models import utcnow
+from notes_api.core.pagination import decode_cursor, encode_cursor
+from notes_api.jobs import queue
+from notes_api.notes import repository
+from notes_api.notes.models import IdempotencyKey, Note, NoteStatus
+from notes_api.notes.schemas import NoteCreate, NotePage, NotePublic, NoteUpdate
+from notes_api.notes.watcher import NoteWatcher
+from notes_api.users.models import User
+
+SUMMARIZE = "summarize"
+IDEMPOTENCY_TTL = timedelta(hours=24)
+
+
+@dataclass(frozen=True)
+class Created:
+    note: Note
+    replayed: bool
+
+
+async def _queue_summary(session: AsyncSession, note: Note, max_attempts: int) -> None:
+    await queue.cancel_active(session, SUMMARIZE, str(note.id))
+    await queue.enqueue(session, SUMMARIZE, {"note_id": str(note.id)},
+                        dedupe_key=str(note.id), max_attempts=max_attempts)
+    note.status, note.summary, note.summarized_at, note.attempts = NoteStatus.QUEUED, None, None, 0
+
+
+async def create_note(
+    session: AsyncSession, user: User, body: NoteCreate, *, idempotency_key: str | None,
+    max_attempts: int,
+) -> Created:
+    claim: IdempotencyKey | None = None
+    if idempotency_key is not None:
+        fingerprint = hashlib.sha256(
+            json.dumps(body.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
+        replay = await _claim_key(session, user, idempotency_key, fingerprint)
+        if isinstance(replay, Note):
+            return Created(replay, replayed=True)
+        claim = replay
+    note = Note(organization_id=user.organization_id, owner_id=user.id, title=body.title or None,
+                raw_text=body.raw_text, status=NoteStatus.QUEUED, attempts=0)
+    session.add(note)
+    await session.flush()
+    await _queue_summary(session, note, max_attempts)
+    if claim is not None:
+        claim.note_id = note.id
+    await session.flush()
+    return Created(note, replayed=False)
+
+
+async def _claim_key(
+    session: AsyncSession, user: User, key: str, fingerprint: str
+) -> IdempotencyKey | Note:
+    """Claim `key` for this request, or return the note an earlier request made with it."""
+    now = utcnow()
+    for _ in range(2):
+        existing = await session.scalar(
+            select(IdempotencyKey).where(IdempotencyKey.user_id == user.id,
+                                         IdempotencyKey.key == key))
+        if existing is not None and existing.expires_at <= now:
+            await session.delete(existing)
+            await session.flush()
+            existing = None
+        if existing is not None:
+            if existing.request_hash != fingerprint:
+                raise InvalidInput("This Idempotency-Key was already used with a different body",
+                                   errors=[{"loc": ["header", "Idempotency-Key"],
+                                            "msg": "reused with a different request body"}])
+            note = await session.get(Note, existing.note_id) if existing.note_id else None
+            if note is None:
+                raise Conflict("A request with this Idempotency-Key is still in progress")
+            return note
+        claim = IdempotencyKey(user_id=user.id, key=key, request_hash=fingerprint,
+                               created_at=now, expires_at=now + IDEMPOTENCY_TTL)
+        try:
+            # On Postgres a concurrent request with the same key waits here on the unique
+            # index until the first commits, then fails and replays the first one's note.
+            async with session.begin_nested():
+                session.add(claim)
+                await session.flush()
+        except IntegrityError:
+            continue
+        return claim
+    raise Conflict("A request with this Idempotency-Key is still in progress")
+
+
+async def get_note(session: AsyncSession, user: User, note_id: uuid.UUID) -> Note:
+    note = await repository.get_visible(session, user, note_id)
+    if note is None:
+        raise NotFound("Note not found")
+    return note
+
+
+async def wait_for_note(
+    session: AsyncSession, user: User, note_id: uuid.UUID, watcher: NoteWatcher, wait: float
+) -> Note:
+    """Answer once the note is done or failed, or after `wait` seconds. No connection is
+    held while waiting: the watcher is woken by the worker's completion signal."""
+    note = await get_note(session, user, note_id)
+    if wait <= 0 or note.status in (NoteStatus.DONE, NoteStatus.FAILED):
+        return note
+    await session.rollback()  # gives the connection back to the pool while we wait
+    await watcher.wait(note_id, wait)
+    session.expunge_all()
+    return await get_note(session, user, note_id)
+
+
+async def list_notes(
+    session: AsyncSession, user: User, filters: repository.NoteFilters, *, limit: int,
+    cursor: str | None,
+) -> NotePage:
+    if cursor:
+        filters = repository.NoteFilters(**{**filters.__dict__, "after": decode_cursor(cursor)})
+    rows = await repository.list_visible(session, user, filters, limit + 1)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = encode_cursor(rows[-1].created_at, rows[-1].id) if more and rows else None
+    return NotePage(items=[NotePublic.model_validate(n) for n in rows], next_cursor=next_cursor)
+
+
+async def update_note(
+    session: AsyncSession, user: User, note_id: uuid.UUID, body: NoteUpdate, *, max_attempts: int
+) -> Note:
+    note = await get_note(session, user, note_id)
+    fields = body.model_fields_set
+    if "title" in fields:
+        note.title = body.title or None
+    if body.raw_text is not None and body.raw_text != note.raw_text:
+        note.raw_text = body.raw_text
+        # Cancelling the running job revokes its lease: its result can no longer land.
+        await _queue_summary(session, note, max_attempts)
+        note.error = None
+    note.updated_at = utcnow()
+    await session.flush()
+    return note
+
+
+async def retry_note(
+    session: AsyncSession, user: User, note_id: uuid.UUID, *, max_attempts: int
+) -> Note:
+    note = await get_note(session, user, note_id)
+    if note.status is not NoteStatus.FAILED:
+        raise Conflict(f"Only a failed note can be retried; this one is {note.status.value}")
+    await _queue_summary(session, note, max_attempts)
+    note.updated_at = utcnow()
+    await session.flush()
+    return note
+
+
+async def delete_note(session: AsyncSession, user: User, note_id: uuid.UUID) -> None:
+    note = await get_note(session, user, note_id)
+    await queue.cancel_active(session, SUMMARIZE, str(note.id))
+    await session.delete(note)
+    await session.flush()
+
+
+async def purge_expired_keys(session: AsyncSession) -> None:
+    await session.execute(delete(IdempotencyKey).where(IdempotencyKey.expires_at < utcnow()))

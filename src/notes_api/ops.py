@@ -1,0 +1,63 @@
+"""Liveness, readiness and metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
+
+from notes_api.core.db import Database
+from notes_api.core.errors import ServiceUnavailable
+from notes_api.core.migrations import current_revision
+from notes_api.core.openapi import errors
+from notes_api.jobs import queue
+from notes_api.jobs.metrics import QUEUE_DEPTH
+from notes_api.jobs.models import JobStatus
+
+router = APIRouter(tags=["operations"])
+
+
+class Health(BaseModel):
+    status: str
+
+
+class Ready(BaseModel):
+    status: str
+    database: str
+    migration: str | None
+
+
+@router.get("/healthz")
+async def healthz() -> Health:
+    """The process is alive (does not touch the database)."""
+    return Health(status="ok")
+
+
+@router.get("/readyz", responses=errors(503))
+async def readyz(request: Request) -> Ready:
+    """The database answers and its schema is at the latest migration."""
+    db: Database = request.app.state.db
+    head: str | None = request.app.state.migration_head
+    try:
+        async with db.engine.connect() as conn:
+            current = await current_revision(conn)
+    except Exception:
+        raise ServiceUnavailable("The database is unreachable") from None
+    if current != head:
+        raise ServiceUnavailable(f"The database schema is at {current}, expected {head}")
+    return Ready(status="ok", database=db.engine.dialect.name, migration=current)
+
+
+@router.get("/metrics", response_class=Response,
+            responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text"}})
+async def metrics(request: Request) -> Response:
+    """Prometheus metrics: HTTP traffic, queue depth by status, job durations and outcomes."""
+    db: Database = request.app.state.db
+    try:
+        async with db.session() as session:
+            depth = await queue.depth_by_status(session)
+        for status in JobStatus:
+            QUEUE_DEPTH.labels(status.value).set(depth.get(status.value, 0))
+    except Exception:  # metrics must still answer while the database is away
+        pass
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,36 @@
+"""Builds the pieces both entry points share: the worker (standalone or embedded) and the
+Postgres listener."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from notes_api.core.config import Settings
+from notes_api.core.db import Database
+from notes_api.jobs.worker import Worker, WorkerConfig
+from notes_api.notes.service import purge_expired_keys
+from notes_api.summarize.base import Summarizer
+from notes_api.summarize.factory import build_summarizer
+from notes_api.summarize.handler import SummarizeHandler
+
+
+def make_summarizer(settings: Settings) -> Summarizer:
+    key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
+    return build_summarizer(settings.summarizer, openai_base_url=settings.openai_base_url,
+                            openai_api_key=key, openai_model=settings.openai_model,
+                            openai_timeout=settings.openai_timeout)
+
+
+def make_worker(db: Database, settings: Settings, summarizer: Summarizer) -> Worker:
+    config = WorkerConfig(
+        concurrency=settings.worker_concurrency,
+        lease_seconds=settings.job_lease_seconds,
+        poll_interval=settings.job_poll_interval,
+        backoff_base=settings.job_backoff_base,
+        backoff_max=settings.job_backoff_max,
+        shutdown_grace=settings.job_shutdown_grace,
+        retention=timedelta(hours=settings.job_retention_hours),
+    )
+    worker = Worker(db, [SummarizeHandler(summarizer)], config)
+    worker.add_periodic(300.0, purge_expired_keys)
+    return worker

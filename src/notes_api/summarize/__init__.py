@@ -1,0 +1,1 @@
+"""Note summaries: the `Summarizer` interface and its implementations."""

@@ -1,0 +1,52 @@
+"""The summarize job: the one place where the job engine and notes meet. Each state change
+of the job is mirrored on the note in the same transaction, so the status a client sees is
+always the truth."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from notes_api.jobs.handler import PermanentJobError
+from notes_api.jobs.models import Job, JobStatus
+from notes_api.notes import repository
+from notes_api.notes.models import NoteStatus
+from notes_api.summarize.base import Summarizer
+
+_NOTE_STATUS = {
+    JobStatus.DONE: NoteStatus.DONE,
+    JobStatus.FAILED: NoteStatus.FAILED,
+    JobStatus.QUEUED: NoteStatus.QUEUED,
+}
+
+
+class SummarizeHandler:
+    kind = "summarize"
+
+    def __init__(self, summarizer: Summarizer) -> None:
+        self.summarizer = summarizer
+
+    async def started(self, session: AsyncSession, job: Job) -> Any:
+        found = await repository.mark_processing(session, _note_id(job), job.attempts)
+        if found is None:
+            raise PermanentJobError("the note no longer exists")
+        return found
+
+    async def run(self, job: Job, prepared: Any) -> Any:
+        text, title = prepared
+        return await self.summarizer.summarize(text, title=title)
+
+    async def finished(
+        self, session: AsyncSession, job: Job, status: JobStatus, result: Any, error: str | None
+    ) -> None:
+        note_status = _NOTE_STATUS.get(status)
+        if note_status is not None:
+            await repository.record_job_state(
+                session, _note_id(job), note_status, summary=result, error=error
+            )
+
+
+def _note_id(job: Job) -> uuid.UUID:
+    return uuid.UUID(str(job.payload["note_id"]))

@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Query, status
+
+from notes_api.auth.deps import AdminUser, AuthDep
+from notes_api.core.deps import SessionDep
+from notes_api.core.openapi import errors
+from notes_api.users import service
+from notes_api.users.schemas import UserCreate, UserPage, UserPublic, UserUpdate
+
+router = APIRouter(prefix="/users", tags=["users"])
+
+
+@router.get("", responses=errors(401, 403, 422))
+async def list_users(
+    admin: AdminUser, session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> UserPage:
+    """The users of your organization, oldest first (admins only)."""
+    return await service.list_users(session, admin, limit=limit, cursor=cursor)
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, responses=errors(401, 403, 409, 422))
+async def create_user(
+    body: UserCreate, admin: AdminUser, session: SessionDep, auth: AuthDep
+) -> UserPublic:
+    """Provision an agent or an admin in your organization (admins only)."""
+    return UserPublic.model_validate(await service.provision(session, auth, admin, body))
+
+
+@router.patch("/{user_id}", responses=errors(401, 403, 404, 409, 422))
+async def update_user(
+    user_id: uuid.UUID, body: UserUpdate, admin: AdminUser, session: SessionDep
+) -> UserPublic:
+    """Change a user's role or deactivate them (admins only). Deactivation signs them out
+    everywhere at once. An organization always keeps one active admin."""
+    return UserPublic.model_validate(await service.update_user(session, admin, user_id, body))

@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from notes_api.auth.service import AuthContext, create_user, revoke_user_tokens
+from notes_api.core.errors import Conflict, NotFound
+from notes_api.core.pagination import decode_cursor, encode_cursor
+from notes_api.organizations.models import Organization
+from notes_api.users.models import Role, User
+from notes_api.users.schemas import UserCreate, UserPage, UserPublic, UserUpdate
+
+
+async def list_users(
+    session: AsyncSession, admin: User, *, limit: int, cursor: str | None
+) -> UserPage:
+    stmt = select(User).where(User.organization_id == admin.organization_id)
+    if cursor:
+        created, last_id = decode_cursor(cursor)
+        stmt = stmt.where(or_(User.created_at > created,
+                              (User.created_at == created) & (User.id > last_id)))
+    rows = list((await session.scalars(
+        stmt.order_by(User.created_at, User.id).limit(limit + 1))).all())
+    more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = encode_cursor(rows[-1].created_at, rows[-1].id) if more else None
+    return UserPage(items=[UserPublic.model_validate(u) for u in rows], next_cursor=next_cursor)
+
+
+async def provision(session: AsyncSession, ctx: AuthContext, admin: User, body: UserCreate) -> User:
+    return await create_user(session, ctx, email=body.email, password=body.password,
+                             role=body.role, organization_id=admin.organization_id)
+
+
+async def update_user(
+    session: AsyncSession, admin: User, user_id: uuid.UUID, body: UserUpdate
+) -> User:
+    # Lock the organization so two admins demoting each other cannot both succeed.
+    await session.execute(
+        select(Organization.id).where(Organization.id == admin.organization_id).with_for_update()
+    )
+    user = await session.scalar(
+        select(User).where(User.id == user_id, User.organization_id == admin.organization_id)
+    )
+    if user is None:
+        raise NotFound("User not found")
+    if body.role is not None:
+        user.role = body.role
+    if body.is_active is not None:
+        user.is_active = body.is_active
+        if not body.is_active:
+            await revoke_user_tokens(session, user.id)
+    await session.flush()
+    admins = await session.scalar(
+        select(func.count()).select_from(User).where(
+            User.organization_id == admin.organization_id, User.role == Role.ADMIN,
+            User.is_active.is_(True))
+    )
+    if not admins:
+        raise Conflict("An organization must keep at least one active admin")
+    return user
