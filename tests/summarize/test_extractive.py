@@ -87,6 +87,11 @@ def test_picks_informative_sentences_in_original_order() -> None:
     assert not FILLER & set(kept)
 
 
+def test_paragraphs_and_blank_lines_are_prose() -> None:
+    text = "\n\n".join([" ".join(RENEWAL[:3]), "", " ".join(RENEWAL[3:])]) + "\n"
+    assert summarize_text(text) == summarize_text(" ".join(RENEWAL))
+
+
 def test_same_input_gives_same_output() -> None:
     text = _long_text(30_000, seed=7)
     assert len({summarize_text(text) for _ in range(3)}) == 1

@@ -207,9 +207,28 @@ async def test_thinking_block_is_dropped(
     assert await summarizer.summarize(NOTE) == "Acme wants a discount."
 
 
+async def test_oversized_reply_is_cut_off_as_transient(
+    summarizer: OpenAISummarizer, chat_server: ChatServer
+) -> None:
+    chat_server.send_raw(b"x" * 1_500_000)
+    error = await _error(summarizer)
+    assert isinstance(error, TransientSummarizerError)
+    assert "too large" in str(error)
+
+
 @pytest.mark.parametrize(
-    "base_url", ["", "not a url", "ftp://example.com/v1", "http://", "https:///v1"]
+    "base_url", ["", "not a url", "ftp://example.com/v1", "http://", "https:///v1", "http://[::1"]
 )
 def test_invalid_base_url_is_rejected_at_construction(base_url: str) -> None:
     with pytest.raises(ValueError, match="base URL"):
         OpenAISummarizer(base_url, API_KEY, "m")
+
+
+@pytest.mark.parametrize(
+    ("model", "timeout", "max_input_chars"), [(" ", 1.0, 10), ("m", 0.0, 10), ("m", 1.0, 0)]
+)
+def test_invalid_settings_are_rejected_at_construction(
+    model: str, timeout: float, max_input_chars: int
+) -> None:
+    with pytest.raises(ValueError, match="must"):
+        OpenAISummarizer("http://127.0.0.1/v1", None, model, timeout, max_input_chars)

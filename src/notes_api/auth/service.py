@@ -46,9 +46,11 @@ async def create_user(
 ) -> User:
     user = User(email=email, password_hash=await ctx.passwords.hash(password), role=role,
                 organization_id=organization_id, is_active=True)
-    session.add(user)
     try:
+        # Added inside the savepoint, so a conflict also takes the user out of the session
+        # and a caller that goes on (bootstrap) can still commit.
         async with session.begin_nested():
+            session.add(user)
             await session.flush()
     except IntegrityError:
         raise Conflict("An account with this email already exists") from None

@@ -33,9 +33,12 @@ async def record_failure(
 ) -> None:
     now = utcnow()
     window_start = now - timedelta(seconds=window_seconds)
+    blocked_until = now + timedelta(seconds=window_seconds)
     table = LoginAttempt.__table__
+    # The first failure is an insert: it must block at once when one failure is the limit.
     stmt = upsert_insert(session, table).values(
-        key=_key(email), failures=1, window_started_at=now, blocked_until=None
+        key=_key(email), failures=1, window_started_at=now,
+        blocked_until=blocked_until if max_failures <= 1 else None,
     )
     excluded = stmt.excluded
     stale = table.c.window_started_at < window_start
@@ -47,8 +50,7 @@ async def record_failure(
             "window_started_at": case((stale, excluded.window_started_at),
                                       else_=table.c.window_started_at),
             "blocked_until": case(
-                (failures >= max_failures,
-                 literal(now + timedelta(seconds=window_seconds), UTCDateTime())),
+                (failures >= max_failures, literal(blocked_until, UTCDateTime())),
                 else_=None,
             ),
         },

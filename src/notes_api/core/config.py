@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEV_JWT_SECRET = "dev-only-insecure-jwt-secret-change-me-0123456789"  # noqa: S105
 DEFAULT_SQLITE_URL = "sqlite:///./data/notes.db"
@@ -41,7 +42,8 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=1, le=65535)
     log_format: Literal["json", "console"] | None = None
     log_level: str = "INFO"
-    cors_origins: list[str] = Field(default_factory=list)
+    # NoDecode: the environment gives a comma-separated list, which is not JSON.
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     database_url: str = DEFAULT_SQLITE_URL
     database_url_direct: str | None = None
@@ -79,11 +81,14 @@ class Settings(BaseSettings):
     @field_validator("cors_origins", mode="before")
     @classmethod
     def _split_origins(cls, value: object) -> object:
-        if isinstance(value, str) and not value.lstrip().startswith("["):
+        if isinstance(value, str):
+            if value.lstrip().startswith("["):
+                return json.loads(value)
             return [v.strip() for v in value.split(",") if v.strip()]
         return value
 
-    @field_validator("bootstrap_admin_email", "database_url_direct", mode="before")
+    @field_validator("bootstrap_admin_email", "bootstrap_admin_password", "database_url_direct",
+                     mode="before")
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
@@ -97,6 +102,10 @@ class Settings(BaseSettings):
             secret = self.jwt_secret.get_secret_value()
             if secret == DEV_JWT_SECRET or len(secret.encode()) < 32:
                 raise ValueError("JWT_SECRET must be set to 32+ random bytes in production")
+        password = self.bootstrap_admin_password
+        if password is not None and not 8 <= len(password.get_secret_value()) <= 128:
+            # The same rule as every other password: no weak first admin by configuration.
+            raise ValueError("BOOTSTRAP_ADMIN_PASSWORD must be 8 to 128 characters")
         if self.summarizer == "openai" and not self.openai_base_url:
             raise ValueError("OPENAI_BASE_URL is required with SUMMARIZER=openai")
         return self
@@ -121,7 +130,7 @@ class Settings(BaseSettings):
     def sqlite_path(self) -> Path | None:
         if not self.is_sqlite:
             return None
-        path = self.async_database_url.split(":///", 1)[1].split("?", 1)[0]
+        path = self.async_database_url.partition(":///")[2].split("?", 1)[0]
         return None if path in {"", ":memory:"} else Path(path)
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 
 from notes_api.core.errors import InvalidInput
 
@@ -21,11 +21,14 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         created, row_id = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
+        if not isinstance(created, str) or not isinstance(row_id, str):
+            raise TypeError("not a cursor")
         when = datetime.fromisoformat(created)
         if when.tzinfo is None:
             raise ValueError("naive")
-        return when, uuid.UUID(row_id)
-    except (ValueError, TypeError, UnicodeError, json.JSONDecodeError):
+        # Converted here, so a date that cannot be shown in UTC is refused, not a 500 later.
+        return when.astimezone(UTC), uuid.UUID(row_id)
+    except (ValueError, TypeError, OverflowError, UnicodeError, json.JSONDecodeError):
         raise InvalidInput(
             "Invalid cursor", errors=[{"loc": ["query", "cursor"], "msg": "invalid cursor"}]
         ) from None

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated
 
 from email_validator import EmailNotValidError, validate_email
-from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, StringConstraints
 
 
 def _clean_text(value: str) -> str:
@@ -23,6 +24,13 @@ def _not_blank(value: str) -> str:
     if not value.strip():
         raise ValueError("must not be blank")
     return value
+
+
+def _to_utc(value: datetime) -> datetime:
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+14:00 has no UTC equivalent
+        raise ValueError("is out of range in UTC") from None
 
 
 def normalize_email(value: str) -> str:
@@ -51,6 +59,8 @@ Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max
                  AfterValidator(_clean_text)]
 SearchText = Annotated[str, StringConstraints(min_length=1, max_length=200),
                        AfterValidator(_clean_text)]
+# A naive time would be guessed at; the columns compare instants, so an offset is required.
+UTCTimestamp = Annotated[AwareDatetime, AfterValidator(_to_utc)]
 
 
 class RequestModel(BaseModel):

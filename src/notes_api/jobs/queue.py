@@ -130,8 +130,11 @@ async def fail(
 
 async def release(session: AsyncSession, job: Job) -> bool:
     """Give an interrupted attempt back (graceful shutdown); it does not count as a try."""
-    return await _transition(session, job, status=JobStatus.QUEUED, run_after=utcnow(),
-                             attempts=Job.attempts - 1)
+    released = await _transition(session, job, status=JobStatus.QUEUED, run_after=utcnow(),
+                                 attempts=Job.attempts - 1)
+    if released:
+        job.attempts -= 1
+    return released
 
 
 async def _transition(session: AsyncSession, job: Job, **values: Any) -> bool:

@@ -92,11 +92,12 @@ async def mark_processing(
 
 
 async def record_job_state(
-    session: AsyncSession, note_id: uuid.UUID, status: NoteStatus, *,
+    session: AsyncSession, note_id: uuid.UUID, status: NoteStatus, *, attempts: int,
     summary: str | None = None, error: str | None = None,
 ) -> None:
     now = utcnow()
-    values: dict[str, Any] = {"status": status, "updated_at": now, "error": error}
+    values: dict[str, Any] = {"status": status, "attempts": attempts, "updated_at": now,
+                              "error": error}
     if status is NoteStatus.DONE:
         values.update(summary=summary, summarized_at=now)
     await session.execute(update(Note).where(Note.id == note_id).values(**values))

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response, status
@@ -9,6 +8,7 @@ from fastapi import APIRouter, Header, Query, Request, Response, status
 from notes_api.auth.deps import CurrentUser
 from notes_api.core.deps import SessionDep, SettingsDep
 from notes_api.core.openapi import errors
+from notes_api.core.schemas import SearchText, UTCTimestamp
 from notes_api.notes import service
 from notes_api.notes.models import NoteStatus
 from notes_api.notes.repository import NoteFilters
@@ -51,10 +51,10 @@ async def list_notes(
     limit: Annotated[int, Query(ge=1, le=100, description="page size")] = 20,
     cursor: Annotated[str | None, Query(max_length=200, description="from `next_cursor`")] = None,
     status: Annotated[NoteStatus | None, Query()] = None,
-    q: Annotated[str | None, Query(min_length=1, max_length=200,
-                                   description="text to find in the title or the text")] = None,
-    created_after: Annotated[datetime | None, Query()] = None,
-    created_before: Annotated[datetime | None, Query()] = None,
+    q: Annotated[SearchText | None,
+                 Query(description="text to find in the title or the text")] = None,
+    created_after: Annotated[UTCTimestamp | None, Query()] = None,
+    created_before: Annotated[UTCTimestamp | None, Query()] = None,
     owner_id: Annotated[uuid.UUID | None, Query(description="admins: one user's notes")] = None,
 ) -> NotePage:
     """Your notes (an admin: the organization's), newest first, a page at a time."""

@@ -113,7 +113,9 @@ async def wait_for_note(
         return note
     await session.rollback()  # gives the connection back to the pool while we wait
     await watcher.wait(note_id, wait)
-    session.expunge_all()
+    # The rollback expired the caller too; reload it here, since a lazy load cannot run in
+    # async code (and a detached user cannot be reloaded at all).
+    await session.refresh(user)
     return await get_note(session, user, note_id)
 
 

@@ -211,8 +211,6 @@ def _join(units: list[_Unit]) -> str:
 
 def _truncate(text: str, max_chars: int) -> str:
     """Cut on the last word boundary that leaves room for the ellipsis."""
-    if len(text) <= max_chars:
-        return text
     head = text[:max_chars]
     space = head.rfind(" ")
     cut = head[:space] if space > max_chars // 2 else text[: max_chars - 1]

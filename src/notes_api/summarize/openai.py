@@ -75,8 +75,6 @@ class OpenAISummarizer:
         except (TimeoutError, httpx.TimeoutException) as exc:
             message = f"summarizer did not answer within {self._timeout:g}s"
             raise TransientSummarizerError(message) from exc
-        except httpx.UnsupportedProtocol as exc:
-            raise PermanentSummarizerError("summarizer URL has an unsupported scheme") from exc
         except httpx.HTTPError as exc:
             message = f"could not reach summarizer ({type(exc).__name__})"
             raise TransientSummarizerError(message) from exc

@@ -1,0 +1,328 @@
+"""Notes CRUD, re-queueing on edit, retry, and `?wait=` against the HTTP contract."""
+
+from __future__ import annotations
+
+import socket
+import time
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select, update
+
+from notes_api.core.db import Database
+from notes_api.jobs.models import Job, JobStatus
+from notes_api.notes.models import Note, NoteStatus
+from notes_api.notes.service import SUMMARIZE
+from tests.conftest import client_for, create_note, make_settings, running_app, signup
+
+NOTE_FIELDS = {
+    "id", "title", "raw_text", "summary", "status", "attempts", "error", "owner_id",
+    "created_at", "updated_at", "summarized_at",
+}
+PROBLEM_FIELDS = {"type", "title", "status", "detail"}
+TEXT = "Call with Dana from Acme. They want the CRM export by Friday. Budget is approved."
+
+
+async def set_note(db: Database, note_id: str, **values: Any) -> None:
+    """Write a note's columns directly, standing in for the worker."""
+    async with db.session(write=True) as session:
+        await session.execute(update(Note).where(Note.id == uuid.UUID(note_id)).values(**values))
+
+
+async def jobs_of(db: Database, note_id: str) -> list[Job]:
+    async with db.session() as session:
+        stmt = select(Job).where(Job.kind == SUMMARIZE, Job.dedupe_key == note_id)
+        return list((await session.scalars(stmt)).all())
+
+
+def assert_problem(response: httpx.Response, status: int) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    body: dict[str, Any] = response.json()
+    assert PROBLEM_FIELDS <= body.keys()
+    assert body["status"] == status
+    return body
+
+
+def closed_port() -> int:
+    """A local port nothing listens on: connecting to it is refused at once."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+async def test_create_note_answers_202_queued_with_location(client: httpx.AsyncClient) -> None:
+    account = await signup(client)
+    response = await client.post("/notes", headers=account.headers,
+                                 json={"raw_text": TEXT, "title": "Acme"})
+    assert response.status_code == 202, response.text
+    note = response.json()
+    assert set(note) == NOTE_FIELDS
+    assert response.headers["location"] == f"/notes/{note['id']}"
+    assert note["status"] == "queued"
+    assert note["summary"] is None
+    assert note["summarized_at"] is None
+    assert note["error"] is None
+    assert note["attempts"] == 0
+    assert note["owner_id"] == account.id
+    assert note["raw_text"] == TEXT
+    assert note["title"] == "Acme"
+    assert uuid.UUID(note["id"]).version == 4
+
+
+async def test_create_note_without_title_has_null_title(client: httpx.AsyncClient) -> None:
+    account = await signup(client)
+    note = await create_note(client, account, TEXT)
+    assert note["title"] is None
+
+
+async def test_get_note_returns_the_created_note(client: httpx.AsyncClient) -> None:
+    account = await signup(client)
+    created = await create_note(client, account, TEXT, title="Acme")
+    response = await client.get(f"/notes/{created['id']}", headers=account.headers)
+    assert response.status_code == 200
+    assert response.json() == created
+
+
+async def test_get_unknown_note_is_404_problem(client: httpx.AsyncClient) -> None:
+    account = await signup(client)
+    response = await client.get(f"/notes/{uuid.uuid4()}", headers=account.headers)
+    assert_problem(response, 404)
+
+
+async def test_patch_title_only_keeps_status_and_summary(
+    client: httpx.AsyncClient, db: Database
+) -> None:
+    account = await signup(client)
+    note = await create_note(client, account, TEXT, title="Old")
+    await set_note(db, note["id"], status=NoteStatus.DONE, summary="Dana wants the export.")
+    response = await client.patch(f"/notes/{note['id']}", headers=account.headers,
+                                  json={"title": "New"})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert set(body) == NOTE_FIELDS
+    assert body["title"] == "New"
+    assert body["status"] == "done"
+    assert body["summary"] == "Dana wants the export."
+    assert body["raw_text"] == TEXT
+    assert body["updated_at"] >= note["updated_at"]
+
+
+async def test_patch_same_raw_text_does_not_requeue(
+    client: httpx.AsyncClient, db: Database
+) -> None:
+    account = await signup(client)
+    note = await create_note(client, account, TEXT)
+    await set_note(db, note["id"], status=NoteStatus.DONE, summary="S.")
+    response = await client.patch(f"/notes/{note['id']}", headers=account.headers,
+                                  json={"raw_text": TEXT})
+    assert response.status_code == 200
+    assert response.json()["status"] == "done"
+    assert response.json()["summary"] == "S."
+
+
+async def test_patch_raw_text_requeues_and_clears_summary(
+    client: httpx.AsyncClient, db: Database
+) -> None:
+    account = await signup(client)
+    note = await create_note(client, account, TEXT)
+    await set_note(db, note["id"], status=NoteStatus.DONE, summary="Old summary.", attempts=1)
+    response = await client.patch(f"/notes/{note['id']}", headers=account.headers,
+                                  json={"raw_text": "Completely new text about a renewal."})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["raw_text"] == "Completely new text about a renewal."
+    assert body["status"] == "queued"
+    assert body["summary"] is None
+    assert body["summarized_at"] is None
+    assert body["attempts"] == 0
+    fetched = await client.get(f"/notes/{note['id']}", headers=account.headers)
+    assert fetched.json() == body
+    # The job for the old text is cancelled (its lease revoked); exactly one is live.
+    statuses = sorted(job.status.value for job in await jobs_of(db, note["id"]))
+    assert statuses == [JobStatus.CANCELLED.value, JobStatus.QUEUED.value]
+
+
+async def test_patch_clears_title_with_null(client: httpx.AsyncClient) -> None:
+    account = await signup(client)
+    note = await create_note(client, account, TEXT, title="Old")
+    response = await client.patch(f"/notes/{note['id']}", headers=account.headers,
+                                  json={"title": None})
+    assert response.status_code == 200
+    assert response.json()["title"] is None
+
+
+@pytest.mark.parametrize(
+    "field",
+    [
+        {"status": "done"},
+        {"summary": "forged summary"},
+        {"owner_id": str(uuid.uuid4())},
+        {"attempts": 0},
+        {"id": str(uuid.uuid4())},
+        {"error": None},
+        {"summarized_at": "2024-01-01T00:00:00Z"},
+    ],
+    ids=lambda f: next(iter(f)),
+)
+async def test_patch_rejects_server_owned_fields(
+    client: httpx.AsyncClient, field: dict[str, Any]
+) -> None:
+    account = await signup(client)
+    note = await create_note(client, account, TEXT)
+    response = await client.patch(f"/notes/{note['id']}", headers=account.headers,
+                                  json={"title": "T", **field})
+    body = assert_problem(response, 422)
+    assert any(err["loc"][-1] == next(iter(field)) for err in body["errors"])
+    unchanged = await client.get(f"/notes/{note['id']}", headers=account.headers)
+    assert unchanged.json() == note
+
+
+@pytest.mark.parametrize("field", [{"status": "done"}, {"summary": "x"},
+                                   {"owner_id": str(uuid.uuid4())}], ids=lambda f: next(iter(f)))
+async def test_create_rejects_server_owned_fields(
+    client: httpx.AsyncClient, field: dict[str, Any]
+) -> None:
+    account = await signup(client)
+    response = await client.post("/notes", headers=account.headers,
+                                 json={"raw_text": TEXT, **field})
+    assert_problem(response, 422)
+    listed = await client.get("/notes", headers=account.headers)
+    assert listed.json()["items"] == []
+
+
+@pytest.mark.parametrize("status", [NoteStatus.QUEUED, NoteStatus.PROCESSING, NoteStatus.DONE])
+async def test_retry_of_a_note_that_has_not_failed_is_409(
+    client: httpx.AsyncClient, db: Database, status: NoteStatus
+) -> None:
+    account = await signup(client)
+    note = await create_note(client, account, TEXT)
+    await set_note(db, note["id"], status=status)
+    response = await client.post(f"/notes/{note['id']}/retry", headers=account.headers)
+    assert_problem(response, 409)
+    fetched = await client.get(f"/notes/{note['id']}", headers=account.headers)
+    assert fetched.json()["status"] == status.value
+
+
+async def test_retry_of_a_failed_note_requeues_it(
+    client: httpx.AsyncClient, db: Database
+) -> None:
+    account = await signup(client)
+    note = await create_note(client, account, TEXT)
+    for job in await jobs_of(db, note["id"]):  # the job ended as the note did
+        async with db.session(write=True) as session:
+            await session.execute(update(Job).where(Job.id == job.id)
+                                  .values(status=JobStatus.FAILED, attempts=5))
+    await set_note(db, note["id"], status=NoteStatus.FAILED, error="model said no", attempts=5)
+    response = await client.post(f"/notes/{note['id']}/retry", headers=account.headers)
+    assert response.status_code == 202, response.text
+    body = response.json()
+    assert set(body) == NOTE_FIELDS
+    assert body["status"] == "queued"
+    assert body["attempts"] == 0
+    assert body["summary"] is None
+    statuses = sorted(job.status.value for job in await jobs_of(db, note["id"]))
+    assert statuses == [JobStatus.FAILED.value, JobStatus.QUEUED.value]
+    again = await client.post(f"/notes/{note['id']}/retry", headers=account.headers)
+    assert_problem(again, 409)
+
+
+async def test_delete_note_answers_204_then_404(client: httpx.AsyncClient, db: Database) -> None:
+    account = await signup(client)
+    note = await create_note(client, account, TEXT)
+    response = await client.delete(f"/notes/{note['id']}", headers=account.headers)
+    assert response.status_code == 204
+    assert response.content == b""
+    assert_problem(await client.get(f"/notes/{note['id']}", headers=account.headers), 404)
+    assert_problem(await client.delete(f"/notes/{note['id']}", headers=account.headers), 404)
+    listed = await client.get("/notes", headers=account.headers)
+    assert listed.json()["items"] == []
+    # Its summary job is cancelled with it, so no worker picks it up.
+    assert all(job.status is not JobStatus.QUEUED for job in await jobs_of(db, note["id"]))
+
+
+async def test_wait_returns_done_summary_with_embedded_worker(database_url: str) -> None:
+    settings = make_settings(database_url, worker_embedded=True)
+    async with running_app(settings) as app, client_for(app) as client:
+        account = await signup(client)
+        note = await create_note(client, account, TEXT, title="Acme")
+        started = time.monotonic()
+        response = await client.get(f"/notes/{note['id']}", headers=account.headers,
+                                    params={"wait": 10})
+        elapsed = time.monotonic() - started
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["status"] == "done", body
+    assert body["summary"]
+    assert body["summary"].strip()
+    assert body["summarized_at"] is not None
+    assert body["error"] is None
+    assert body["attempts"] == 1
+    assert elapsed < 5
+
+
+async def test_wait_returns_after_timeout_while_still_queued(client: httpx.AsyncClient) -> None:
+    account = await signup(client)
+    note = await create_note(client, account, TEXT)
+    started = time.monotonic()
+    response = await client.get(f"/notes/{note['id']}", headers=account.headers,
+                                params={"wait": 1})
+    elapsed = time.monotonic() - started
+    assert response.status_code == 200
+    assert response.json()["status"] == "queued"
+    assert 0.9 <= elapsed < 3
+
+
+async def test_wait_answers_at_once_for_a_finished_note(
+    client: httpx.AsyncClient, db: Database
+) -> None:
+    account = await signup(client)
+    note = await create_note(client, account, TEXT)
+    await set_note(db, note["id"], status=NoteStatus.DONE, summary="S.")
+    started = time.monotonic()
+    response = await client.get(f"/notes/{note['id']}", headers=account.headers,
+                                params={"wait": 30})
+    assert response.status_code == 200
+    assert response.json()["status"] == "done"
+    assert time.monotonic() - started < 1
+
+
+@pytest.mark.parametrize("wait", ["30.5", "31", "1000", "-1", "abc", "nan", "inf"])
+async def test_wait_outside_0_to_30_is_422(client: httpx.AsyncClient, wait: str) -> None:
+    account = await signup(client)
+    note = await create_note(client, account, TEXT)
+    started = time.monotonic()
+    response = await client.get(f"/notes/{note['id']}", headers=account.headers,
+                                params={"wait": wait})
+    assert_problem(response, 422)
+    assert time.monotonic() - started < 1
+
+
+async def test_failing_summarizer_fails_the_note_and_retry_requeues_it(database_url: str) -> None:
+    settings = make_settings(
+        database_url, worker_embedded=True, summarizer="openai", job_max_attempts=1,
+        openai_base_url=f"http://127.0.0.1:{closed_port()}/v1", openai_timeout=2.0,
+    )
+    async with running_app(settings) as app, client_for(app) as client:
+        account = await signup(client)
+        note = await create_note(client, account, TEXT)
+        failed = await client.get(f"/notes/{note['id']}", headers=account.headers,
+                                  params={"wait": 10})
+        assert failed.status_code == 200
+        assert failed.json()["status"] == "failed", failed.json()
+        assert failed.json()["error"]
+        assert failed.json()["summary"] is None
+        assert failed.json()["attempts"] == 1
+
+        retried = await client.post(f"/notes/{note['id']}/retry", headers=account.headers)
+        assert retried.status_code == 202, retried.text
+        assert retried.json()["status"] == "queued"
+        assert retried.json()["attempts"] == 0
+
+        again = await client.get(f"/notes/{note['id']}", headers=account.headers,
+                                 params={"wait": 10})
+        assert again.json()["status"] == "failed"
+        assert again.json()["attempts"] == 1

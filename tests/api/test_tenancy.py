@@ -1,0 +1,209 @@
+"""Who may touch whose notes. The matrix is built from the app's own routes, so a new
+`/notes/{note_id}...` route is covered (or fails loudly) without editing this file."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.routing import iter_route_contexts
+
+from notes_api.main import create_app
+from tests.conftest import Account, add_user, create_note, make_settings, signup
+
+# Bodies for routes that need one; a new route that needs a body fails until listed here.
+BODIES: dict[tuple[str, str], dict[str, Any]] = {
+    ("PATCH", "/notes/{note_id}"): {"title": "changed by the caller"},
+}
+# Answers that mean "allowed" beyond 2xx: retrying a note that has not failed is a conflict.
+ALLOWED_CONFLICTS = {("POST", "/notes/{note_id}/retry")}
+
+
+def note_routes() -> list[tuple[str, str]]:
+    app = create_app(make_settings("sqlite:///unused-route-listing.db"))
+    # Since FastAPI 0.137 `app.routes` holds included routers unflattened; this walks them
+    # and gives each endpoint its full, prefixed path.
+    found = {
+        (method, route.path)
+        for route in iter_route_contexts(app.routes)
+        if route.path and route.path.startswith("/notes/{note_id}")
+        for method in route.methods or ()
+    }
+    return sorted(found)
+
+
+ROUTES = note_routes()
+
+
+@dataclass
+class World:
+    owner: Account  # agent A, org X
+    colleague: Account  # agent B, org X
+    admin_x: Account
+    admin_y: Account
+    outsider: Account  # an agent of the default organization
+
+
+@pytest.fixture
+async def world(client: httpx.AsyncClient) -> World:
+    admin_x = await signup(client, organization=f"X {uuid.uuid4().hex[:6]}")
+    admin_y = await signup(client, organization=f"Y {uuid.uuid4().hex[:6]}")
+    owner = await add_user(client, admin_x, "AGENT")
+    colleague = await add_user(client, admin_x, "AGENT")
+    outsider = await signup(client)
+    return World(owner, colleague, admin_x, admin_y, outsider)
+
+
+async def call(
+    client: httpx.AsyncClient, method: str, path: str, note_id: str, headers: dict[str, str]
+) -> httpx.Response:
+    url = path.replace("{note_id}", note_id)
+    body = BODIES.get((method, path))
+    return await client.request(method, url, headers=headers, json=body)
+
+
+def test_matrix_covers_every_known_note_route() -> None:
+    assert {
+        ("GET", "/notes/{note_id}"), ("PATCH", "/notes/{note_id}"),
+        ("DELETE", "/notes/{note_id}"), ("POST", "/notes/{note_id}/retry"),
+    } <= set(ROUTES)
+    for _, path in ROUTES:
+        assert path.count("{") == 1, f"{path}: the matrix only fills in note_id"
+
+
+@pytest.mark.parametrize(("method", "path"), ROUTES, ids=[f"{m} {p}" for m, p in ROUTES])
+@pytest.mark.parametrize("actor", ["owner", "admin_x"])
+async def test_owner_and_own_admin_may_use_note_route(
+    client: httpx.AsyncClient, world: World, method: str, path: str, actor: str
+) -> None:
+    note = await create_note(client, world.owner, title="original")
+    response = await call(client, method, path, note["id"], getattr(world, actor).headers)
+    if (method, path) in ALLOWED_CONFLICTS and response.status_code == 409:
+        return
+    assert 200 <= response.status_code < 300, response.text
+
+
+@pytest.mark.parametrize(("method", "path"), ROUTES, ids=[f"{m} {p}" for m, p in ROUTES])
+@pytest.mark.parametrize("actor", ["colleague", "admin_y", "outsider"])
+async def test_other_agents_and_other_organizations_get_404_and_change_nothing(
+    client: httpx.AsyncClient, world: World, method: str, path: str, actor: str
+) -> None:
+    note = await create_note(client, world.owner, title="original")
+    response = await call(client, method, path, note["id"], getattr(world, actor).headers)
+    assert response.status_code == 404, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    # Indistinguishable from a note that does not exist at all.
+    missing = await call(client, method, path, str(uuid.uuid4()), getattr(world, actor).headers)
+    assert missing.status_code == 404
+    assert missing.json() == response.json()
+    after = await client.get(f"/notes/{note['id']}", headers=world.owner.headers)
+    assert after.status_code == 200
+    assert after.json() == note
+
+
+@pytest.mark.parametrize(("method", "path"), ROUTES, ids=[f"{m} {p}" for m, p in ROUTES])
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"Authorization": "Bearer not-a-jwt"}, {"Authorization": "Basic dXNlcjpwYXNz"}],
+    ids=["anonymous", "garbage-token", "basic-auth"],
+)
+async def test_anonymous_caller_gets_401_on_note_route(
+    client: httpx.AsyncClient, world: World, method: str, path: str, headers: dict[str, str]
+) -> None:
+    note = await create_note(client, world.owner, title="original")
+    response = await call(client, method, path, note["id"], headers)
+    assert response.status_code == 401, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert response.headers["www-authenticate"] == "Bearer"
+    after = await client.get(f"/notes/{note['id']}", headers=world.owner.headers)
+    assert after.json() == note
+
+
+async def test_anonymous_caller_gets_401_on_note_collection(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/notes")).status_code == 401
+    assert (await client.post("/notes", json={"raw_text": "x"})).status_code == 401
+
+
+def ids_of(response: httpx.Response) -> set[str]:
+    assert response.status_code == 200, response.text
+    return {item["id"] for item in response.json()["items"]}
+
+
+@pytest.fixture
+async def notes(client: httpx.AsyncClient, world: World) -> dict[str, set[str]]:
+    """Two notes by each agent of org X, one by the outsider."""
+    made: dict[str, set[str]] = {"owner": set(), "colleague": set(), "outsider": set()}
+    for name, count in (("owner", 2), ("colleague", 2), ("outsider", 1)):
+        for i in range(count):
+            note = await create_note(client, getattr(world, name), f"{name} note {i}")
+            made[name].add(note["id"])
+    return made
+
+
+async def test_agent_lists_only_own_notes(
+    client: httpx.AsyncClient, world: World, notes: dict[str, set[str]]
+) -> None:
+    assert ids_of(await client.get("/notes", headers=world.owner.headers)) == notes["owner"]
+    colleague = await client.get("/notes", headers=world.colleague.headers)
+    assert ids_of(colleague) == notes["colleague"]
+
+
+async def test_admin_lists_every_note_of_own_organization(
+    client: httpx.AsyncClient, world: World, notes: dict[str, set[str]]
+) -> None:
+    listed = ids_of(await client.get("/notes", headers=world.admin_x.headers))
+    assert listed == notes["owner"] | notes["colleague"]
+
+
+async def test_admin_of_another_organization_lists_none_of_them(
+    client: httpx.AsyncClient, world: World, notes: dict[str, set[str]]
+) -> None:
+    assert ids_of(await client.get("/notes", headers=world.admin_y.headers)) == set()
+    by_owner = await client.get("/notes", headers=world.admin_y.headers,
+                                params={"owner_id": world.owner.id})
+    assert ids_of(by_owner) == set()
+
+
+async def test_admin_filters_by_owner_id(
+    client: httpx.AsyncClient, world: World, notes: dict[str, set[str]]
+) -> None:
+    for name in ("owner", "colleague"):
+        response = await client.get("/notes", headers=world.admin_x.headers,
+                                    params={"owner_id": getattr(world, name).id})
+        assert ids_of(response) == notes[name]
+        assert {i["owner_id"] for i in response.json()["items"]} == {getattr(world, name).id}
+
+
+async def test_agent_filtering_by_someone_elses_owner_id_gets_empty_list(
+    client: httpx.AsyncClient, world: World, notes: dict[str, set[str]]
+) -> None:
+    for other in (world.colleague, world.admin_x, world.outsider):
+        response = await client.get("/notes", headers=world.owner.headers,
+                                    params={"owner_id": other.id})
+        assert ids_of(response) == set()
+    own = await client.get("/notes", headers=world.owner.headers,
+                           params={"owner_id": world.owner.id})
+    assert ids_of(own) == notes["owner"]
+
+
+async def test_note_ids_are_random_uuids(
+    client: httpx.AsyncClient, world: World, notes: dict[str, set[str]]
+) -> None:
+    ids = [uuid.UUID(i) for i in notes["owner"] | notes["colleague"] | notes["outsider"]]
+    assert all(i.version == 4 for i in ids)
+    # Sequential ids would share a long prefix; five random ones practically never do.
+    assert len({i.hex[:8] for i in ids}) == len(ids)
+
+
+async def test_admin_of_organization_sees_note_after_agent_is_provisioned(
+    client: httpx.AsyncClient, world: World
+) -> None:
+    newcomer = await add_user(client, world.admin_x, "AGENT")
+    note = await create_note(client, newcomer, "fresh")
+    seen = await client.get(f"/notes/{note['id']}", headers=world.admin_x.headers)
+    assert seen.status_code == 200
+    hidden = await client.get(f"/notes/{note['id']}", headers=world.owner.headers)
+    assert hidden.status_code == 404

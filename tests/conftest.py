@@ -1,0 +1,196 @@
+"""Fixtures: every database-backed test runs on SQLite and on a real, migrated Postgres.
+
+Postgres comes from TEST_DATABASE_URL (default: the local server, database notes_test, which
+is created when missing). Where no Postgres answers, its tests are skipped with the reason."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+from fastapi import FastAPI
+from sqlalchemy.engine import make_url
+
+from notes_api.core.config import Settings, normalize_database_url
+from notes_api.core.db import Database
+from notes_api.core.migrations import upgrade
+from notes_api.main import create_app
+
+PG_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/notes_test")
+TABLES = "idempotency_keys, notes, jobs, refresh_tokens, login_attempts, users, organizations"
+PASSWORD = "correct horse battery"
+
+
+def pg_admin_url(url: str) -> str:
+    return make_url(url).set(database="postgres").render_as_string(hide_password=False)
+
+
+def ensure_pg_database(url: str) -> str | None:
+    """Create the database if needed; return why Postgres cannot be used, or None."""
+    name = make_url(url).database
+    try:
+        with psycopg.connect(pg_admin_url(url), autocommit=True, connect_timeout=3) as conn:
+            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+            if not exists:
+                conn.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.Error as exc:
+        return f"no Postgres at TEST_DATABASE_URL ({type(exc).__name__}: {exc})".strip()
+    return None
+
+
+def reset_pg_schema(url: str) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("DROP SCHEMA IF EXISTS public CASCADE")
+        conn.execute("CREATE SCHEMA public")
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> str:
+    reason = ensure_pg_database(PG_URL)
+    if reason:
+        pytest.skip(reason)
+    reset_pg_schema(PG_URL)
+    upgrade(normalize_database_url(PG_URL))
+    return PG_URL
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("sqlite") / "template.db"
+    upgrade(normalize_database_url(f"sqlite:///{path}"))
+    return path
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A migrated, empty database for one test."""
+    if request.param == "sqlite":
+        template: Path = request.getfixturevalue("sqlite_template")
+        path = tmp_path / "notes.db"
+        shutil.copy(template, path)
+        yield f"sqlite:///{path}"
+        return
+    url: str = request.getfixturevalue("pg_url")
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"TRUNCATE {TABLES} CASCADE")
+    yield url
+
+
+def make_settings(database_url: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "app_env": "test",
+        "log_format": "console",
+        "log_level": "WARNING",
+        # Cheap hashes keep the suite fast; the production parameters have their own test.
+        "argon2_memory_kib": 1024,
+        "argon2_time_cost": 1,
+        "worker_embedded": False,
+        "worker_concurrency": 4,
+        "job_lease_seconds": 2.0,
+        "job_poll_interval": 0.2,
+        "job_backoff_base": 0.05,
+        "job_backoff_max": 0.2,
+        "job_shutdown_grace": 2.0,
+        "db_pool_size": 10,
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    return make_settings(database_url)
+
+
+@pytest.fixture
+async def db(settings: Settings) -> AsyncIterator[Database]:
+    database = Database(settings)
+    yield database
+    await database.dispose()
+
+
+@asynccontextmanager
+async def running_app(settings: Settings) -> AsyncIterator[FastAPI]:
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        yield app
+
+
+def client_for(app: FastAPI) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
+
+
+@pytest.fixture
+async def app(settings: Settings) -> AsyncIterator[FastAPI]:
+    async with running_app(settings) as application:
+        yield application
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    async with client_for(app) as c:
+        yield c
+
+
+@dataclass
+class Account:
+    email: str
+    password: str
+    user: dict[str, Any]
+    access_token: str
+    refresh_token: str
+
+    @property
+    def id(self) -> str:
+        return str(self.user["id"])
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.access_token}"}
+
+
+async def signup(
+    client: httpx.AsyncClient, *, organization: str | None = None, email: str | None = None
+) -> Account:
+    email = email or f"user-{uuid.uuid4().hex[:10]}@example.com"
+    body: dict[str, Any] = {"email": email, "password": PASSWORD}
+    if organization is not None:
+        body["organization_name"] = organization
+    response = await client.post("/auth/signup", json=body)
+    assert response.status_code == 201, response.text
+    data = response.json()
+    return Account(email, PASSWORD, data["user"], data["access_token"], data["refresh_token"])
+
+
+async def add_user(client: httpx.AsyncClient, admin: Account, role: str) -> Account:
+    """An ADMIN provisions a user in its organization, who then logs in."""
+    email = f"{role.lower()}-{uuid.uuid4().hex[:10]}@example.com"
+    created = await client.post("/users", headers=admin.headers,
+                                json={"email": email, "password": PASSWORD, "role": role})
+    assert created.status_code == 201, created.text
+    login = await client.post("/auth/login", json={"email": email, "password": PASSWORD})
+    assert login.status_code == 200, login.text
+    tokens = login.json()
+    return Account(email, PASSWORD, created.json(), tokens["access_token"],
+                   tokens["refresh_token"])
+
+
+async def create_note(
+    client: httpx.AsyncClient, account: Account, text: str = "A note. It has two sentences.",
+    **extra: Any,
+) -> dict[str, Any]:
+    response = await client.post("/notes", headers=account.headers,
+                                 json={"raw_text": text, **extra})
+    assert response.status_code == 202, response.text
+    note: dict[str, Any] = response.json()
+    return note

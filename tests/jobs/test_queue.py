@@ -1,0 +1,146 @@
+"""The job engine's state transitions, on SQLite and Postgres."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+
+from notes_api.core.db import Database
+from notes_api.core.models import utcnow
+from notes_api.jobs import queue
+from notes_api.jobs.models import Job, JobStatus
+
+KIND = "test"
+
+
+async def _enqueue(db: Database, key: str | None = None, attempts: int = 3) -> Job:
+    async with db.session(write=True) as s:
+        return await queue.enqueue(s, KIND, {"n": 1}, dedupe_key=key, max_attempts=attempts)
+
+
+async def _claim(db: Database, limit: int = 10, lease: float = 30.0) -> list[Job]:
+    async with db.session(write=True) as s:
+        return await queue.claim(s, [KIND], worker_id="w", lease_seconds=lease, limit=limit)
+
+
+async def _get(db: Database, job: Job) -> Job:
+    async with db.session() as s:
+        found = await s.get(Job, job.id)
+        assert found is not None
+        return found
+
+
+async def test_claimed_job_carries_a_lease_and_counts_the_attempt(db: Database) -> None:
+    job = await _enqueue(db)
+    [claimed] = await _claim(db)
+    assert claimed.id == job.id
+    assert claimed.status is JobStatus.PROCESSING
+    assert claimed.attempts == 1
+    assert claimed.lease_token is not None
+    assert claimed.lease_expires_at is not None and claimed.lease_expires_at > utcnow()
+    assert await _claim(db) == []  # nobody else gets it
+
+
+async def test_claim_skips_jobs_not_yet_due(db: Database) -> None:
+    job = await _enqueue(db)
+    async with db.session(write=True) as s:
+        await s.execute(update(Job).where(Job.id == job.id)
+                        .values(run_after=utcnow() + timedelta(minutes=1)))
+    assert await _claim(db) == []
+
+
+async def test_completion_is_fenced_by_the_lease_token(db: Database) -> None:
+    await _enqueue(db, key="a")
+    [claimed] = await _claim(db)
+    async with db.session(write=True) as s:
+        assert await queue.cancel_active(s, KIND, "a") == 1
+    async with db.session(write=True) as s:
+        assert not await queue.complete(s, claimed)  # the cancelled attempt cannot land
+        assert not await queue.renew(s, claimed, 30)
+    assert (await _get(db, claimed)).status is JobStatus.CANCELLED
+
+
+async def test_only_one_active_job_per_dedupe_key(db: Database) -> None:
+    await _enqueue(db, key="same")
+    with pytest.raises(IntegrityError):
+        await _enqueue(db, key="same")
+    async with db.session(write=True) as s:
+        await queue.cancel_active(s, KIND, "same")
+    await _enqueue(db, key="same")  # a cancelled job no longer counts
+
+
+async def test_transient_failure_requeues_with_backoff_until_attempts_run_out(db: Database) -> None:
+    await _enqueue(db, attempts=2)
+    [first] = await _claim(db)
+    async with db.session(write=True) as s:
+        status = await queue.fail(s, first, "timeout", transient=True, base=10, cap=10)
+    assert status is JobStatus.QUEUED
+    requeued = await _get(db, first)
+    assert requeued.last_error == "timeout"
+    assert requeued.run_after >= utcnow() + timedelta(seconds=4)  # at least half of 10 s
+    async with db.session(write=True) as s:
+        await s.execute(update(Job).where(Job.id == first.id).values(run_after=utcnow()))
+    [second] = await _claim(db)
+    assert second.attempts == 2
+    async with db.session(write=True) as s:
+        status = await queue.fail(s, second, "timeout again", transient=True, base=10, cap=10)
+    assert status is JobStatus.FAILED
+    assert (await _get(db, first)).finished_at is not None
+
+
+async def test_permanent_failure_fails_at_once(db: Database) -> None:
+    await _enqueue(db, attempts=5)
+    [claimed] = await _claim(db)
+    async with db.session(write=True) as s:
+        assert await queue.fail(s, claimed, "bad input", transient=False, base=1, cap=1) \
+            is JobStatus.FAILED
+
+
+async def test_expired_leases_are_found_and_released_jobs_do_not_count(db: Database) -> None:
+    await _enqueue(db)
+    [claimed] = await _claim(db, lease=0.05)
+    await asyncio.sleep(0.1)
+    async with db.session(write=True) as s:
+        [stale] = await queue.expired(s)
+        assert stale.id == claimed.id
+    async with db.session(write=True) as s:
+        assert await queue.release(s, claimed)
+    job = await _get(db, claimed)
+    assert (job.status, job.attempts, job.lease_token) == (JobStatus.QUEUED, 0, None)
+
+
+def test_backoff_grows_exponentially_with_jitter_and_a_cap() -> None:
+    for attempt, full in [(1, 2.0), (2, 4.0), (3, 8.0), (10, 60.0)]:
+        delays = [queue.backoff_delay(attempt, 2.0, 60.0) for _ in range(50)]
+        assert all(full / 2 <= d <= full for d in delays)
+        assert len(set(delays)) > 1
+
+
+async def test_purge_removes_only_old_finished_jobs(db: Database) -> None:
+    old = await _enqueue(db, key="old")
+    await _enqueue(db, key="live")
+    async with db.session(write=True) as s:
+        await s.execute(update(Job).where(Job.id == old.id).values(
+            status=JobStatus.DONE, finished_at=utcnow() - timedelta(days=30)))
+        assert await queue.purge_finished(s, utcnow() - timedelta(days=7)) == 1
+    async with db.session() as s:
+        assert [j.dedupe_key for j in (await s.scalars(select(Job))).all()] == ["live"]
+
+
+async def test_many_concurrent_claimers_take_each_job_once(db: Database) -> None:
+    for _ in range(60):
+        await _enqueue(db)
+
+    async def claimer() -> list[str]:
+        got: list[str] = []
+        while batch := await _claim(db, limit=3):
+            got += [str(j.id) for j in batch]
+        return got
+
+    results = await asyncio.gather(*(claimer() for _ in range(5)))
+    taken = [job for r in results for job in r]
+    assert len(taken) == 60 and len(set(taken)) == 60

@@ -1,0 +1,178 @@
+"""The worker loop with a plain handler: no notes involved, as the engine knows none."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from notes_api.core.db import Database
+from notes_api.jobs import queue
+from notes_api.jobs.handler import PermanentJobError
+from notes_api.jobs.models import Job, JobStatus
+from notes_api.jobs.worker import Worker, WorkerConfig
+
+FAST = WorkerConfig(concurrency=4, lease_seconds=0.6, poll_interval=5.0, backoff_base=0.01,
+                    backoff_max=0.02, shutdown_grace=0.3)
+
+
+class Recorder:
+    kind = "rec"
+
+    def __init__(self, work: Callable[[Job], Any]) -> None:
+        self.work = work
+        self.states: list[tuple[str, JobStatus, Any, str | None]] = []
+
+    async def started(self, session: AsyncSession, job: Job) -> Any:
+        if job.payload.get("gone"):
+            raise PermanentJobError("subject is gone")
+        return job.payload
+
+    async def run(self, job: Job, prepared: Any) -> Any:
+        result = self.work(job)
+        if asyncio.iscoroutine(result):
+            result = await result
+        return result
+
+    async def finished(self, session: AsyncSession, job: Job, status: JobStatus, result: Any,
+                       error: str | None) -> None:
+        self.states.append((str(job.id), status, result, error))
+
+
+@asynccontextmanager
+async def running(db: Database, handler: Recorder, config: WorkerConfig = FAST
+                  ) -> AsyncIterator[Worker]:
+    worker = Worker(db, [handler], config)
+    task = asyncio.create_task(worker.run())
+    try:
+        yield worker
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, 10)
+
+
+async def enqueue(db: Database, payload: dict[str, Any] | None = None, attempts: int = 3) -> Job:
+    async with db.session(write=True) as s:
+        return await queue.enqueue(s, "rec", payload or {}, max_attempts=attempts)
+
+
+async def wait_status(db: Database, job: Job, *statuses: JobStatus, timeout: float = 5) -> Job:
+    async with asyncio.timeout(timeout):
+        while True:
+            async with db.session() as s:
+                found = await s.scalar(select(Job).where(Job.id == job.id))
+            if found is not None and found.status in statuses:
+                return found
+            await asyncio.sleep(0.02)
+
+
+async def test_worker_wakes_at_once_when_work_is_committed(db: Database) -> None:
+    handler = Recorder(lambda job: "ok")
+    async with running(db, handler):
+        await asyncio.sleep(0.1)  # idle, with a 5 s poll interval
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        job = await enqueue(db)
+        done = await wait_status(db, job, JobStatus.DONE, timeout=2)
+        assert loop.time() - started < 1.0
+    assert done.attempts == 1
+    assert handler.states == [(str(job.id), JobStatus.DONE, "ok", None)]
+
+
+async def test_transient_errors_are_retried_until_success(db: Database) -> None:
+    calls: list[int] = []
+
+    def flaky(job: Job) -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise TimeoutError("model timed out")
+        return "finally"
+
+    handler = Recorder(flaky)
+    async with running(db, handler):
+        job = await enqueue(db, attempts=5)
+        done = await wait_status(db, job, JobStatus.DONE)
+    assert done.attempts == 3
+    assert [s[1] for s in handler.states] == [JobStatus.QUEUED, JobStatus.QUEUED, JobStatus.DONE]
+
+
+async def test_permanent_error_fails_at_once_with_its_message(db: Database) -> None:
+    def bad(job: Job) -> str:
+        raise PermanentJobError("input rejected")
+
+    handler = Recorder(bad)
+    async with running(db, handler):
+        job = await enqueue(db, attempts=5)
+        failed = await wait_status(db, job, JobStatus.FAILED)
+    assert (failed.attempts, failed.last_error) == (1, "input rejected")
+
+
+async def test_job_whose_subject_is_gone_fails_without_running(db: Database) -> None:
+    ran: list[Job] = []
+    handler = Recorder(ran.append)
+    async with running(db, handler):
+        job = await enqueue(db, {"gone": True})
+        failed = await wait_status(db, job, JobStatus.FAILED)
+    assert ran == [] and failed.last_error == "subject is gone"
+
+
+async def test_a_long_job_keeps_its_lease_by_renewing_it(db: Database) -> None:
+    handler = Recorder(lambda job: asyncio.sleep(1.5, result="slow but fine"))
+    async with running(db, handler):  # lease 0.6 s, renewed every 0.2 s
+        job = await enqueue(db)
+        done = await wait_status(db, job, JobStatus.DONE)
+    assert done.attempts == 1
+
+
+async def test_cancelled_job_result_is_discarded_and_its_run_stopped(db: Database) -> None:
+    release = asyncio.Event()
+
+    async def slow(job: Job) -> str:
+        await release.wait()
+        return "stale"
+
+    handler = Recorder(slow)
+    async with running(db, handler):
+        job = await enqueue(db, {"k": 1})
+        await wait_status(db, job, JobStatus.PROCESSING)
+        async with db.session(write=True) as s:
+            await s.execute(
+                Job.__table__.update().where(Job.id == job.id)
+                .values(status=JobStatus.CANCELLED, lease_token=None))
+        release.set()
+        await asyncio.sleep(0.3)
+    assert handler.states == []
+    assert (await wait_status(db, job, JobStatus.CANCELLED)).last_error is None
+
+
+async def test_stop_gives_back_jobs_that_outlive_the_grace_period(db: Database) -> None:
+    handler = Recorder(lambda job: asyncio.sleep(30))
+    async with running(db, handler):
+        job = await enqueue(db)
+        await wait_status(db, job, JobStatus.PROCESSING)
+    back = await wait_status(db, job, JobStatus.QUEUED)
+    assert (back.attempts, back.lease_token) == (0, None)
+    assert handler.states == [(str(job.id), JobStatus.QUEUED, None, None)]
+
+
+async def test_concurrency_limit_is_respected(db: Database) -> None:
+    running_now = 0
+    peak = 0
+
+    async def work(job: Job) -> None:
+        nonlocal running_now, peak
+        running_now += 1
+        peak = max(peak, running_now)
+        await asyncio.sleep(0.05)
+        running_now -= 1
+
+    handler = Recorder(work)
+    async with running(db, handler):
+        jobs = [await enqueue(db) for _ in range(12)]
+        for job in jobs:
+            await wait_status(db, job, JobStatus.DONE)
+    assert peak == FAST.concurrency
