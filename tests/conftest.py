@@ -39,7 +39,9 @@ def ensure_pg_database(url: str) -> str | None:
     name = make_url(url).database
     try:
         with psycopg.connect(pg_admin_url(url), autocommit=True, connect_timeout=3) as conn:
-            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+            exists = conn.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", (name,)
+            ).fetchone()
             if not exists:
                 conn.execute(f'CREATE DATABASE "{name}"')
     except psycopg.Error as exc:
@@ -175,22 +177,25 @@ async def signup(
 async def add_user(client: httpx.AsyncClient, admin: Account, role: str) -> Account:
     """An ADMIN provisions a user in its organization, who then logs in."""
     email = f"{role.lower()}-{uuid.uuid4().hex[:10]}@example.com"
-    created = await client.post("/users", headers=admin.headers,
-                                json={"email": email, "password": PASSWORD, "role": role})
+    created = await client.post(
+        "/users", headers=admin.headers, json={"email": email, "password": PASSWORD, "role": role}
+    )
     assert created.status_code == 201, created.text
     login = await client.post("/auth/login", json={"email": email, "password": PASSWORD})
     assert login.status_code == 200, login.text
     tokens = login.json()
-    return Account(email, PASSWORD, created.json(), tokens["access_token"],
-                   tokens["refresh_token"])
+    return Account(email, PASSWORD, created.json(), tokens["access_token"], tokens["refresh_token"])
 
 
 async def create_note(
-    client: httpx.AsyncClient, account: Account, text: str = "A note. It has two sentences.",
+    client: httpx.AsyncClient,
+    account: Account,
+    text: str = "A note. It has two sentences.",
     **extra: Any,
 ) -> dict[str, Any]:
-    response = await client.post("/notes", headers=account.headers,
-                                 json={"raw_text": text, **extra})
+    response = await client.post(
+        "/notes", headers=account.headers, json={"raw_text": text, **extra}
+    )
     assert response.status_code == 202, response.text
     note: dict[str, Any] = response.json()
     return note

@@ -38,8 +38,9 @@ class FakeModel:
         if (flaky := re.search(r"\[transient:(\d+)\]", text)) and count <= int(flaky.group(1)):
             return 503, {"error": {"message": "overloaded"}}
         summary = "summary: " + text.splitlines()[0][:120]
-        return 200, {"choices": [{"index": 0, "message": {"role": "assistant",
-                                                           "content": summary}}]}
+        return 200, {
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": summary}}]
+        }
 
 
 def _handler(model: FakeModel) -> type[BaseHTTPRequestHandler]:

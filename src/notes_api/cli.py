@@ -38,8 +38,14 @@ def serve(settings: Settings, *, migrate_first: bool = True) -> None:
     if migrate_first:
         migrate(settings)
     uvicorn.run(
-        create_app(settings), host=settings.host, port=settings.port, loop="uvloop",
-        http="httptools", access_log=False, proxy_headers=True, log_config=None,
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        proxy_headers=True,
+        log_config=None,
         timeout_graceful_shutdown=int(settings.job_shutdown_grace) + 5,
     )
 
@@ -61,8 +67,9 @@ async def _run_worker(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, job_worker.stop)
-    listener = None if db.is_sqlite else asyncio.create_task(
-        listen_forever(settings.async_direct_url))
+    listener = (
+        None if db.is_sqlite else asyncio.create_task(listen_forever(settings.async_direct_url))
+    )
     try:
         await job_worker.run()
     finally:

@@ -66,8 +66,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         summarizer = make_summarizer(settings)
         worker = make_worker(db, settings, summarizer)
         tasks.append(asyncio.create_task(worker.run(), name="embedded-worker"))
-    log.info("app.started", database=db.engine.dialect.name,
-             embedded_worker=settings.worker_embedded)
+    log.info(
+        "app.started", database=db.engine.dialect.name, embedded_worker=settings.worker_embedded
+    )
     try:
         yield
     finally:
@@ -89,8 +90,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging(settings.effective_log_format, settings.log_level)
     app = FastAPI(
-        title="Notes API", version=__version__, description=DESCRIPTION, lifespan=lifespan,
-        debug=False, swagger_ui_parameters={"persistAuthorization": True},
+        title="Notes API",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        debug=False,
+        swagger_ui_parameters={"persistAuthorization": True},
     )
     app.state.settings = settings
     handlers.install(app)
@@ -98,7 +103,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router)
     if settings.cors_origins:
         app.add_middleware(
-            CORSMiddleware, allow_origins=settings.cors_origins, allow_credentials=False,
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_credentials=False,
             allow_methods=["GET", "POST", "PATCH", "DELETE"],
             allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
             expose_headers=["Location", "Idempotent-Replayed", "Retry-After", "X-Request-ID"],

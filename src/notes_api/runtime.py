@@ -16,9 +16,13 @@ from notes_api.summarize.handler import SummarizeHandler
 
 def make_summarizer(settings: Settings) -> Summarizer:
     key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
-    return build_summarizer(settings.summarizer, openai_base_url=settings.openai_base_url,
-                            openai_api_key=key, openai_model=settings.openai_model,
-                            openai_timeout=settings.openai_timeout)
+    return build_summarizer(
+        settings.summarizer,
+        openai_base_url=settings.openai_base_url,
+        openai_api_key=key,
+        openai_model=settings.openai_model,
+        openai_timeout=settings.openai_timeout,
+    )
 
 
 def make_worker(db: Database, settings: Settings, summarizer: Summarizer) -> Worker:

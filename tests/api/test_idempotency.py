@@ -44,8 +44,9 @@ async def serve(app: FastAPI) -> AsyncIterator[str]:
 async def post(
     client: httpx.AsyncClient, account: Account, key: str, body: dict[str, str] = BODY
 ) -> httpx.Response:
-    return await client.post("/notes", headers={**account.headers, "Idempotency-Key": key},
-                             json=body)
+    return await client.post(
+        "/notes", headers={**account.headers, "Idempotency-Key": key}, json=body
+    )
 
 
 async def note_count(client: httpx.AsyncClient, account: Account) -> int:
@@ -77,8 +78,9 @@ async def test_same_key_and_body_replays_the_first_note(client: httpx.AsyncClien
 async def test_replay_shows_the_note_as_it_is_now(client: httpx.AsyncClient) -> None:
     account = await signup(client)
     first = await post(client, account, "k-1")
-    await client.patch(f"/notes/{first.json()['id']}", headers=account.headers,
-                       json={"title": "renamed"})
+    await client.patch(
+        f"/notes/{first.json()['id']}", headers=account.headers, json={"title": "renamed"}
+    )
     replay = await post(client, account, "k-1")
     assert replay.json()["id"] == first.json()["id"]
     assert replay.json()["title"] == "renamed"
@@ -88,9 +90,11 @@ async def test_same_key_with_a_different_body_is_422(client: httpx.AsyncClient) 
     account = await signup(client)
     first = await post(client, account, "k-1")
     assert first.status_code == 202
-    for other in ({"raw_text": "Something else entirely."},
-                  {"raw_text": BODY["raw_text"]},  # same text, title missing
-                  {**BODY, "title": "Other"}):
+    for other in (
+        {"raw_text": "Something else entirely."},
+        {"raw_text": BODY["raw_text"]},  # same text, title missing
+        {**BODY, "title": "Other"},
+    ):
         response = await post(client, account, "k-1", other)
         assert response.status_code == 422, response.text
         assert response.headers["content-type"].startswith("application/problem+json")
@@ -128,8 +132,10 @@ async def test_without_a_key_every_post_creates_a_note(client: httpx.AsyncClient
 )
 async def test_malformed_key_is_422(client: httpx.AsyncClient, db: Database, key: str) -> None:
     account = await signup(client)
-    headers = [(b"authorization", account.headers["Authorization"].encode()),
-               (b"idempotency-key", key.encode("latin-1"))]
+    headers = [
+        (b"authorization", account.headers["Authorization"].encode()),
+        (b"idempotency-key", key.encode("latin-1")),
+    ]
     response = await client.post("/notes", headers=headers, json=BODY)
     assert response.status_code == 422, response.text
     assert response.headers["content-type"].startswith("application/problem+json")
@@ -147,8 +153,9 @@ async def test_expired_key_creates_a_new_note(client: httpx.AsyncClient, db: Dat
     account = await signup(client)
     first = await post(client, account, "k-1")
     async with db.session(write=True) as session:
-        await session.execute(update(IdempotencyKey)
-                              .values(expires_at=utcnow() - timedelta(seconds=1)))
+        await session.execute(
+            update(IdempotencyKey).values(expires_at=utcnow() - timedelta(seconds=1))
+        )
     again = await post(client, account, "k-1")
     assert again.status_code == 202
     assert "idempotent-replayed" not in again.headers
@@ -166,8 +173,9 @@ async def test_expired_key_may_be_reused_with_another_body(
     account = await signup(client)
     await post(client, account, "k-1")
     async with db.session(write=True) as session:
-        await session.execute(update(IdempotencyKey)
-                              .values(expires_at=utcnow() - timedelta(hours=1)))
+        await session.execute(
+            update(IdempotencyKey).values(expires_at=utcnow() - timedelta(hours=1))
+        )
     other = await post(client, account, "k-1", {"raw_text": "A different note."})
     assert other.status_code == 202
     assert await note_count(client, account) == 2
@@ -217,9 +225,12 @@ async def test_concurrent_requests_over_tcp_with_one_key_create_one_note(
     app: FastAPI, client: httpx.AsyncClient, db: Database
 ) -> None:
     account = await signup(client)
-    async with serve(app) as base_url, httpx.AsyncClient(
-        base_url=base_url, limits=httpx.Limits(max_connections=20), timeout=30
-    ) as tcp:
+    async with (
+        serve(app) as base_url,
+        httpx.AsyncClient(
+            base_url=base_url, limits=httpx.Limits(max_connections=20), timeout=30
+        ) as tcp,
+    ):
         ids = await fire(tcp, account, "race-over-tcp")
         assert len(ids) == 1
         assert await note_count(tcp, account) == 1

@@ -11,12 +11,20 @@ from notes_api.core.migrations import head_revision
 from tests.conftest import client_for, create_note, make_settings, running_app, signup
 
 CONTRACT_PATHS = {
-    "/auth/signup": {"post"}, "/auth/login": {"post"}, "/auth/token": {"post"},
-    "/auth/refresh": {"post"}, "/auth/logout": {"post"}, "/users/me": {"get"},
-    "/users": {"get", "post"}, "/users/{user_id}": {"patch"},
-    "/notes": {"get", "post"}, "/notes/{note_id}": {"get", "patch", "delete"},
+    "/auth/signup": {"post"},
+    "/auth/login": {"post"},
+    "/auth/token": {"post"},
+    "/auth/refresh": {"post"},
+    "/auth/logout": {"post"},
+    "/users/me": {"get"},
+    "/users": {"get", "post"},
+    "/users/{user_id}": {"patch"},
+    "/notes": {"get", "post"},
+    "/notes/{note_id}": {"get", "patch", "delete"},
     "/notes/{note_id}/retry": {"post"},
-    "/healthz": {"get"}, "/readyz": {"get"}, "/metrics": {"get"},
+    "/healthz": {"get"},
+    "/readyz": {"get"},
+    "/metrics": {"get"},
 }
 
 
@@ -120,9 +128,11 @@ async def test_security_headers_on_responses(client: httpx.AsyncClient, path: st
 async def test_security_headers_on_api_success_and_413(client: httpx.AsyncClient) -> None:
     account = await signup(client)
     created = await client.post("/notes", headers=account.headers, json={"raw_text": "x"})
-    too_big = await client.post("/notes", headers={**account.headers,
-                                                   "Content-Type": "application/json"},
-                                content=b" " * (2 * 1024 * 1024))
+    too_big = await client.post(
+        "/notes",
+        headers={**account.headers, "Content-Type": "application/json"},
+        content=b" " * (2 * 1024 * 1024),
+    )
     for response in (created, too_big):
         assert response.headers["x-content-type-options"] == "nosniff"
         assert response.headers["referrer-policy"]

@@ -41,8 +41,9 @@ async def walk(
 
 async def set_created(db: Database, note_id: str, when: datetime) -> None:
     async with db.session(write=True) as session:
-        await session.execute(update(Note).where(Note.id == uuid.UUID(note_id))
-                              .values(created_at=when))
+        await session.execute(
+            update(Note).where(Note.id == uuid.UUID(note_id)).values(created_at=when)
+        )
 
 
 def assert_problem_422(response: httpx.Response) -> dict[str, Any]:
@@ -174,14 +175,19 @@ async def test_status_filter(client: httpx.AsyncClient, db: Database) -> None:
     account = await signup(client)
     notes = [await create_note(client, account, f"note {i}") for i in range(3)]
     async with db.session(write=True) as session:
-        await session.execute(update(Note).where(Note.id == uuid.UUID(notes[0]["id"]))
-                              .values(status=NoteStatus.DONE, summary="S."))
-        await session.execute(update(Note).where(Note.id == uuid.UUID(notes[1]["id"]))
-                              .values(status=NoteStatus.FAILED, error="boom"))
+        await session.execute(
+            update(Note)
+            .where(Note.id == uuid.UUID(notes[0]["id"]))
+            .values(status=NoteStatus.DONE, summary="S.")
+        )
+        await session.execute(
+            update(Note)
+            .where(Note.id == uuid.UUID(notes[1]["id"]))
+            .values(status=NoteStatus.FAILED, error="boom")
+        )
 
     async def listed(status: str) -> set[str]:
-        response = await client.get("/notes", headers=account.headers,
-                                    params={"status": status})
+        response = await client.get("/notes", headers=account.headers, params={"status": status})
         assert response.status_code == 200
         return {item["id"] for item in response.json()["items"]}
 
@@ -200,8 +206,11 @@ async def test_status_filter_pages_through_matches_only(
     notes = [await create_note(client, account, f"note {i}") for i in range(9)]
     done = {n["id"] for n in notes[::2]}
     async with db.session(write=True) as session:
-        await session.execute(update(Note).where(Note.id.in_([uuid.UUID(i) for i in done]))
-                              .values(status=NoteStatus.DONE))
+        await session.execute(
+            update(Note)
+            .where(Note.id.in_([uuid.UUID(i) for i in done]))
+            .values(status=NoteStatus.DONE)
+        )
     pages = await walk(client, account, limit=2, status="done")
     assert {item["id"] for page in pages for item in page} == done
 
@@ -237,7 +246,9 @@ async def texts(client: httpx.AsyncClient) -> tuple[Account, dict[str, str]]:
     ],
 )
 async def test_q_is_case_insensitive_literal_substring(
-    client: httpx.AsyncClient, texts: tuple[Account, dict[str, str]], q: str,
+    client: httpx.AsyncClient,
+    texts: tuple[Account, dict[str, str]],
+    q: str,
     expected: set[str],
 ) -> None:
     account, ids = texts
@@ -281,8 +292,9 @@ async def test_created_after_and_before(client: httpx.AsyncClient, db: Database)
 
     assert await listed(created_after="2025-06-02T12:00:00Z") == ids[:1:-1]
     assert await listed(created_before="2025-06-02T12:00:00Z") == [ids[1], ids[0]]
-    both = await listed(created_after="2025-06-01T12:00:00Z",
-                        created_before="2025-06-04T00:00:00+00:00")
+    both = await listed(
+        created_after="2025-06-01T12:00:00Z", created_before="2025-06-04T00:00:00+00:00"
+    )
     assert both == [ids[2], ids[1]]
     # Bounds are exclusive, and offsets other than UTC mean the same instant.
     assert await listed(created_after="2025-06-03T02:00:00+02:00") == [ids[4], ids[3]]
@@ -293,8 +305,13 @@ async def test_created_after_and_before(client: httpx.AsyncClient, db: Database)
 
 @pytest.mark.parametrize(
     "value",
-    ["yesterday", "2025-13-01T00:00:00Z", "2025-06-01T00:00:00",
-     "0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"],
+    [
+        "yesterday",
+        "2025-13-01T00:00:00Z",
+        "2025-06-01T00:00:00",
+        "0001-01-01T00:00:00+14:00",
+        "9999-12-31T23:59:59-14:00",
+    ],
     ids=["word", "bad-month", "naive", "underflows-utc", "overflows-utc"],
 )
 @pytest.mark.parametrize("param", ["created_after", "created_before"])

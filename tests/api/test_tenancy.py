@@ -67,8 +67,10 @@ async def call(
 
 def test_matrix_covers_every_known_note_route() -> None:
     assert {
-        ("GET", "/notes/{note_id}"), ("PATCH", "/notes/{note_id}"),
-        ("DELETE", "/notes/{note_id}"), ("POST", "/notes/{note_id}/retry"),
+        ("GET", "/notes/{note_id}"),
+        ("PATCH", "/notes/{note_id}"),
+        ("DELETE", "/notes/{note_id}"),
+        ("POST", "/notes/{note_id}/retry"),
     } <= set(ROUTES)
     for _, path in ROUTES:
         assert path.count("{") == 1, f"{path}: the matrix only fills in note_id"
@@ -162,8 +164,9 @@ async def test_admin_of_another_organization_lists_none_of_them(
     client: httpx.AsyncClient, world: World, notes: dict[str, set[str]]
 ) -> None:
     assert ids_of(await client.get("/notes", headers=world.admin_y.headers)) == set()
-    by_owner = await client.get("/notes", headers=world.admin_y.headers,
-                                params={"owner_id": world.owner.id})
+    by_owner = await client.get(
+        "/notes", headers=world.admin_y.headers, params={"owner_id": world.owner.id}
+    )
     assert ids_of(by_owner) == set()
 
 
@@ -171,8 +174,9 @@ async def test_admin_filters_by_owner_id(
     client: httpx.AsyncClient, world: World, notes: dict[str, set[str]]
 ) -> None:
     for name in ("owner", "colleague"):
-        response = await client.get("/notes", headers=world.admin_x.headers,
-                                    params={"owner_id": getattr(world, name).id})
+        response = await client.get(
+            "/notes", headers=world.admin_x.headers, params={"owner_id": getattr(world, name).id}
+        )
         assert ids_of(response) == notes[name]
         assert {i["owner_id"] for i in response.json()["items"]} == {getattr(world, name).id}
 
@@ -181,11 +185,13 @@ async def test_agent_filtering_by_someone_elses_owner_id_gets_empty_list(
     client: httpx.AsyncClient, world: World, notes: dict[str, set[str]]
 ) -> None:
     for other in (world.colleague, world.admin_x, world.outsider):
-        response = await client.get("/notes", headers=world.owner.headers,
-                                    params={"owner_id": other.id})
+        response = await client.get(
+            "/notes", headers=world.owner.headers, params={"owner_id": other.id}
+        )
         assert ids_of(response) == set()
-    own = await client.get("/notes", headers=world.owner.headers,
-                           params={"owner_id": world.owner.id})
+    own = await client.get(
+        "/notes", headers=world.owner.headers, params={"owner_id": world.owner.id}
+    )
     assert ids_of(own) == notes["owner"]
 
 

@@ -140,7 +140,6 @@ async def test_forged_cursor_is_422_problem(client: httpx.AsyncClient, cursor: s
     assert problem["errors"] == [{"loc": ["query", "cursor"], "msg": "invalid cursor"}]
 
 
-@pytest.mark.xfail(strict=True, reason="core/pagination.py: out-of-range datetime gives 500")
 async def test_cursor_with_datetime_out_of_range_in_utc_is_422(
     client: httpx.AsyncClient,
 ) -> None:

@@ -39,23 +39,35 @@ def pg_settings(pg_url: str, model: FakeModel) -> Settings:
 
     with psycopg.connect(pg_url, autocommit=True) as conn:
         conn.execute(f"TRUNCATE {TABLES} CASCADE")
-    return make_settings(pg_url, summarizer="openai", openai_base_url=model.base_url,
-                         openai_timeout=30.0)
+    return make_settings(
+        pg_url, summarizer="openai", openai_base_url=model.base_url, openai_timeout=30.0
+    )
 
 
 def start_worker(settings: Settings, **env: Any) -> subprocess.Popen[bytes]:
     values = {
-        "DATABASE_URL": settings.database_url, "APP_ENV": "test", "LOG_FORMAT": "json",
-        "SUMMARIZER": settings.summarizer, "OPENAI_BASE_URL": settings.openai_base_url,
-        "OPENAI_TIMEOUT": "30", "JOB_LEASE_SECONDS": "1.5", "JOB_POLL_INTERVAL": "0.5",
-        "JOB_BACKOFF_BASE": "0.1", "JOB_BACKOFF_MAX": "0.2", "WORKER_CONCURRENCY": "8",
+        "DATABASE_URL": settings.database_url,
+        "APP_ENV": "test",
+        "LOG_FORMAT": "json",
+        "SUMMARIZER": settings.summarizer,
+        "OPENAI_BASE_URL": settings.openai_base_url,
+        "OPENAI_TIMEOUT": "30",
+        "JOB_LEASE_SECONDS": "1.5",
+        "JOB_POLL_INTERVAL": "0.5",
+        "JOB_BACKOFF_BASE": "0.1",
+        "JOB_BACKOFF_MAX": "0.2",
+        "WORKER_CONCURRENCY": "8",
         "JOB_SHUTDOWN_GRACE": "5",
     }
     values.update({k.upper(): str(v) for k, v in env.items()})
     # Logs go to a file: an unread pipe fills up and blocks the worker.
     log = tempfile.NamedTemporaryFile(prefix="worker-", suffix=".log", delete=False)  # noqa: SIM115
-    return subprocess.Popen([sys.executable, "-m", "notes_api.cli", "worker"],
-                            env={**os.environ, **values}, stdout=log, stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [sys.executable, "-m", "notes_api.cli", "worker"],
+        env={**os.environ, **values},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
 
 
 @pytest.fixture
@@ -109,8 +121,9 @@ async def test_two_workers_share_a_burst_and_finish_each_job_once(
     db = Database(pg_settings)
     workers = [start_worker(pg_settings, summarizer="extractive") for _ in range(2)]
     try:
-        ids = [await post(client, who, f"Note number {i}. It is about topic {i}.")
-               for i in range(300)]
+        ids = [
+            await post(client, who, f"Note number {i}. It is about topic {i}.") for i in range(300)
+        ]
         await wait_until(lambda: _all_done(db, len(ids)), timeout=60)
         async with db.session() as s:
             notes = (await s.scalars(select(Note))).all()
@@ -220,8 +233,9 @@ async def test_an_edit_during_summarizing_discards_the_stale_result(
     try:
         note_id = await post(client, who, "Old text [slow:1]")
         await wait_until(lambda: _status_is(db, note_id, "processing"))
-        edited = await client.patch(f"/notes/{note_id}", headers=who.headers,
-                                    json={"raw_text": "New text"})
+        edited = await client.patch(
+            f"/notes/{note_id}", headers=who.headers, json={"raw_text": "New text"}
+        )
         assert edited.status_code == 200 and edited.json()["status"] == "queued"
         waited = await client.get(f"/notes/{note_id}?wait=20", headers=who.headers)
         assert waited.json()["status"] == "done"

@@ -48,8 +48,9 @@ async def test_claimed_job_carries_a_lease_and_counts_the_attempt(db: Database) 
 async def test_claim_skips_jobs_not_yet_due(db: Database) -> None:
     job = await _enqueue(db)
     async with db.session(write=True) as s:
-        await s.execute(update(Job).where(Job.id == job.id)
-                        .values(run_after=utcnow() + timedelta(minutes=1)))
+        await s.execute(
+            update(Job).where(Job.id == job.id).values(run_after=utcnow() + timedelta(minutes=1))
+        )
     assert await _claim(db) == []
 
 
@@ -96,8 +97,10 @@ async def test_permanent_failure_fails_at_once(db: Database) -> None:
     await _enqueue(db, attempts=5)
     [claimed] = await _claim(db)
     async with db.session(write=True) as s:
-        assert await queue.fail(s, claimed, "bad input", transient=False, base=1, cap=1) \
+        assert (
+            await queue.fail(s, claimed, "bad input", transient=False, base=1, cap=1)
             is JobStatus.FAILED
+        )
 
 
 async def test_expired_leases_are_found_and_released_jobs_do_not_count(db: Database) -> None:
@@ -124,8 +127,11 @@ async def test_purge_removes_only_old_finished_jobs(db: Database) -> None:
     old = await _enqueue(db, key="old")
     await _enqueue(db, key="live")
     async with db.session(write=True) as s:
-        await s.execute(update(Job).where(Job.id == old.id).values(
-            status=JobStatus.DONE, finished_at=utcnow() - timedelta(days=30)))
+        await s.execute(
+            update(Job)
+            .where(Job.id == old.id)
+            .values(status=JobStatus.DONE, finished_at=utcnow() - timedelta(days=30))
+        )
         assert await queue.purge_finished(s, utcnow() - timedelta(days=7)) == 1
     async with db.session() as s:
         assert [j.dedupe_key for j in (await s.scalars(select(Job))).all()] == ["live"]

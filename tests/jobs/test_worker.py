@@ -16,8 +16,14 @@ from notes_api.jobs.handler import PermanentJobError
 from notes_api.jobs.models import Job, JobStatus
 from notes_api.jobs.worker import Worker, WorkerConfig
 
-FAST = WorkerConfig(concurrency=4, lease_seconds=0.6, poll_interval=5.0, backoff_base=0.01,
-                    backoff_max=0.02, shutdown_grace=0.3)
+FAST = WorkerConfig(
+    concurrency=4,
+    lease_seconds=0.6,
+    poll_interval=5.0,
+    backoff_base=0.01,
+    backoff_max=0.02,
+    shutdown_grace=0.3,
+)
 
 
 class Recorder:
@@ -38,14 +44,16 @@ class Recorder:
             result = await result
         return result
 
-    async def finished(self, session: AsyncSession, job: Job, status: JobStatus, result: Any,
-                       error: str | None) -> None:
+    async def finished(
+        self, session: AsyncSession, job: Job, status: JobStatus, result: Any, error: str | None
+    ) -> None:
         self.states.append((str(job.id), status, result, error))
 
 
 @asynccontextmanager
-async def running(db: Database, handler: Recorder, config: WorkerConfig = FAST
-                  ) -> AsyncIterator[Worker]:
+async def running(
+    db: Database, handler: Recorder, config: WorkerConfig = FAST
+) -> AsyncIterator[Worker]:
     worker = Worker(db, [handler], config)
     task = asyncio.create_task(worker.run())
     try:
@@ -141,8 +149,10 @@ async def test_cancelled_job_result_is_discarded_and_its_run_stopped(db: Databas
         await wait_status(db, job, JobStatus.PROCESSING)
         async with db.session(write=True) as s:
             await s.execute(
-                Job.__table__.update().where(Job.id == job.id)
-                .values(status=JobStatus.CANCELLED, lease_token=None))
+                Job.__table__.update()
+                .where(Job.id == job.id)
+                .values(status=JobStatus.CANCELLED, lease_token=None)
+            )
         release.set()
         await asyncio.sleep(0.3)
     assert handler.states == []

@@ -11,8 +11,9 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-MIGRATIONS_DIR = Path(os.environ.get(
-    "MIGRATIONS_DIR", Path(__file__).resolve().parents[3] / "migrations"))
+MIGRATIONS_DIR = Path(
+    os.environ.get("MIGRATIONS_DIR", Path(__file__).resolve().parents[3] / "migrations")
+)
 
 
 def alembic_config(async_url: str) -> Config:

@@ -26,15 +26,28 @@ class Job(TimestampMixin, Base):
     __tablename__ = "jobs"
     __table_args__ = (
         # What a claim scans: only runnable jobs, oldest due first.
-        Index("ix_jobs_queued_run_after", "run_after",
-              postgresql_where=text("status = 'queued'"), sqlite_where=text("status = 'queued'")),
+        Index(
+            "ix_jobs_queued_run_after",
+            "run_after",
+            postgresql_where=text("status = 'queued'"),
+            sqlite_where=text("status = 'queued'"),
+        ),
         # What the reaper scans: leases that may have run out.
-        Index("ix_jobs_processing_lease", "lease_expires_at",
-              postgresql_where=text("status = 'processing'"),
-              sqlite_where=text("status = 'processing'")),
+        Index(
+            "ix_jobs_processing_lease",
+            "lease_expires_at",
+            postgresql_where=text("status = 'processing'"),
+            sqlite_where=text("status = 'processing'"),
+        ),
         # At most one live job per subject (for notes: per note).
-        Index("uq_jobs_active_dedupe", "kind", "dedupe_key", unique=True,
-              postgresql_where=text(ACTIVE), sqlite_where=text(ACTIVE)),
+        Index(
+            "uq_jobs_active_dedupe",
+            "kind",
+            "dedupe_key",
+            unique=True,
+            postgresql_where=text(ACTIVE),
+            sqlite_where=text(ACTIVE),
+        ),
         Index("ix_jobs_finished_at", "finished_at"),
     )
 
@@ -44,7 +57,11 @@ class Job(TimestampMixin, Base):
     dedupe_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
     status: Mapped[JobStatus] = mapped_column(
         Enum(
-            JobStatus, name="job_status", native_enum=False, create_constraint=True, length=16,
+            JobStatus,
+            name="job_status",
+            native_enum=False,
+            create_constraint=True,
+            length=16,
             values_callable=lambda e: [m.value for m in e],
         ),
         default=JobStatus.QUEUED,

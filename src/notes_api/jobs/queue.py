@@ -29,15 +29,23 @@ async def enqueue(
     dedupe_key: str | None = None,
 ) -> Job:
     """Add a job in the caller's transaction: it exists exactly when the caller's data does."""
-    job = Job(kind=kind, payload=payload, dedupe_key=dedupe_key, max_attempts=max_attempts,
-              status=JobStatus.QUEUED, attempts=0, run_after=utcnow())
+    job = Job(
+        kind=kind,
+        payload=payload,
+        dedupe_key=dedupe_key,
+        max_attempts=max_attempts,
+        status=JobStatus.QUEUED,
+        attempts=0,
+        run_after=utcnow(),
+    )
     session.add(job)
     await session.flush()
     signals.mark_queued(session)
     if dialect_name(session) == "postgresql":
         # Delivered on commit, and only then; dropped on rollback.
-        await session.execute(text("SELECT pg_notify(:c, :k)"),
-                              {"c": signals.QUEUED_CHANNEL, "k": kind})
+        await session.execute(
+            text("SELECT pg_notify(:c, :k)"), {"c": signals.QUEUED_CHANNEL, "k": kind}
+        )
     return job
 
 
@@ -45,8 +53,10 @@ async def announce_finished(session: AsyncSession, job: Job) -> None:
     """Tell waiters (in this process after commit, in others through NOTIFY) the job ended."""
     signals.mark_finished(session, job.kind, job.dedupe_key)
     if dialect_name(session) == "postgresql":
-        await session.execute(text("SELECT pg_notify(:c, :p)"),
-                              {"c": signals.FINISHED_CHANNEL, "p": f"{job.kind}:{job.dedupe_key or ''}"})
+        payload = f"{job.kind}:{job.dedupe_key or ''}"
+        await session.execute(
+            text("SELECT pg_notify(:c, :p)"), {"c": signals.FINISHED_CHANNEL, "p": payload}
+        )
 
 
 async def cancel_active(session: AsyncSession, kind: str, dedupe_key: str) -> int:
@@ -55,8 +65,13 @@ async def cancel_active(session: AsyncSession, kind: str, dedupe_key: str) -> in
     result = await session.execute(
         update(Job)
         .where(Job.kind == kind, Job.dedupe_key == dedupe_key, Job.status.in_(ACTIVE))
-        .values(status=JobStatus.CANCELLED, lease_token=None, lease_expires_at=None,
-                finished_at=now, updated_at=now)
+        .values(
+            status=JobStatus.CANCELLED,
+            lease_token=None,
+            lease_expires_at=None,
+            finished_at=now,
+            updated_at=now,
+        )
     )
     return int(getattr(result, "rowcount", 0))
 
@@ -77,9 +92,14 @@ async def claim(
     stmt = (
         update(Job)
         .where(Job.id.in_(due.scalar_subquery()))
-        .values(status=JobStatus.PROCESSING, attempts=Job.attempts + 1, lease_token=uuid.uuid4(),
-                lease_expires_at=now + timedelta(seconds=lease_seconds), worker_id=worker_id,
-                updated_at=now)
+        .values(
+            status=JobStatus.PROCESSING,
+            attempts=Job.attempts + 1,
+            lease_token=uuid.uuid4(),
+            lease_expires_at=now + timedelta(seconds=lease_seconds),
+            worker_id=worker_id,
+            updated_at=now,
+        )
         .returning(Job)
         .execution_options(synchronize_session=False)
     )
@@ -87,27 +107,25 @@ async def claim(
 
 
 def _fenced(job: Job) -> Any:
-    return and_(Job.id == job.id, Job.lease_token == job.lease_token,
-                Job.status == JobStatus.PROCESSING)
+    return and_(
+        Job.id == job.id, Job.lease_token == job.lease_token, Job.status == JobStatus.PROCESSING
+    )
 
 
 async def renew(session: AsyncSession, job: Job, lease_seconds: float) -> bool:
     expires = utcnow() + timedelta(seconds=lease_seconds)
-    result = await session.execute(
-        update(Job).where(_fenced(job)).values(lease_expires_at=expires)
-    )
+    result = await session.execute(update(Job).where(_fenced(job)).values(lease_expires_at=expires))
     return int(getattr(result, "rowcount", 0)) == 1
 
 
 async def complete(session: AsyncSession, job: Job) -> bool:
     now = utcnow()
-    return await _transition(session, job, status=JobStatus.DONE, finished_at=now,
-                             last_error=None)
+    return await _transition(session, job, status=JobStatus.DONE, finished_at=now, last_error=None)
 
 
 def backoff_delay(attempts: int, base: float, cap: float) -> float:
     """Exponential backoff with 'equal jitter': half fixed, half random, so retries spread."""
-    delay = min(cap, base * (2 ** max(0, attempts - 1)))
+    delay = min(cap, base * 2.0 ** max(0, attempts - 1))
     return delay / 2 + random.uniform(0, delay / 2)  # noqa: S311 - jitter, not security
 
 
@@ -120,18 +138,19 @@ async def fail(
     now = utcnow()
     if transient and job.attempts < job.max_attempts:
         run_after = now + timedelta(seconds=backoff_delay(job.attempts, base, cap))
-        ok = await _transition(session, job, status=JobStatus.QUEUED, run_after=run_after,
-                               last_error=error)
+        ok = await _transition(
+            session, job, status=JobStatus.QUEUED, run_after=run_after, last_error=error
+        )
         return JobStatus.QUEUED if ok else None
-    ok = await _transition(session, job, status=JobStatus.FAILED, finished_at=now,
-                           last_error=error)
+    ok = await _transition(session, job, status=JobStatus.FAILED, finished_at=now, last_error=error)
     return JobStatus.FAILED if ok else None
 
 
 async def release(session: AsyncSession, job: Job) -> bool:
     """Give an interrupted attempt back (graceful shutdown); it does not count as a try."""
-    released = await _transition(session, job, status=JobStatus.QUEUED, run_after=utcnow(),
-                                 attempts=Job.attempts - 1)
+    released = await _transition(
+        session, job, status=JobStatus.QUEUED, run_after=utcnow(), attempts=Job.attempts - 1
+    )
     if released:
         job.attempts -= 1
     return released
@@ -140,7 +159,9 @@ async def release(session: AsyncSession, job: Job) -> bool:
 async def _transition(session: AsyncSession, job: Job, **values: Any) -> bool:
     values.update(lease_token=None, lease_expires_at=None, updated_at=utcnow())
     result = await session.execute(
-        update(Job).where(_fenced(job)).values(**values)
+        update(Job)
+        .where(_fenced(job))
+        .values(**values)
         .execution_options(synchronize_session=False)
     )
     return int(getattr(result, "rowcount", 0)) == 1

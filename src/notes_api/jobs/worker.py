@@ -96,8 +96,13 @@ class Worker:
 
     async def _claim(self, room: int) -> int:
         async with self.db.session(write=True) as session:
-            jobs = await queue.claim(session, list(self.handlers), worker_id=self.worker_id,
-                                     lease_seconds=self.config.lease_seconds, limit=room)
+            jobs = await queue.claim(
+                session,
+                list(self.handlers),
+                worker_id=self.worker_id,
+                lease_seconds=self.config.lease_seconds,
+                limit=room,
+            )
             prepared: list[tuple[Job, Any]] = []
             for job in jobs:
                 prepared.append((job, await self._start(session, job)))
@@ -159,8 +164,9 @@ class Worker:
         try:
             async with self.db.session(write=True) as session:
                 if await queue.complete(session, job):
-                    await self.handlers[job.kind].finished(session, job, JobStatus.DONE,
-                                                           result, None)
+                    await self.handlers[job.kind].finished(
+                        session, job, JobStatus.DONE, result, None
+                    )
                     await queue.announce_finished(session, job)
                     JOB_OUTCOMES.labels(job.kind, "done").inc()
                 else:
@@ -180,8 +186,14 @@ class Worker:
         self, session: AsyncSession, job: Job, exc: BaseException, *, transient: bool
     ) -> None:
         error = str(exc) or type(exc).__name__
-        status = await queue.fail(session, job, error, transient=transient,
-                                  base=self.config.backoff_base, cap=self.config.backoff_max)
+        status = await queue.fail(
+            session,
+            job,
+            error,
+            transient=transient,
+            base=self.config.backoff_base,
+            cap=self.config.backoff_max,
+        )
         if status is None:
             return
         await self.handlers[job.kind].finished(session, job, status, None, error)
@@ -235,8 +247,9 @@ class Worker:
             try:
                 async with self.db.session(write=True) as session:
                     if await queue.release(session, job):
-                        await self.handlers[job.kind].finished(session, job, JobStatus.QUEUED,
-                                                               None, None)
+                        await self.handlers[job.kind].finished(
+                            session, job, JobStatus.QUEUED, None, None
+                        )
                         signals.mark_queued(session)
             except Exception:
                 log.exception("worker.release_failed", job_id=str(job.id))

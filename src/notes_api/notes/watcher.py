@@ -43,12 +43,12 @@ class NoteWatcher:
                 await self._task
         self._resolve_all()
 
-    async def wait(self, note_id: uuid.UUID, timeout: float) -> None:
+    async def wait(self, note_id: uuid.UUID, seconds: float) -> None:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters[note_id].add(future)
         try:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(future, timeout)
+                await asyncio.wait_for(future, seconds)
         finally:
             waiters = self._waiters.get(note_id)
             if waiters is not None:

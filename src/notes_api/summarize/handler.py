@@ -44,7 +44,11 @@ class SummarizeHandler:
         note_status = _NOTE_STATUS.get(status)
         if note_status is not None:
             await repository.record_job_state(
-                session, _note_id(job), note_status, attempts=job.attempts, summary=result,
+                session,
+                _note_id(job),
+                note_status,
+                attempts=job.attempts,
+                summary=result,
                 error=error,
             )
 
