@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import update
 
+from notes_api.auth.models import RefreshToken
 from notes_api.auth.passwords import Passwords
 from notes_api.core.config import Settings
+from notes_api.core.db import Database
+from notes_api.core.models import utcnow
 from notes_api.organizations.models import DEFAULT_ORGANIZATION_ID
 from tests.conftest import PASSWORD, client_for, make_settings, running_app, signup
 
@@ -385,6 +390,15 @@ async def test_reuse_revokes_only_that_family(client: httpx.AsyncClient) -> None
     await refresh(client, account.refresh_token)
     assert_problem(await refresh(client, account.refresh_token), 401)
     assert (await refresh(client, other_session)).status_code == 200
+
+
+async def test_expired_refresh_token_is_401(client: httpx.AsyncClient, db: Database) -> None:
+    account = await signup(client)
+    async with db.session(write=True) as session:
+        await session.execute(
+            update(RefreshToken).values(expires_at=utcnow() - timedelta(seconds=1))
+        )
+    assert_problem(await refresh(client, account.refresh_token), 401)
 
 
 @pytest.mark.parametrize("token", ["unknown-token", "x" * 512])

@@ -319,7 +319,7 @@ async def test_title_is_trimmed_and_limited(client: httpx.AsyncClient, account: 
 @pytest.mark.parametrize(
     ("method", "suffix"), [("GET", ""), ("PATCH", ""), ("DELETE", ""), ("POST", "/retry")]
 )
-@pytest.mark.parametrize("note_id", ["123", "not-a-uuid", "%00", "'%20OR%201=1--"])
+@pytest.mark.parametrize("note_id", ["123", "'%20OR%201=1--"])
 async def test_non_uuid_note_id_is_422(
     client: httpx.AsyncClient, account: Account, method: str, suffix: str, note_id: str
 ) -> None:

@@ -136,12 +136,14 @@ async def test_patch_same_raw_text_does_not_requeue(
     assert response.json()["summary"] == "S."
 
 
-async def test_patch_raw_text_requeues_and_clears_summary(
+async def test_patch_raw_text_of_failed_note_requeues_and_clears_error(
     client: httpx.AsyncClient, db: Database
 ) -> None:
     account = await signup(client)
     note = await create_note(client, account, TEXT)
-    await set_note(db, note["id"], status=NoteStatus.DONE, summary="Old summary.", attempts=1)
+    await set_note(
+        db, note["id"], status=NoteStatus.FAILED, summary=None, attempts=5, error="timed out"
+    )
     response = await client.patch(
         f"/notes/{note['id']}",
         headers=account.headers,
@@ -154,11 +156,27 @@ async def test_patch_raw_text_requeues_and_clears_summary(
     assert body["summary"] is None
     assert body["summarized_at"] is None
     assert body["attempts"] == 0
+    assert body["error"] is None
     fetched = await client.get(f"/notes/{note['id']}", headers=account.headers)
     assert fetched.json() == body
     # The job for the old text is cancelled (its lease revoked); exactly one is live.
     statuses = sorted(job.status.value for job in await jobs_of(db, note["id"]))
     assert statuses == [JobStatus.CANCELLED.value, JobStatus.QUEUED.value]
+
+
+async def test_patch_raw_text_of_done_note_drops_old_summary(
+    client: httpx.AsyncClient, db: Database
+) -> None:
+    account = await signup(client)
+    note = await create_note(client, account, TEXT)
+    await set_note(db, note["id"], status=NoteStatus.DONE, summary="Old summary.", attempts=1)
+    response = await client.patch(
+        f"/notes/{note['id']}", headers=account.headers, json={"raw_text": "New text."}
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["status"] == "queued"
+    assert response.json()["summary"] is None
+    assert response.json()["summarized_at"] is None
 
 
 async def test_patch_clears_title_with_null(client: httpx.AsyncClient) -> None:

@@ -16,6 +16,20 @@ from notes_api.core.db import Database
 from notes_api.notes.models import Note, NoteStatus
 from tests.conftest import Account, create_note, signup
 
+NOTE_FIELDS = {
+    "id",
+    "title",
+    "raw_text",
+    "summary",
+    "status",
+    "attempts",
+    "error",
+    "owner_id",
+    "created_at",
+    "updated_at",
+    "summarized_at",
+}
+
 
 def cursor_of(value: Any) -> str:
     return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
@@ -61,6 +75,7 @@ async def test_pages_of_7_visit_25_notes_once_newest_first(client: httpx.AsyncCl
     assert [len(p) for p in pages] == [7, 7, 7, 4]
     seen = [item["id"] for page in pages for item in page]
     assert seen == list(reversed(created))
+    assert all(set(item) == NOTE_FIELDS for page in pages for item in page)
     stamps = [item["created_at"] for page in pages for item in page]
     assert stamps == sorted(stamps, reverse=True)
 

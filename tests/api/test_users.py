@@ -309,6 +309,21 @@ async def test_admin_can_step_down_while_another_admin_remains(
     assert (await client.get("/users", headers=second.headers)).status_code == 200
 
 
+async def test_admin_can_deactivate_themself_while_another_admin_remains(
+    client: httpx.AsyncClient,
+) -> None:
+    first = await signup(client, organization="Leaving")
+    second = await add_user(client, first, "ADMIN")
+    response = await client.patch(
+        f"/users/{first.id}", headers=first.headers, json={"is_active": False}
+    )
+    assert response.status_code == 200
+    assert response.json()["is_active"] is False
+    assert_problem(await client.get("/users/me", headers=first.headers), 401)
+    listed = (await client.get("/users", headers=second.headers)).json()["items"]
+    assert {u["email"]: u["is_active"] for u in listed} == {first.email: False, second.email: True}
+
+
 async def test_deactivated_admin_does_not_count_as_the_remaining_admin(
     client: httpx.AsyncClient,
 ) -> None:

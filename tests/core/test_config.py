@@ -194,6 +194,35 @@ def test_cors_origins_in_broken_json_is_a_validation_error(
         settings()
 
 
+def test_the_shipped_env_example_loads_with_its_defaults() -> None:
+    example = Path(__file__).resolve().parents[2] / ".env.example"
+    if not example.exists():
+        pytest.skip(".env.example is not in this checkout")
+    loaded = Settings(_env_file=example)  # type: ignore[call-arg]
+    assert loaded.log_format is None
+    assert loaded.cors_origins == []
+    assert loaded.jwt_secret.get_secret_value() == DEV_JWT_SECRET
+    assert loaded.bootstrap_admin_password is None
+
+
+@pytest.mark.parametrize("name", ["JWT_SECRET", "LOG_FORMAT", "OPENAI_API_KEY", "PORT"])
+def test_empty_environment_variable_means_default(
+    monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    defaults = settings()
+    monkeypatch.setenv(name, "")
+    assert settings() == defaults
+
+
+def test_empty_jwt_secret_in_production_still_refuses_to_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("APP_ENV", "production")
+    monkeypatch.setenv("JWT_SECRET", "")
+    with pytest.raises(ValidationError, match="JWT_SECRET"):
+        settings()
+
+
 def test_bootstrap_admin_email_blank_means_unset() -> None:
     assert settings(bootstrap_admin_email="  ").bootstrap_admin_email is None
 

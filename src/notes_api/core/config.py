@@ -35,7 +35,9 @@ def normalize_database_url(url: str) -> str:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
+    # An empty variable (`LOG_FORMAT=` as .env.example has it) means "use the default".
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False,
+                                      env_ignore_empty=True)
 
     app_env: Literal["development", "production", "test"] = "development"
     host: str = "127.0.0.1"

@@ -42,7 +42,8 @@ async def app_error(_: Request, exc: Exception) -> JSONResponse:
 async def http_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
     detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
-    return problem(exc.status_code, detail, headers=exc.headers)
+    return problem(exc.status_code, detail,
+                   headers=dict(exc.headers) if exc.headers else None)
 
 
 async def validation_error(_: Request, exc: Exception) -> JSONResponse:

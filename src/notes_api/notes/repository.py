@@ -46,7 +46,7 @@ def _like_pattern(text: str) -> str:
     return f"%{escaped}%"
 
 
-def list_query(user: User, filters: NoteFilters, limit: int) -> Select[tuple[Note]]:
+def list_query(user: User, filters: NoteFilters, limit: int) -> Select[Note]:
     stmt = select(Note).where(visible_to(user))
     if filters.owner_id is not None:
         stmt = stmt.where(Note.owner_id == filters.owner_id)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import uuid
@@ -108,15 +109,17 @@ async def wait_for_note(
 ) -> Note:
     """Answer once the note is done or failed, or after `wait` seconds. No connection is
     held while waiting: the watcher is woken by the worker's completion signal."""
-    note = await get_note(session, user, note_id)
-    if wait <= 0 or note.status in (NoteStatus.DONE, NoteStatus.FAILED):
-        return note
-    await session.rollback()  # gives the connection back to the pool while we wait
-    await watcher.wait(note_id, wait)
-    # The rollback expired the caller too; reload it here, since a lazy load cannot run in
-    # async code (and a detached user cannot be reloaded at all).
-    await session.refresh(user)
-    return await get_note(session, user, note_id)
+    deadline = asyncio.get_running_loop().time() + wait
+    while True:
+        note = await get_note(session, user, note_id)
+        left = deadline - asyncio.get_running_loop().time()
+        if left <= 0 or note.status in (NoteStatus.DONE, NoteStatus.FAILED):
+            return note
+        # Ending the (read-only) transaction returns the connection to the pool while we
+        # wait; commit rather than rollback so the caller's loaded user stays usable.
+        await session.commit()
+        session.expunge(note)  # read it afresh after the wake-up
+        await watcher.wait(note_id, left)
 
 
 async def list_notes(
