@@ -4,18 +4,21 @@
 #   docker build -t notes-api .
 #   docker run -p 8000:8000 -e JWT_SECRET=$(openssl rand -hex 32) -e DATABASE_URL=... notes-api
 #
-# Plain Dockerfile syntax only (no heredocs, no COPY --parents): podman 4.3 builds it too.
-# Debian is pinned (slim-bookworm): the venv holds manylinux wheels built against its glibc,
-# and the suite should change on purpose, not when the upstream tag moves.
+# Plain Dockerfile syntax only (no RUN --mount, heredocs or COPY --parents), so any builder
+# takes it: BuildKit, Koyeb's, podman 4.3.
+# Both stages use the same pinned base (slim-bookworm): the venv points at that image's
+# /usr/local/bin/python3.11, and the Debian suite should change on purpose, not when the
+# upstream `3.11-slim` tag moves to the next one.
 
 FROM ghcr.io/astral-sh/uv:0.13.9 AS uv
 
 # ---------------------------------------------------------------------------- builder
 FROM python:3.11-slim-bookworm AS builder
 COPY --from=uv /uv /usr/local/bin/uv
-# Bytecode compiled at build time (the runtime user cannot write it); copy, not hardlink,
-# out of the cache mount; never download a Python: the venv must use this image's.
+# Bytecode compiled at build time (the runtime user cannot write it); no uv cache in the
+# layers; never download a Python: the venv must use this image's interpreter.
 ENV UV_COMPILE_BYTECODE=1 \
+    UV_NO_CACHE=1 \
     UV_LINK_MODE=copy \
     UV_PYTHON_DOWNLOADS=never \
     UV_PYTHON=/usr/local/bin/python3.11 \
@@ -24,15 +27,13 @@ WORKDIR /app
 
 # Dependencies first: this layer is rebuilt only when the lock file changes.
 COPY pyproject.toml uv.lock ./
-RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --frozen --no-dev --no-install-project
+RUN uv sync --frozen --no-dev --no-install-project
 
 # Then the project itself, installed editable (uv's default) so that the code finds
 # /app/migrations next to /app/src as it does in a checkout.
 COPY README.md ./
 COPY src ./src
-RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --frozen --no-dev \
+RUN uv sync --frozen --no-dev \
  && python -m compileall -q src
 
 # ---------------------------------------------------------------------------- runtime
@@ -45,6 +46,13 @@ LABEL org.opencontainers.image.title="notes-api" \
 RUN groupadd --system --gid 10001 app \
  && useradd --system --uid 10001 --gid app --home-dir /app --no-create-home \
       --shell /usr/sbin/nologin app
+
+# The official image ships the standard library without bytecode and the runtime user cannot
+# write it, so every start would compile it again: about 2.5 s of a 12 s cold start on a
+# 0.1 vCPU instance, against some 20 MB here.
+RUN python -m compileall -q -j 0 \
+      -x '/(site-packages|idlelib|tkinter|turtledemo|ensurepip|lib2to3)/' \
+      /usr/local/lib/python3.11
 
 WORKDIR /app
 COPY --from=builder /app/.venv /app/.venv

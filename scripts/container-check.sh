@@ -43,8 +43,8 @@ json() {
 }
 
 header() { # header NAME: value of a header in the last response (case-insensitive)
-  awk -v n="$(tr 'A-Z' 'a-z' <<<"$1")" -F': *' \
-    'tolower($1) == n { sub(/\r$/, "", $2); print $2; exit }' "$headers"
+  awk -v n="$1" -F': *' \
+    'tolower($1) == tolower(n) { sub(/\r$/, "", $2); print $2; exit }' "$headers"
 }
 
 say "target $BASE_URL"
@@ -78,13 +78,13 @@ status=$(json 'd["status"]')
 say "note $id is $status"
 
 for _ in $(seq "$WAIT_ROUNDS"); do
-  [ "$status" = done ] && break
+  [ "$status" = "done" ] && break
   [ "$status" = failed ] && fail "the note's summary failed: $(json 'd["error"]')"
   expect 200 "$(request GET "/notes/$id?wait=10" "" "$token")" "GET /notes/$id?wait=10"
   status=$(json 'd["status"]')
   say "note $id is $status"
 done
-[ "$status" = done ] || fail "the note is still '$status' after $WAIT_ROUNDS waits of 10 s"
+[ "$status" = "done" ] || fail "the note is still '$status' after $WAIT_ROUNDS waits of 10 s"
 summary=$(json 'd["summary"]')
 [ -n "${summary// /}" ] || fail "the note is done but its summary is empty"
 say "summary: ${summary:0:120}"

@@ -27,8 +27,14 @@ async def create_admin(
             return False
         org_id = await ensure_default_organization(session)
         try:
-            await create_user(session, AuthContext(settings, passwords), email=email,
-                              password=password, role=Role.ADMIN, organization_id=org_id)
+            await create_user(
+                session,
+                AuthContext(settings, passwords),
+                email=email,
+                password=password,
+                role=Role.ADMIN,
+                organization_id=org_id,
+            )
         except Conflict:
             return False
     return True
@@ -37,6 +43,11 @@ async def create_admin(
 async def bootstrap_admin(db: Database, settings: Settings, passwords: Passwords) -> None:
     if not (settings.bootstrap_admin_email and settings.bootstrap_admin_password):
         return
-    created = await create_admin(db, settings, passwords, settings.bootstrap_admin_email,
-                                 settings.bootstrap_admin_password.get_secret_value())
+    created = await create_admin(
+        db,
+        settings,
+        passwords,
+        settings.bootstrap_admin_email,
+        settings.bootstrap_admin_password.get_secret_value(),
+    )
     log.info("bootstrap.admin", created=created)

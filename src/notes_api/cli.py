@@ -83,8 +83,19 @@ def create_admin(settings: Settings, email: str, password: str | None) -> int:
     from notes_api.auth.passwords import Passwords
     from notes_api.bootstrap import create_admin as create
     from notes_api.core.db import Database
+    from notes_api.core.schemas import normalize_email
 
-    password = password or os.environ.get("ADMIN_PASSWORD") or getpass.getpass("Password: ")
+    try:
+        email = normalize_email(email)
+    except ValueError as exc:
+        print(f"Not a usable email address: {exc}", file=sys.stderr)
+        return 2
+    password = password or os.environ.get("ADMIN_PASSWORD")
+    if password is None:
+        if not sys.stdin.isatty():
+            print("Give the password with --password or ADMIN_PASSWORD.", file=sys.stderr)
+            return 2
+        password = getpass.getpass("Password: ")
     if not 8 <= len(password) <= 128:
         print("The password must be 8 to 128 characters.", file=sys.stderr)
         return 2

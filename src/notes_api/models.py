@@ -7,5 +7,13 @@ from notes_api.notes.models import IdempotencyKey, Note
 from notes_api.organizations.models import Organization
 from notes_api.users.models import User
 
-__all__ = ["Base", "IdempotencyKey", "Job", "LoginAttempt", "Note", "Organization",
-           "RefreshToken", "User"]
+__all__ = [
+    "Base",
+    "IdempotencyKey",
+    "Job",
+    "LoginAttempt",
+    "Note",
+    "Organization",
+    "RefreshToken",
+    "User",
+]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import structlog
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
@@ -13,6 +14,8 @@ from notes_api.core.openapi import errors
 from notes_api.jobs import queue
 from notes_api.jobs.metrics import QUEUE_DEPTH
 from notes_api.jobs.models import JobStatus
+
+log = structlog.get_logger("notes_api.ops")
 
 router = APIRouter(tags=["operations"])
 
@@ -48,8 +51,11 @@ async def readyz(request: Request) -> Ready:
     return Ready(status="ok", database=db.engine.dialect.name, migration=current)
 
 
-@router.get("/metrics", response_class=Response,
-            responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text"}})
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text"}},
+)
 async def metrics(request: Request) -> Response:
     """Prometheus metrics: HTTP traffic, queue depth by status, job durations and outcomes."""
     db: Database = request.app.state.db
@@ -58,6 +64,6 @@ async def metrics(request: Request) -> Response:
             depth = await queue.depth_by_status(session)
         for status in JobStatus:
             QUEUE_DEPTH.labels(status.value).set(depth.get(status.value, 0))
-    except Exception:  # metrics must still answer while the database is away
-        pass
+    except Exception as exc:  # metrics must still answer while the database is away
+        log.warning("metrics.queue_depth_unavailable", error=type(exc).__name__)
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

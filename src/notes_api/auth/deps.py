@@ -19,7 +19,8 @@ oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/auth/token", auto_error=False)
 
 
 async def current_user(
-    session: SessionDep, settings: SettingsDep,
+    session: SessionDep,
+    settings: SettingsDep,
     token: Annotated[str | None, Depends(oauth2_scheme)],
 ) -> User:
     if not token:

@@ -15,8 +15,13 @@ from notes_api.core.config import Settings
 class Passwords:
     def __init__(self, settings: Settings) -> None:
         self._hash = PasswordHash(
-            (Argon2Hasher(memory_cost=settings.argon2_memory_kib,
-                          time_cost=settings.argon2_time_cost, parallelism=1),)
+            (
+                Argon2Hasher(
+                    memory_cost=settings.argon2_memory_kib,
+                    time_cost=settings.argon2_time_cost,
+                    parallelism=1,
+                ),
+            )
         )
         self._limiter = anyio.CapacityLimiter(settings.hash_concurrency)
         self._dummy: str | None = None
@@ -30,11 +35,13 @@ class Passwords:
         if hashed is None:
             if self._dummy is None:
                 self._dummy = await self.hash("dummy password for unknown users")
-            await anyio.to_thread.run_sync(self._safe_verify, password, self._dummy,
-                                           limiter=self._limiter)
+            await anyio.to_thread.run_sync(
+                self._safe_verify, password, self._dummy, limiter=self._limiter
+            )
             return False
-        return await anyio.to_thread.run_sync(self._safe_verify, password, hashed,
-                                              limiter=self._limiter)
+        return await anyio.to_thread.run_sync(
+            self._safe_verify, password, hashed, limiter=self._limiter
+        )
 
     def _safe_verify(self, password: str, hashed: str) -> bool:
         try:

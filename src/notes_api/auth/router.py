@@ -21,8 +21,7 @@ from notes_api.users.schemas import UserPublic
 router = APIRouter(tags=["auth"])
 
 
-@router.post("/auth/signup", status_code=status.HTTP_201_CREATED,
-             responses=errors(403, 409, 422))
+@router.post("/auth/signup", status_code=status.HTTP_201_CREATED, responses=errors(403, 409, 422))
 async def signup(body: SignupRequest, session: SessionDep, auth: AuthDep) -> SignupResponse:
     """Create an account. Without `organization_name` you join the default organization as an
     AGENT; with it, a new organization is created and you are its ADMIN."""
@@ -52,8 +51,7 @@ async def refresh(body: RefreshRequest, session: SessionDep, settings: SettingsD
     return await service.refresh(session, settings, body.refresh_token)
 
 
-@router.post("/auth/logout", status_code=status.HTTP_204_NO_CONTENT,
-             responses=errors(401, 422))
+@router.post("/auth/logout", status_code=status.HTTP_204_NO_CONTENT, responses=errors(401, 422))
 async def logout(body: RefreshRequest, user: CurrentUser, session: SessionDep) -> Response:
     """Sign out: the refresh token (and every token rotated from it) stops working."""
     await service.logout(session, user, body.refresh_token)

@@ -12,8 +12,9 @@ OpaqueToken = Annotated[str, StringConstraints(min_length=1, max_length=512)]
 
 class SignupRequest(RequestModel):
     email: Email = Field(examples=["ada@example.com"])
-    password: Password = Field(description="8 to 128 characters",
-                               examples=["correct horse battery staple"])
+    password: Password = Field(
+        description="8 to 128 characters", examples=["correct horse battery staple"]
+    )
     organization_name: Name | None = Field(
         default=None,
         description="Create this organization with you as its ADMIN. "
@@ -24,9 +25,11 @@ class SignupRequest(RequestModel):
 
 class LoginRequest(RequestModel):
     email: Annotated[str, StringConstraints(min_length=1, max_length=254)] = Field(
-        examples=["ada@example.com"])
+        examples=["ada@example.com"]
+    )
     password: Annotated[str, StringConstraints(min_length=1, max_length=128)] = Field(
-        examples=["correct horse battery staple"])
+        examples=["correct horse battery staple"]
+    )
 
 
 class RefreshRequest(RequestModel):
@@ -36,7 +39,7 @@ class RefreshRequest(RequestModel):
 class TokenPair(ResponseModel):
     access_token: str
     refresh_token: str
-    token_type: Literal["bearer"] = "bearer"
+    token_type: Literal["bearer"] = "bearer"  # noqa: S105 - a scheme name, not a secret
     expires_in: int = Field(description="access token lifetime in seconds")
 
 

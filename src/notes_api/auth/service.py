@@ -41,11 +41,21 @@ class AuthContext:
 
 
 async def create_user(
-    session: AsyncSession, ctx: AuthContext, *, email: str, password: str, role: Role,
+    session: AsyncSession,
+    ctx: AuthContext,
+    *,
+    email: str,
+    password: str,
+    role: Role,
     organization_id: uuid.UUID,
 ) -> User:
-    user = User(email=email, password_hash=await ctx.passwords.hash(password), role=role,
-                organization_id=organization_id, is_active=True)
+    user = User(
+        email=email,
+        password_hash=await ctx.passwords.hash(password),
+        role=role,
+        organization_id=organization_id,
+        is_active=True,
+    )
     try:
         # Added inside the savepoint, so a conflict also takes the user out of the session
         # and a caller that goes on (bootstrap) can still commit.
@@ -57,15 +67,18 @@ async def create_user(
     return user
 
 
-async def signup(session: AsyncSession, ctx: AuthContext, body: SignupRequest) -> tuple[User, TokenPair]:
+async def signup(
+    session: AsyncSession, ctx: AuthContext, body: SignupRequest
+) -> tuple[User, TokenPair]:
     if not ctx.settings.signup_open:
         raise Forbidden("Sign-up is closed; ask an administrator for an account")
     if body.organization_name:
         org_id, role = (await create_organization(session, body.organization_name)).id, Role.ADMIN
     else:
         org_id, role = await ensure_default_organization(session), Role.AGENT
-    user = await create_user(session, ctx, email=body.email, password=body.password, role=role,
-                             organization_id=org_id)
+    user = await create_user(
+        session, ctx, email=body.email, password=body.password, role=role, organization_id=org_id
+    )
     return user, await issue_tokens(session, ctx.settings, user, family_id=uuid.uuid4())
 
 
@@ -76,8 +89,12 @@ async def login(session: AsyncSession, ctx: AuthContext, email: str, password: s
     user = await session.scalar(select(User).where(User.email == email.strip().lower()))
     ok = await ctx.passwords.verify(password, user.password_hash if user else None)
     if not ok or user is None or not user.is_active:
-        await throttle.record_failure(session, email, max_failures=ctx.settings.login_max_failures,
-                                      window_seconds=ctx.settings.login_lockout_seconds)
+        await throttle.record_failure(
+            session,
+            email,
+            max_failures=ctx.settings.login_max_failures,
+            window_seconds=ctx.settings.login_lockout_seconds,
+        )
         raise InvalidCredentials()
     await throttle.clear(session, email)
     return await issue_tokens(session, ctx.settings, user, family_id=uuid.uuid4())
@@ -86,7 +103,8 @@ async def login(session: AsyncSession, ctx: AuthContext, email: str, password: s
 async def refresh(session: AsyncSession, settings: Settings, token: str) -> TokenPair:
     now = utcnow()
     row = await session.scalar(
-        select(RefreshToken).where(RefreshToken.token_hash == hash_refresh_token(token))
+        select(RefreshToken)
+        .where(RefreshToken.token_hash == hash_refresh_token(token))
         .with_for_update()
     )
     if row is None or row.revoked_at is not None or row.expires_at <= now:
@@ -104,8 +122,9 @@ async def refresh(session: AsyncSession, settings: Settings, token: str) -> Toke
 
 async def logout(session: AsyncSession, user: User, token: str) -> None:
     row = await session.scalar(
-        select(RefreshToken).where(RefreshToken.token_hash == hash_refresh_token(token),
-                                   RefreshToken.user_id == user.id)
+        select(RefreshToken).where(
+            RefreshToken.token_hash == hash_refresh_token(token), RefreshToken.user_id == user.id
+        )
     )
     if row is not None:
         await revoke_family(session, row.family_id)
@@ -132,14 +151,23 @@ async def issue_tokens(
 ) -> TokenPair:
     now = utcnow()
     refresh_token = new_refresh_token()
-    session.add(RefreshToken(
-        user_id=user.id, family_id=family_id, token_hash=hash_refresh_token(refresh_token),
-        created_at=now, expires_at=now + timedelta(seconds=settings.refresh_token_ttl),
-    ))
-    access = create_access_token(
-        settings.jwt_secret.get_secret_value(), user_id=user.id,
-        organization_id=user.organization_id, role=user.role.value,
-        ttl=settings.access_token_ttl, now=now,
+    session.add(
+        RefreshToken(
+            user_id=user.id,
+            family_id=family_id,
+            token_hash=hash_refresh_token(refresh_token),
+            created_at=now,
+            expires_at=now + timedelta(seconds=settings.refresh_token_ttl),
+        )
     )
-    return TokenPair(access_token=access, refresh_token=refresh_token,
-                     expires_in=settings.access_token_ttl)
+    access = create_access_token(
+        settings.jwt_secret.get_secret_value(),
+        user_id=user.id,
+        organization_id=user.organization_id,
+        role=user.role.value,
+        ttl=settings.access_token_ttl,
+        now=now,
+    )
+    return TokenPair(
+        access_token=access, refresh_token=refresh_token, expires_in=settings.access_token_ttl
+    )

@@ -37,7 +37,9 @@ async def record_failure(
     table = LoginAttempt.__table__
     # The first failure is an insert: it must block at once when one failure is the limit.
     stmt = upsert_insert(session, table).values(
-        key=_key(email), failures=1, window_started_at=now,
+        key=_key(email),
+        failures=1,
+        window_started_at=now,
         blocked_until=blocked_until if max_failures <= 1 else None,
     )
     excluded = stmt.excluded
@@ -47,8 +49,9 @@ async def record_failure(
         index_elements=[table.c.key],
         set_={
             "failures": failures,
-            "window_started_at": case((stale, excluded.window_started_at),
-                                      else_=table.c.window_started_at),
+            "window_started_at": case(
+                (stale, excluded.window_started_at), else_=table.c.window_started_at
+            ),
             "blocked_until": case(
                 (failures >= max_failures, literal(blocked_until, UTCDateTime())),
                 else_=None,

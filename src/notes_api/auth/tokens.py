@@ -25,14 +25,24 @@ class AccessClaims:
 
 
 def create_access_token(
-    secret: str, *, user_id: uuid.UUID, organization_id: uuid.UUID, role: str, ttl: int,
+    secret: str,
+    *,
+    user_id: uuid.UUID,
+    organization_id: uuid.UUID,
+    role: str,
+    ttl: int,
     now: datetime | None = None,
 ) -> str:
     issued = now or utcnow()
     claims = {
-        "sub": str(user_id), "org": str(organization_id), "role": role,
-        "iat": issued, "exp": issued + timedelta(seconds=ttl), "jti": secrets.token_hex(8),
-        "iss": ISSUER, "typ": "access",
+        "sub": str(user_id),
+        "org": str(organization_id),
+        "role": role,
+        "iat": issued,
+        "exp": issued + timedelta(seconds=ttl),
+        "jti": secrets.token_hex(8),
+        "iss": ISSUER,
+        "typ": "access",
     }
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
 
@@ -41,13 +51,17 @@ def decode_access_token(secret: str, token: str) -> AccessClaims | None:
     """The claims of a valid token, or None for anything else (tampered, expired, alg=none)."""
     try:
         claims = jwt.decode(
-            token, secret, algorithms=[ALGORITHM], issuer=ISSUER,
+            token,
+            secret,
+            algorithms=[ALGORITHM],
+            issuer=ISSUER,
             options={"require": ["sub", "org", "exp", "iat", "jti"]},
         )
         if claims.get("typ") != "access":
             return None
-        return AccessClaims(uuid.UUID(claims["sub"]), uuid.UUID(claims["org"]),
-                            str(claims.get("role", "")))
+        return AccessClaims(
+            uuid.UUID(claims["sub"]), uuid.UUID(claims["org"]), str(claims.get("role", ""))
+        )
     except (jwt.PyJWTError, ValueError, TypeError):
         return None
 

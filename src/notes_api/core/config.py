@@ -36,8 +36,9 @@ def normalize_database_url(url: str) -> str:
 
 class Settings(BaseSettings):
     # An empty variable (`LOG_FORMAT=` as .env.example has it) means "use the default".
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False,
-                                      env_ignore_empty=True)
+    model_config = SettingsConfigDict(
+        env_file=".env", extra="ignore", case_sensitive=False, env_ignore_empty=True
+    )
 
     app_env: Literal["development", "production", "test"] = "development"
     host: str = "127.0.0.1"
@@ -89,8 +90,9 @@ class Settings(BaseSettings):
             return [v.strip() for v in value.split(",") if v.strip()]
         return value
 
-    @field_validator("bootstrap_admin_email", "bootstrap_admin_password", "database_url_direct",
-                     mode="before")
+    @field_validator(
+        "bootstrap_admin_email", "bootstrap_admin_password", "database_url_direct", mode="before"
+    )
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value

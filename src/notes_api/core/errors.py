@@ -15,7 +15,10 @@ class AppError(Exception):
     keep_writes: bool = False
 
     def __init__(
-        self, detail: str | None = None, *, headers: dict[str, str] | None = None,
+        self,
+        detail: str | None = None,
+        *,
+        headers: dict[str, str] | None = None,
         errors: list[dict[str, Any]] | None = None,
     ) -> None:
         super().__init__(detail or self.title)

@@ -19,11 +19,19 @@ log = structlog.get_logger("notes_api.errors")
 
 
 def problem(
-    status: int, detail: str, *, title: str | None = None, headers: dict[str, str] | None = None,
+    status: int,
+    detail: str,
+    *,
+    title: str | None = None,
+    headers: dict[str, str] | None = None,
     errors: list[dict[str, Any]] | None = None,
 ) -> JSONResponse:
-    body: dict[str, Any] = {"type": "about:blank", "title": title or HTTPStatus(status).phrase,
-                            "status": status, "detail": detail}
+    body: dict[str, Any] = {
+        "type": "about:blank",
+        "title": title or HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+    }
     if errors is not None:
         body["errors"] = errors
     return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_JSON)
@@ -35,15 +43,13 @@ def _loc(loc: Any) -> list[str | int]:
 
 async def app_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, AppError)
-    return problem(exc.status, exc.detail, title=exc.title, headers=exc.headers,
-                   errors=exc.errors)
+    return problem(exc.status, exc.detail, title=exc.title, headers=exc.headers, errors=exc.errors)
 
 
 async def http_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
     detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
-    return problem(exc.status_code, detail,
-                   headers=dict(exc.headers) if exc.headers else None)
+    return problem(exc.status_code, detail, headers=dict(exc.headers) if exc.headers else None)
 
 
 async def validation_error(_: Request, exc: Exception) -> JSONResponse:
@@ -51,16 +57,15 @@ async def validation_error(_: Request, exc: Exception) -> JSONResponse:
     errors = exc.errors()
     if any(e.get("type") == "json_invalid" for e in errors):
         return problem(400, "The request body is not valid JSON", title="Malformed request")
-    items = [{"loc": _loc(e.get("loc", ())), "msg": str(e.get("msg", "invalid"))}
-             for e in errors]
-    return problem(422, "The request is not valid; see errors", title="Invalid input",
-                   errors=items)
+    items = [{"loc": _loc(e.get("loc", ())), "msg": str(e.get("msg", "invalid"))} for e in errors]
+    return problem(422, "The request is not valid; see errors", title="Invalid input", errors=items)
 
 
 async def database_unavailable(_: Request, exc: Exception) -> JSONResponse:
     log.warning("db.unavailable", error=type(exc).__name__)
-    return problem(503, "The database is unavailable; try again shortly",
-                   headers={"Retry-After": "2"})
+    return problem(
+        503, "The database is unavailable; try again shortly", headers={"Retry-After": "2"}
+    )
 
 
 async def database_error(request: Request, exc: Exception) -> JSONResponse:

@@ -19,7 +19,9 @@ log = structlog.get_logger("notes_api.http")
 
 HTTP_REQUESTS = Counter("http_requests_total", "HTTP requests", ["method", "route", "status"])
 HTTP_LATENCY = Histogram(
-    "http_request_duration_seconds", "HTTP request latency", ["method", "route"],
+    "http_request_duration_seconds",
+    "HTTP request latency",
+    ["method", "route"],
     buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
@@ -65,8 +67,9 @@ class RequestContext:
             method = scope["method"]
             HTTP_REQUESTS.labels(method, route, str(status)).inc()
             HTTP_LATENCY.labels(method, route).observe(elapsed)
-            log.info("http.request", method=method, path=path, status=status,
-                     ms=round(elapsed * 1000, 2))
+            log.info(
+                "http.request", method=method, path=path, status=status, ms=round(elapsed * 1000, 2)
+            )
             structlog.contextvars.unbind_contextvars("request_id")
 
 
@@ -83,8 +86,12 @@ class BodyLimit:
             return
         declared = _header(scope, b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            await _problem(send, 413, "Request body too large",
-                           f"The body must be at most {self.max_bytes} bytes")
+            await _problem(
+                send,
+                413,
+                "Request body too large",
+                f"The body must be at most {self.max_bytes} bytes",
+            )
             return
         seen = 0
 
@@ -112,10 +119,21 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 
 async def _problem(send: Send, status: int, title: str, detail: str) -> None:
-    body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status,
-                            "detail": detail}
+    body: dict[str, Any] = {
+        "type": "about:blank",
+        "title": title,
+        "status": status,
+        "detail": detail,
+    }
     payload = json.dumps(body).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", PROBLEM_JSON.encode()),
-                            (b"content-length", str(len(payload)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", PROBLEM_JSON.encode()),
+                (b"content-length", str(len(payload)).encode()),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": payload})

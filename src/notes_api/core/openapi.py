@@ -39,7 +39,10 @@ _DESCRIPTIONS = {
 
 def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {
-        code: {"model": Problem, "description": _DESCRIPTIONS[code],
-               "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+        code: {
+            "model": Problem,
+            "description": _DESCRIPTIONS[code],
+            "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+        }
         for code in codes
     }

@@ -44,21 +44,35 @@ def normalize_email(value: str) -> str:
 
 
 CleanStr = Annotated[str, AfterValidator(_clean_text)]
-Email = Annotated[str, StringConstraints(max_length=254), AfterValidator(_clean_text),
-                  AfterValidator(normalize_email)]
-Password = Annotated[str, StringConstraints(min_length=8, max_length=128),
-                     AfterValidator(_clean_text)]
+Email = Annotated[
+    str,
+    StringConstraints(max_length=254),
+    AfterValidator(_clean_text),
+    AfterValidator(normalize_email),
+]
+Password = Annotated[
+    str, StringConstraints(min_length=8, max_length=128), AfterValidator(_clean_text)
+]
 
 
 MAX_NOTE_CHARS = 100_000
-NoteText = Annotated[str, StringConstraints(min_length=1, max_length=MAX_NOTE_CHARS),
-                     AfterValidator(_clean_text), AfterValidator(_not_blank)]
-Title = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200),
-                  AfterValidator(_clean_text)]
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=120),
-                 AfterValidator(_clean_text)]
-SearchText = Annotated[str, StringConstraints(min_length=1, max_length=200),
-                       AfterValidator(_clean_text)]
+NoteText = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=MAX_NOTE_CHARS),
+    AfterValidator(_clean_text),
+    AfterValidator(_not_blank),
+]
+Title = Annotated[
+    str, StringConstraints(strip_whitespace=True, max_length=200), AfterValidator(_clean_text)
+]
+Name = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=120),
+    AfterValidator(_clean_text),
+]
+SearchText = Annotated[
+    str, StringConstraints(min_length=1, max_length=200), AfterValidator(_clean_text)
+]
 # A naive time would be guessed at; the columns compare instants, so an offset is required.
 UTCTimestamp = Annotated[AwareDatetime, AfterValidator(_to_utc)]
 

@@ -35,7 +35,11 @@ class Note(TimestampMixin, Base):
     summary: Mapped[str | None] = mapped_column(Text, nullable=True)
     status: Mapped[NoteStatus] = mapped_column(
         Enum(
-            NoteStatus, name="note_status", native_enum=False, create_constraint=True, length=16,
+            NoteStatus,
+            name="note_status",
+            native_enum=False,
+            create_constraint=True,
+            length=16,
             values_callable=lambda e: [m.value for m in e],
         ),
         default=NoteStatus.QUEUED,

@@ -58,12 +58,14 @@ def list_query(user: User, filters: NoteFilters, limit: int) -> Select[Note]:
         stmt = stmt.where(Note.created_at < filters.created_before)
     if filters.q:
         pattern = _like_pattern(filters.q)
-        stmt = stmt.where(or_(Note.title.ilike(pattern, escape="\\"),
-                              Note.raw_text.ilike(pattern, escape="\\")))
+        stmt = stmt.where(
+            or_(Note.title.ilike(pattern, escape="\\"), Note.raw_text.ilike(pattern, escape="\\"))
+        )
     if filters.after is not None:
         created, last_id = filters.after
-        stmt = stmt.where(or_(Note.created_at < created,
-                              (Note.created_at == created) & (Note.id < last_id)))
+        stmt = stmt.where(
+            or_(Note.created_at < created, (Note.created_at == created) & (Note.id < last_id))
+        )
     return stmt.order_by(Note.created_at.desc(), Note.id.desc()).limit(limit)
 
 
@@ -83,21 +85,33 @@ async def mark_processing(
     session: AsyncSession, note_id: uuid.UUID, attempts: int
 ) -> tuple[str, str | None] | None:
     """The job engine claimed this note's job: show it, and hand back the text to summarize."""
-    row = (await session.execute(
-        update(Note).where(Note.id == note_id)
-        .values(status=NoteStatus.PROCESSING, attempts=attempts, updated_at=utcnow())
-        .returning(Note.raw_text, Note.title)
-    )).one_or_none()
+    row = (
+        await session.execute(
+            update(Note)
+            .where(Note.id == note_id)
+            .values(status=NoteStatus.PROCESSING, attempts=attempts, updated_at=utcnow())
+            .returning(Note.raw_text, Note.title)
+        )
+    ).one_or_none()
     return None if row is None else (row[0], row[1])
 
 
 async def record_job_state(
-    session: AsyncSession, note_id: uuid.UUID, status: NoteStatus, *, attempts: int,
-    summary: str | None = None, error: str | None = None,
+    session: AsyncSession,
+    note_id: uuid.UUID,
+    status: NoteStatus,
+    *,
+    attempts: int,
+    summary: str | None = None,
+    error: str | None = None,
 ) -> None:
     now = utcnow()
-    values: dict[str, Any] = {"status": status, "attempts": attempts, "updated_at": now,
-                              "error": error}
+    values: dict[str, Any] = {
+        "status": status,
+        "attempts": attempts,
+        "updated_at": now,
+        "error": error,
+    }
     if status is NoteStatus.DONE:
         values.update(summary=summary, summarized_at=now)
     await session.execute(update(Note).where(Note.id == note_id).values(**values))

@@ -19,9 +19,12 @@ router = APIRouter(prefix="/notes", tags=["notes"])
 
 IdempotencyKey = Annotated[
     str | None,
-    Header(alias="Idempotency-Key", pattern=r"^[\x21-\x7e]{1,255}$",
-           description="Any unique string (a UUID, say). Retrying with the same key and body "
-           "returns the first note instead of creating another, for 24 hours."),
+    Header(
+        alias="Idempotency-Key",
+        pattern=r"^[\x21-\x7e]{1,255}$",
+        description="Any unique string (a UUID, say). Retrying with the same key and body "
+        "returns the first note instead of creating another, for 24 hours.",
+    ),
 ]
 
 
@@ -32,13 +35,18 @@ def _watcher(request: Request) -> NoteWatcher:
 
 @router.post("", status_code=status.HTTP_202_ACCEPTED, responses=errors(401, 409, 413, 422))
 async def create_note(
-    body: NoteCreate, user: CurrentUser, session: SessionDep, settings: SettingsDep,
-    response: Response, idempotency_key: IdempotencyKey = None,
+    body: NoteCreate,
+    user: CurrentUser,
+    session: SessionDep,
+    settings: SettingsDep,
+    response: Response,
+    idempotency_key: IdempotencyKey = None,
 ) -> NotePublic:
     """Save a note and queue its summary. Answers at once with `status: queued`; follow
     `Location` (with `?wait=10`, say) to get the summary."""
-    created = await service.create_note(session, user, body, idempotency_key=idempotency_key,
-                                        max_attempts=settings.job_max_attempts)
+    created = await service.create_note(
+        session, user, body, idempotency_key=idempotency_key, max_attempts=settings.job_max_attempts
+    )
     response.headers["Location"] = f"/notes/{created.note.id}"
     if created.replayed:
         response.headers["Idempotent-Replayed"] = "true"
@@ -47,26 +55,35 @@ async def create_note(
 
 @router.get("", responses=errors(401, 422))
 async def list_notes(
-    user: CurrentUser, session: SessionDep,
+    user: CurrentUser,
+    session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=100, description="page size")] = 20,
     cursor: Annotated[str | None, Query(max_length=200, description="from `next_cursor`")] = None,
     status: Annotated[NoteStatus | None, Query()] = None,
-    q: Annotated[SearchText | None,
-                 Query(description="text to find in the title or the text")] = None,
+    q: Annotated[
+        SearchText | None, Query(description="text to find in the title or the text")
+    ] = None,
     created_after: Annotated[UTCTimestamp | None, Query()] = None,
     created_before: Annotated[UTCTimestamp | None, Query()] = None,
     owner_id: Annotated[uuid.UUID | None, Query(description="admins: one user's notes")] = None,
 ) -> NotePage:
     """Your notes (an admin: the organization's), newest first, a page at a time."""
-    filters = NoteFilters(status=status, q=q, created_after=created_after,
-                          created_before=created_before, owner_id=owner_id)
-    return await service.list_notes(session, user, filters, limit=limit,
-                                    cursor=cursor)
+    filters = NoteFilters(
+        status=status,
+        q=q,
+        created_after=created_after,
+        created_before=created_before,
+        owner_id=owner_id,
+    )
+    return await service.list_notes(session, user, filters, limit=limit, cursor=cursor)
 
 
 @router.get("/{note_id}", responses=errors(401, 404, 422))
 async def get_note(
-    note_id: uuid.UUID, user: CurrentUser, session: SessionDep, request: Request,
+    note_id: uuid.UUID,
+    user: CurrentUser,
+    session: SessionDep,
+    request: Request,
     wait: Annotated[float, Query(ge=0, le=30, description="seconds to wait for done/failed")] = 0,
 ) -> NotePublic:
     """One note. With `wait`, the answer is held until the summary is done or failed, or
@@ -77,24 +94,31 @@ async def get_note(
 
 @router.patch("/{note_id}", responses=errors(401, 404, 422))
 async def update_note(
-    note_id: uuid.UUID, body: NoteUpdate, user: CurrentUser, session: SessionDep,
+    note_id: uuid.UUID,
+    body: NoteUpdate,
+    user: CurrentUser,
+    session: SessionDep,
     settings: SettingsDep,
 ) -> NotePublic:
     """Edit a note. New `raw_text` queues a new summary; a summary still being made for the
     old text is discarded."""
-    note = await service.update_note(session, user, note_id, body,
-                                     max_attempts=settings.job_max_attempts)
+    note = await service.update_note(
+        session, user, note_id, body, max_attempts=settings.job_max_attempts
+    )
     return NotePublic.model_validate(note)
 
 
-@router.post("/{note_id}/retry", status_code=status.HTTP_202_ACCEPTED,
-             responses=errors(401, 404, 409))
+@router.post(
+    "/{note_id}/retry", status_code=status.HTTP_202_ACCEPTED, responses=errors(401, 404, 409)
+)
 async def retry_note(
-    note_id: uuid.UUID, user: CurrentUser, session: SessionDep, settings: SettingsDep,
+    note_id: uuid.UUID,
+    user: CurrentUser,
+    session: SessionDep,
+    settings: SettingsDep,
 ) -> NotePublic:
     """Queue a new summary for a `failed` note (409 for any other status)."""
-    note = await service.retry_note(session, user, note_id,
-                                    max_attempts=settings.job_max_attempts)
+    note = await service.retry_note(session, user, note_id, max_attempts=settings.job_max_attempts)
     return NotePublic.model_validate(note)
 
 

@@ -18,8 +18,7 @@ class NoteCreate(RequestModel):
 
 
 class NoteUpdate(RequestModel):
-    raw_text: NoteText | None = Field(
-        default=None, description="New text; queues a new summary.")
+    raw_text: NoteText | None = Field(default=None, description="New text; queues a new summary.")
     title: Title | None = None
 
 
@@ -40,4 +39,5 @@ class NotePublic(ResponseModel):
 class NotePage(ResponseModel):
     items: list[NotePublic]
     next_cursor: str | None = Field(
-        description="pass as `cursor` for the next page; null on the last page")
+        description="pass as `cursor` for the next page; null on the last page"
+    )

@@ -33,25 +33,41 @@ class Created:
 
 async def _queue_summary(session: AsyncSession, note: Note, max_attempts: int) -> None:
     await queue.cancel_active(session, SUMMARIZE, str(note.id))
-    await queue.enqueue(session, SUMMARIZE, {"note_id": str(note.id)},
-                        dedupe_key=str(note.id), max_attempts=max_attempts)
+    await queue.enqueue(
+        session,
+        SUMMARIZE,
+        {"note_id": str(note.id)},
+        dedupe_key=str(note.id),
+        max_attempts=max_attempts,
+    )
     note.status, note.summary, note.summarized_at, note.attempts = NoteStatus.QUEUED, None, None, 0
 
 
 async def create_note(
-    session: AsyncSession, user: User, body: NoteCreate, *, idempotency_key: str | None,
+    session: AsyncSession,
+    user: User,
+    body: NoteCreate,
+    *,
+    idempotency_key: str | None,
     max_attempts: int,
 ) -> Created:
     claim: IdempotencyKey | None = None
     if idempotency_key is not None:
         fingerprint = hashlib.sha256(
-            json.dumps(body.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
+            json.dumps(body.model_dump(mode="json"), sort_keys=True).encode()
+        ).hexdigest()
         replay = await _claim_key(session, user, idempotency_key, fingerprint)
         if isinstance(replay, Note):
             return Created(replay, replayed=True)
         claim = replay
-    note = Note(organization_id=user.organization_id, owner_id=user.id, title=body.title or None,
-                raw_text=body.raw_text, status=NoteStatus.QUEUED, attempts=0)
+    note = Note(
+        organization_id=user.organization_id,
+        owner_id=user.id,
+        title=body.title or None,
+        raw_text=body.raw_text,
+        status=NoteStatus.QUEUED,
+        attempts=0,
+    )
     session.add(note)
     await session.flush()
     await _queue_summary(session, note, max_attempts)
@@ -68,23 +84,36 @@ async def _claim_key(
     now = utcnow()
     for _ in range(2):
         existing = await session.scalar(
-            select(IdempotencyKey).where(IdempotencyKey.user_id == user.id,
-                                         IdempotencyKey.key == key))
+            select(IdempotencyKey).where(
+                IdempotencyKey.user_id == user.id, IdempotencyKey.key == key
+            )
+        )
         if existing is not None and existing.expires_at <= now:
             await session.delete(existing)
             await session.flush()
             existing = None
         if existing is not None:
             if existing.request_hash != fingerprint:
-                raise InvalidInput("This Idempotency-Key was already used with a different body",
-                                   errors=[{"loc": ["header", "Idempotency-Key"],
-                                            "msg": "reused with a different request body"}])
+                raise InvalidInput(
+                    "This Idempotency-Key was already used with a different body",
+                    errors=[
+                        {
+                            "loc": ["header", "Idempotency-Key"],
+                            "msg": "reused with a different request body",
+                        }
+                    ],
+                )
             note = await session.get(Note, existing.note_id) if existing.note_id else None
             if note is None:
                 raise Conflict("A request with this Idempotency-Key is still in progress")
             return note
-        claim = IdempotencyKey(user_id=user.id, key=key, request_hash=fingerprint,
-                               created_at=now, expires_at=now + IDEMPOTENCY_TTL)
+        claim = IdempotencyKey(
+            user_id=user.id,
+            key=key,
+            request_hash=fingerprint,
+            created_at=now,
+            expires_at=now + IDEMPOTENCY_TTL,
+        )
         try:
             # On Postgres a concurrent request with the same key waits here on the unique
             # index until the first commits, then fails and replays the first one's note.
@@ -123,7 +152,11 @@ async def wait_for_note(
 
 
 async def list_notes(
-    session: AsyncSession, user: User, filters: repository.NoteFilters, *, limit: int,
+    session: AsyncSession,
+    user: User,
+    filters: repository.NoteFilters,
+    *,
+    limit: int,
     cursor: str | None,
 ) -> NotePage:
     if cursor:

@@ -18,7 +18,9 @@ async def ensure_default_organization(session: AsyncSession) -> uuid.UUID:
     if await session.get(Organization, DEFAULT_ORGANIZATION_ID) is None:
         now = utcnow()
         stmt = upsert_insert(session, Organization).values(
-            id=DEFAULT_ORGANIZATION_ID, name=DEFAULT_ORGANIZATION_NAME, created_at=now,
+            id=DEFAULT_ORGANIZATION_ID,
+            name=DEFAULT_ORGANIZATION_NAME,
+            created_at=now,
             updated_at=now,
         )
         await session.execute(stmt.on_conflict_do_nothing())

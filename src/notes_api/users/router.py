@@ -16,7 +16,8 @@ router = APIRouter(prefix="/users", tags=["users"])
 
 @router.get("", responses=errors(401, 403, 422))
 async def list_users(
-    admin: AdminUser, session: SessionDep,
+    admin: AdminUser,
+    session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> UserPage:

@@ -31,4 +31,6 @@ class UserUpdate(RequestModel):
 
 class UserPage(ResponseModel):
     items: list[UserPublic]
-    next_cursor: str | None = Field(description="pass as `cursor` for the next page; null at the end")
+    next_cursor: str | None = Field(
+        description="pass as `cursor` for the next page; null at the end"
+    )

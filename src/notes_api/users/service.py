@@ -19,10 +19,12 @@ async def list_users(
     stmt = select(User).where(User.organization_id == admin.organization_id)
     if cursor:
         created, last_id = decode_cursor(cursor)
-        stmt = stmt.where(or_(User.created_at > created,
-                              (User.created_at == created) & (User.id > last_id)))
-    rows = list((await session.scalars(
-        stmt.order_by(User.created_at, User.id).limit(limit + 1))).all())
+        stmt = stmt.where(
+            or_(User.created_at > created, (User.created_at == created) & (User.id > last_id))
+        )
+    rows = list(
+        (await session.scalars(stmt.order_by(User.created_at, User.id).limit(limit + 1))).all()
+    )
     more = len(rows) > limit
     rows = rows[:limit]
     next_cursor = encode_cursor(rows[-1].created_at, rows[-1].id) if more else None
@@ -30,8 +32,14 @@ async def list_users(
 
 
 async def provision(session: AsyncSession, ctx: AuthContext, admin: User, body: UserCreate) -> User:
-    return await create_user(session, ctx, email=body.email, password=body.password,
-                             role=body.role, organization_id=admin.organization_id)
+    return await create_user(
+        session,
+        ctx,
+        email=body.email,
+        password=body.password,
+        role=body.role,
+        organization_id=admin.organization_id,
+    )
 
 
 async def update_user(
@@ -54,9 +62,13 @@ async def update_user(
             await revoke_user_tokens(session, user.id)
     await session.flush()
     admins = await session.scalar(
-        select(func.count()).select_from(User).where(
-            User.organization_id == admin.organization_id, User.role == Role.ADMIN,
-            User.is_active.is_(True))
+        select(func.count())
+        .select_from(User)
+        .where(
+            User.organization_id == admin.organization_id,
+            User.role == Role.ADMIN,
+            User.is_active.is_(True),
+        )
     )
     if not admins:
         raise Conflict("An organization must keep at least one active admin")

@@ -1,0 +1,73 @@
+"""scripts/demo.py as people run it: a real process, against its own service or a dead one."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+STEPS = [
+    "Health and readiness",
+    "Sign up an admin, provision an agent",
+    "Who am I",
+    "Create a note",
+    "Watch the summary being made",
+    "Replay with the same Idempotency-Key",
+    "Tenancy: agents are isolated, the admin sees all",
+    "A failed summary, retried",
+    "Refresh token rotation and logout",
+]
+
+
+def run_demo(**env: str) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if k not in {"BASE_URL", "DEMO_FAIL_NOTE_TEXT"}}
+    environ.update(NO_COLOR="1", **env)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "demo.py")],
+        cwd=ROOT,
+        env=environ,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=150,
+    )
+
+
+@pytest.mark.timeout(180)
+def test_demo_walks_through_every_step_against_its_own_service() -> None:
+    result = run_demo()
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    for number, title in enumerate(STEPS, 1):
+        assert f"[{number}/{len(STEPS)}] {title}" in result.stdout
+    for seen in (
+        "status: queued",
+        "status: done",
+        "idempotent_replayed: true",
+        "404 Not Found",
+        "status: failed",
+        "summarizer answered HTTP 400",
+        "401 Unauthorized",
+        "204 No Content",
+        f"all {len(STEPS)} steps passed",
+    ):
+        assert seen in result.stdout, f"{seen!r} missing from:\n{output}"
+    assert "\033[" not in output  # NO_COLOR is honoured
+    assert "skipped" not in result.stdout
+
+
+def test_demo_fails_readably_when_the_service_does_not_answer() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed again below: nothing listens there
+    result = run_demo(BASE_URL=f"http://127.0.0.1:{port}")
+    assert result.returncode != 0
+    assert f"FAILED: GET http://127.0.0.1:{port}/healthz: no answer from the service" in (
+        result.stderr
+    )
+    assert "Traceback" not in result.stdout + result.stderr
