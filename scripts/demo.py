@@ -15,6 +15,7 @@ import os
 import re
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -75,7 +76,7 @@ def as_curl(method: str, path: str, headers: dict[str, str], body: Any) -> str:
 
 def problem_detail(response: httpx.Response) -> str:
     """The `detail` of a problem+json answer, else the start of whatever came."""
-    with contextlib.suppress(ValueError, AttributeError):
+    with contextlib.suppress(ValueError, KeyError, TypeError):
         return str(response.json()["detail"])
     return " ".join(response.text.split())[:200]
 
@@ -201,7 +202,8 @@ def post_keyed_note(demo: Demo) -> httpx.Response:
 
 def step_watch(demo: Demo) -> None:
     print("  Watch the background job: a few quick polls, then a long poll until done.")
-    token, path, seen = demo.state["agent"], f"/notes/{demo.state['note']}", []
+    token, path = demo.state["agent"], f"/notes/{demo.state['note']}"
+    seen: list[str] = []
     print("  " + dim(f"$ curl $BASE_URL{path} -H 'Authorization: Bearer {short(token)}'  # x5"))
     for _ in range(5):
         status = demo.call(f"GET {path}", 200, token, quiet=True).json()["status"]
@@ -304,6 +306,7 @@ class _FakeHandler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         request = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
         text = re.sub(r"^Title: .*\n\n", "", request["messages"][-1]["content"])
+        reply: dict[str, Any]
         if "[fail]" in text and self.server.failing:
             status, reply = 400, {"error": {"message": "the demo model refuses [fail] notes"}}
         else:
@@ -392,6 +395,8 @@ def run(base_url: str, fake: FakeModel | None) -> int:
 
 def main() -> int:
     base_url = os.environ.get("BASE_URL", "").rstrip("/")
+    for sig in (signal.SIGTERM, signal.SIGHUP):  # unwind, so that our service is stopped too
+        signal.signal(sig, lambda signum, _: sys.exit(128 + signum))
     try:
         if base_url:
             return run(base_url, None)
