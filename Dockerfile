@@ -73,8 +73,9 @@ USER 10001:10001
 EXPOSE 8000
 
 # Liveness only (no database). slim has no curl; the standard library does the request.
+# A standalone worker (`notes-api worker`) serves no HTTP: nothing to probe there.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
-  CMD ["python", "-c", "import os, urllib.request as u; u.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('PORT', '8000'), timeout=4)"]
+  CMD ["python", "-c", "import os, sys, urllib.request as u; sys.exit(0) if 'worker' in open('/proc/1/cmdline').read().split('\\0') else u.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('PORT', '8000'), timeout=4)"]
 
 # Exec form: notes-api is PID 1 and receives SIGTERM itself (graceful drain of the worker).
 CMD ["notes-api", "serve"]

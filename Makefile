@@ -8,7 +8,7 @@ STAMP := $(VENV)/.synced
 BIN := $(VENV)/bin
 export TEST_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/notes_test
 
-.PHONY: run worker test lint format migrate clean
+.PHONY: run worker test lint format migrate demo bench-jobs clean
 
 $(CURDIR)/.tools/bin/uv:
 	$(PYTHON) -m venv .tools
@@ -38,6 +38,12 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff format src tests migrations
 	$(BIN)/ruff check --fix src tests migrations
+
+demo: $(STAMP) ## a narrated walkthrough: against BASE_URL, or a local service it starts
+	$(BIN)/python scripts/demo.py
+
+bench-jobs: $(STAMP) ## summaries/s with 1 and 2 workers, POST->done latency (Postgres, SQLite)
+	$(BIN)/python bench/jobs.py
 
 clean:
 	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov
@@ -71,7 +77,7 @@ container-test:
 	"$(CONTAINER_SMOKE)" . --tag $(CONTAINER_TAG) --network host --env PORT=$$port --port $$port \
 	  --health /healthz --env DATABASE_URL=$(CONTAINER_DB_URL) \
 	  --env JWT_SECRET=$$(openssl rand -hex 32) --env APP_ENV=production \
-	  --then 'scripts/container-check.sh'
+	  --then 'scripts/container-check.sh && $(CURDIR)/$(BIN)/python scripts/demo.py'
 
 $(LINT_PY_TOOLS):
 	test -x .tools/bin/pip || $(PYTHON) -m venv .tools

@@ -6,7 +6,7 @@ import asyncio
 from typing import Any
 
 from alembic import context
-from sqlalchemy import pool
+from sqlalchemy import pool, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -33,6 +33,10 @@ def _configure(connection: Connection) -> None:
         render_item=_render_item,
     )
     with context.begin_transaction():
+        if connection.dialect.name == "postgresql":
+            # Several replicas may start at once; one migrates, the others wait and find
+            # nothing left to do.
+            connection.execute(text("SELECT pg_advisory_xact_lock(7242011)"))
         context.run_migrations()
 
 

@@ -7,7 +7,7 @@ from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from notes_api.core.config import Settings
-from notes_api.core.db import Database, begin_write
+from notes_api.core.db import Database, begin_read, begin_write
 from notes_api.core.errors import AppError
 
 _READ_ONLY = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -26,7 +26,9 @@ def get_settings_dep(request: Request) -> Settings:
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     """One transaction per request, committed before the response is sent."""
     async with get_db(request).sessionmaker() as session:
-        if request.method not in _READ_ONLY:
+        if request.method in _READ_ONLY:
+            await begin_read(session)
+        else:
             await begin_write(session)
         try:
             yield session
