@@ -8,7 +8,7 @@ STAMP := $(VENV)/.synced
 BIN := $(VENV)/bin
 export TEST_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/notes_test
 
-.PHONY: run worker test lint format migrate demo bench-jobs clean
+.PHONY: run worker test lint format migrate demo demo-record bench-jobs clean
 
 $(CURDIR)/.tools/bin/uv:
 	$(PYTHON) -m venv .tools
@@ -41,6 +41,9 @@ format: $(STAMP)
 
 demo: $(STAMP) ## a narrated walkthrough: against BASE_URL, or a local service it starts
 	$(BIN)/python scripts/demo.py
+
+demo-record: $(STAMP) ## record `make demo` as docs/demo.svg (asciinema + svg-term, tools in .tools/)
+	scripts/record-demo.sh
 
 bench-jobs: $(STAMP) ## summaries/s with 1 and 2 workers, POST->done latency (Postgres, SQLite)
 	$(BIN)/python bench/jobs.py
