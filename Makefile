@@ -8,7 +8,7 @@ STAMP := $(VENV)/.synced
 BIN := $(VENV)/bin
 export TEST_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/notes_test
 
-.PHONY: run worker test lint format migrate demo demo-record bench-jobs clean
+.PHONY: run worker test lint format migrate demo demo-record bench bench-jobs clean
 
 $(CURDIR)/.tools/bin/uv:
 	$(PYTHON) -m venv .tools
@@ -31,19 +31,22 @@ test: $(STAMP) ## the whole suite, Postgres included when TEST_DATABASE_URL answ
 	$(BIN)/pytest --cov --cov-report=term $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests migrations
-	$(BIN)/ruff format --check src tests migrations
+	$(BIN)/ruff check src tests migrations bench scripts
+	$(BIN)/ruff format --check src tests migrations bench scripts
 	$(BIN)/mypy
 
 format: $(STAMP)
-	$(BIN)/ruff format src tests migrations
-	$(BIN)/ruff check --fix src tests migrations
+	$(BIN)/ruff format src tests migrations bench scripts
+	$(BIN)/ruff check --fix src tests migrations bench scripts
 
 demo: $(STAMP) ## a narrated walkthrough: against BASE_URL, or a local service it starts
 	$(BIN)/python scripts/demo.py
 
 demo-record: $(STAMP) ## record `make demo` as docs/demo.svg (asciinema + svg-term, tools in .tools/)
 	scripts/record-demo.sh
+
+bench: $(STAMP) ## wrk load against a bare FastAPI baseline (SQLite, Postgres) + job figures -> bench/results/
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 bench-jobs: $(STAMP) ## summaries/s with 1 and 2 workers, POST->done latency (Postgres, SQLite)
 	$(BIN)/python bench/jobs.py

@@ -6,7 +6,9 @@ the time from `POST /notes` to `done` with an idle worker on Postgres and SQLite
 Throughput: notes are queued with no worker running, then K `notes-api worker` processes
 start; the rate is measured between the first and the last `summarized_at`, so process
 start-up is left out. Latency: a real server (`notes-api serve`) with an idle worker takes
-one note at a time; each note's `summarized_at - created_at` is the time to done."""
+one note at a time; each note's `summarized_at - created_at` is the time to done.
+
+`bench/run.py` imports this module: the process helpers below are shared with it."""
 
 from __future__ import annotations
 
@@ -21,22 +23,23 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import httpx
 import psycopg
+from corpus import note_text
 
+ROOT = Path(__file__).resolve().parents[1]
 PG = os.environ.get("BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/notes_bench")
-WORDS = ("customer renewal budget meeting deadline export pipeline invoice contract "
-         "onboarding support ticket escalation roadmap feature priority").split()
+PASSWORD = "benchmark password"
+LOGS: dict[int, Path] = {}  # pid -> the log file of a process started by spawn()
 
 
-def note_text(i: int) -> str:
-    rng = random.Random(i)
-    sentences = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(8, 18))).capitalize()
-                 + "." for _ in range(10)]
-    return f"Note {i}. " + " ".join(sentences)  # about 1 KB
+def pg_url(name: str) -> str:
+    """The URL of database `name` on the server `BENCH_DATABASE_URL` points at."""
+    return PG.rsplit("/", 1)[0] + "/" + name
 
 
 def reset_pg(url: str) -> None:
@@ -53,49 +56,96 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def spawn(command: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    log = tempfile.NamedTemporaryFile(prefix=f"bench-{command}-", suffix=".log", delete=False)  # noqa: SIM115
-    return subprocess.Popen([sys.executable, "-m", "notes_api.cli", command],
-                            env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT)
+def notes_api_command() -> list[str]:
+    """The console script of this environment (what `make run` starts), else the module."""
+    script = Path(sys.executable).with_name("notes-api")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "notes_api.cli"]
+
+
+def spawn(
+    command: str, env: dict[str, str], log_dir: Path | None = None
+) -> subprocess.Popen[bytes]:
+    log_dir = log_dir or Path(tempfile.gettempdir())
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - the child writes to it until it exits
+        prefix=f"bench-{command}-", suffix=".log", dir=log_dir, delete=False
+    )
+    proc = subprocess.Popen(
+        [*notes_api_command(), command],
+        env={**os.environ, **env},
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    LOGS[proc.pid] = Path(log.name)
+    return proc
+
+
+def log_of(proc: subprocess.Popen[bytes]) -> Path | None:
+    return LOGS.get(proc.pid)
+
+
+def failure(proc: subprocess.Popen[bytes], what: str, lines: int = 25) -> RuntimeError:
+    """An error that carries the end of the process's log, which says why."""
+    log = log_of(proc)
+    tail = log.read_text(errors="replace").splitlines()[-lines:] if log else []
+    return RuntimeError("\n".join([f"{what} (log: {log})", *tail]))
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is not None:
+        return
     proc.send_signal(signal.SIGTERM)
     try:
         proc.wait(timeout=20)
     except subprocess.TimeoutExpired:
         proc.kill()
+        proc.wait()
 
 
 def base_env(url: str, **extra: str) -> dict[str, str]:
-    return {"DATABASE_URL": url, "APP_ENV": "development", "LOG_LEVEL": "WARNING",
-            "LOG_FORMAT": "json", "SUMMARIZER": "extractive", **extra}
+    return {
+        "DATABASE_URL": url,
+        "DATABASE_URL_DIRECT": "",
+        "APP_ENV": "development",
+        "LOG_LEVEL": "WARNING",
+        "LOG_FORMAT": "json",
+        "SUMMARIZER": "extractive",
+        **extra,
+    }
 
 
-async def start_server(env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
+async def start_server(
+    env: dict[str, str], log_dir: Path | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
-    proc = spawn("serve", {**env, "PORT": str(port)})
+    proc = spawn("serve", {**env, "HOST": "127.0.0.1", "PORT": str(port)}, log_dir)
     base = f"http://127.0.0.1:{port}"
     async with httpx.AsyncClient() as client:
-        for _ in range(300):
+        for _ in range(600):
+            if proc.poll() is not None:
+                raise failure(proc, f"the server exited with {proc.returncode}")
             try:
                 if (await client.get(base + "/healthz")).status_code == 200:
                     return proc, base
             except httpx.TransportError:
-                await asyncio.sleep(0.1)
-    raise RuntimeError("server did not start")
+                pass
+            await asyncio.sleep(0.1)
+    stop(proc)
+    raise failure(proc, "the server did not answer /healthz within 60 s")
 
 
 async def signup(client: httpx.AsyncClient, base: str) -> dict[str, str]:
     email = f"bench-{random.getrandbits(40):x}@example.com"
-    r = await client.post(base + "/auth/signup", json={"email": email, "password": "benchmark pw"})
+    r = await client.post(base + "/auth/signup", json={"email": email, "password": PASSWORD})
     r.raise_for_status()
     return {"Authorization": "Bearer " + r.json()["access_token"]}
 
 
-async def throughput(workers: int, notes: int) -> float:
-    reset_pg(PG)
-    server, base = await start_server(base_env(PG, WORKER_EMBEDDED="false"))
+async def throughput(workers: int, notes: int, url: str = PG, log_dir: Path | None = None) -> float:
+    """Summaries per second with `workers` worker processes draining `notes` queued notes."""
+    reset_pg(url)
+    server, base = await start_server(base_env(url, WORKER_EMBEDDED="false"), log_dir)
     try:
         async with httpx.AsyncClient(timeout=30) as client:
             headers = await signup(client, base)
@@ -103,47 +153,61 @@ async def throughput(workers: int, notes: int) -> float:
 
             async def post(i: int) -> None:
                 async with sem:
-                    r = await client.post(base + "/notes", headers=headers,
-                                          json={"raw_text": note_text(i)})
+                    r = await client.post(
+                        base + "/notes", headers=headers, json={"raw_text": note_text(i)}
+                    )
                     r.raise_for_status()
 
             await asyncio.gather(*(post(i) for i in range(notes)))
-        procs = [spawn("worker", base_env(PG, WORKER_CONCURRENCY="16")) for _ in range(workers)]
+        env = base_env(url, WORKER_CONCURRENCY="16")
+        procs = [spawn("worker", env, log_dir) for _ in range(workers)]
         try:
-            with psycopg.connect(PG) as conn:
+            with psycopg.connect(url) as conn:
+                deadline = time.monotonic() + 600
                 while True:
-                    done = conn.execute("SELECT count(*) FROM notes WHERE status = 'done'"
-                                        ).fetchone()[0]  # type: ignore[index]
+                    row = conn.execute(
+                        "SELECT count(*) FROM notes WHERE status = 'done'"
+                    ).fetchone()
                     conn.commit()
-                    if done == notes:
+                    if row is not None and row[0] == notes:
                         break
-                    time.sleep(0.1)
-                first, last = conn.execute(
-                    "SELECT min(summarized_at), max(summarized_at) FROM notes").fetchone()  # type: ignore[misc]
+                    for p in procs:
+                        if p.poll() is not None:
+                            raise failure(p, f"a worker exited with {p.returncode}")
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"{notes - (row[0] if row else 0)} notes not done")
+                    await asyncio.sleep(0.1)
+                span = conn.execute(
+                    "SELECT min(summarized_at), max(summarized_at) FROM notes"
+                ).fetchone()
         finally:
             for p in procs:
                 stop(p)
     finally:
         stop(server)
+    assert span is not None
+    first, last = span
     return float(notes / (last - first).total_seconds())
 
 
-async def latency(url: str, env: dict[str, str], samples: int) -> list[float]:
-    server, base = await start_server(env)
-    worker = None if env.get("WORKER_EMBEDDED") == "true" else spawn("worker", env)
+async def latency(env: dict[str, str], samples: int, log_dir: Path | None = None) -> list[float]:
+    """Milliseconds from `created_at` to `summarized_at`, one note at a time, idle worker."""
+    server, base = await start_server(env, log_dir)
+    worker = None if env.get("WORKER_EMBEDDED") == "true" else spawn("worker", env, log_dir)
     try:
         async with httpx.AsyncClient(timeout=30) as client:
             headers = await signup(client, base)
             await asyncio.sleep(2)  # let the worker go idle
             result: list[float] = []
             for i in range(samples):
-                r = await client.post(base + "/notes", headers=headers,
-                                      json={"raw_text": note_text(i)})
-                note = (await client.get(f"{base}/notes/{r.json()['id']}?wait=10",
-                                         headers=headers)).json()
+                r = await client.post(
+                    base + "/notes", headers=headers, json={"raw_text": note_text(i)}
+                )
+                r.raise_for_status()
+                note = (
+                    await client.get(f"{base}/notes/{r.json()['id']}?wait=10", headers=headers)
+                ).json()
                 assert note["status"] == "done", note
-                from datetime import datetime
-
                 created = datetime.fromisoformat(note["created_at"])
                 done = datetime.fromisoformat(note["summarized_at"])
                 result.append((done - created).total_seconds() * 1000)
@@ -159,23 +223,66 @@ def pct(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
 
 
+@dataclass
+class JobFigures:
+    notes: int
+    samples: int
+    one_worker: float | None = None  # summaries/s, Postgres
+    two_workers: float | None = None
+    pg_latency_ms: list[float] | None = None  # standalone idle worker
+    sqlite_latency_ms: list[float] | None = None  # embedded idle worker
+
+
+async def measure(
+    *,
+    notes: int,
+    samples: int,
+    postgres: bool = True,
+    sqlite: bool = True,
+    url: str = PG,
+    log_dir: Path | None = None,
+) -> JobFigures:
+    figures = JobFigures(notes=notes, samples=samples)
+    if postgres:
+        figures.one_worker = await throughput(1, notes, url, log_dir)
+        figures.two_workers = await throughput(2, notes, url, log_dir)
+        reset_pg(url)
+        env = base_env(url, WORKER_EMBEDDED="false")
+        figures.pg_latency_ms = await latency(env, samples, log_dir)
+    if sqlite:
+        with tempfile.TemporaryDirectory(prefix="notes-bench-") as tmp:
+            env = base_env(f"sqlite:///{tmp}/bench.db", WORKER_EMBEDDED="true")
+            figures.sqlite_latency_ms = await latency(env, samples, log_dir)
+    return figures
+
+
+def describe(figures: JobFigures) -> list[str]:
+    lines = []
+    if figures.one_worker is not None and figures.two_workers is not None:
+        lines.append(
+            f"throughput, Postgres, extractive: 1 worker {figures.one_worker:.0f}/s, "
+            f"2 workers {figures.two_workers:.0f}/s "
+            f"({figures.two_workers / figures.one_worker:.2f}x)"
+        )
+    for name, values in (
+        ("Postgres, standalone worker", figures.pg_latency_ms),
+        ("SQLite, embedded worker", figures.sqlite_latency_ms),
+    ):
+        if values:
+            lines.append(
+                f"POST -> done, {name}: p50 {pct(values, 50):.1f} ms, "
+                f"p99 {pct(values, 99):.1f} ms (n={len(values)})"
+            )
+    return lines
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--notes", type=int, default=2000)
     parser.add_argument("--latency-samples", type=int, default=200)
     args = parser.parse_args()
-    one = await throughput(1, args.notes)
-    two = await throughput(2, args.notes)
-    print(f"throughput, Postgres, extractive: 1 worker {one:.0f}/s, 2 workers {two:.0f}/s "
-          f"({two / one:.2f}x)")
-    reset_pg(PG)
-    pg = await latency(PG, base_env(PG, WORKER_EMBEDDED="false"), args.latency_samples)
-    tmp = Path(tempfile.mkdtemp()) / "bench.db"
-    lite = await latency(str(tmp), base_env(f"sqlite:///{tmp}", WORKER_EMBEDDED="true"),
-                         args.latency_samples)
-    for name, values in (("Postgres, standalone worker", pg), ("SQLite, embedded worker", lite)):
-        print(f"POST -> done, {name}: p50 {pct(values, 50):.1f} ms, p99 {pct(values, 99):.1f} ms"
-              f" (n={len(values)})")
+    figures = await measure(notes=args.notes, samples=args.latency_samples)
+    print("\n".join(describe(figures)))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,94 @@
+"""The floor the API is measured against: FastAPI under the same uvicorn settings as
+`notes-api serve` (uvloop, httptools, one process, no access log), one route answering a
+note-shaped body through a pydantic response model, with no database, auth or middleware.
+
+    python bench/baseline_app.py --port 8001
+"""
+
+from __future__ import annotations
+
+import argparse
+import enum
+import uuid
+from datetime import UTC, datetime
+
+import uvicorn
+from corpus import note_text
+from fastapi import FastAPI
+from pydantic import BaseModel
+
+
+class NoteStatus(enum.StrEnum):
+    QUEUED = "queued"
+    PROCESSING = "processing"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class Note(BaseModel):
+    """The fields of the service's `NotePublic`, with the same types."""
+
+    id: uuid.UUID
+    title: str | None
+    raw_text: str
+    summary: str | None
+    status: NoteStatus
+    attempts: int
+    error: str | None
+    owner_id: uuid.UUID
+    created_at: datetime
+    updated_at: datetime
+    summarized_at: datetime | None
+
+
+OWNER = uuid.uuid4()
+NOW = datetime.now(UTC)
+TEXT = note_text(0)
+SUMMARY = TEXT[:240]
+
+app = FastAPI()
+
+
+@app.get("/notes/{note_id}")
+async def get_note(note_id: uuid.UUID) -> Note:
+    return Note(
+        id=note_id,
+        title="Benchmark note",
+        raw_text=TEXT,
+        summary=SUMMARY,
+        status=NoteStatus.DONE,
+        attempts=1,
+        error=None,
+        owner_id=OWNER,
+        created_at=NOW,
+        updated_at=NOW,
+        summarized_at=NOW,
+    )
+
+
+@app.get("/healthz")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8001)
+    args = parser.parse_args()
+    # The same settings as notes_api.cli.serve.
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        proxy_headers=True,
+        log_config=None,
+        log_level="warning",
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,213 @@
+"""REPORT.md, results.json and bench.png from one run of bench/run.py."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from load import CONNECTIONS, LoadResult
+
+from jobs import JobFigures, pct
+
+GET, LIST, POST, LOGIN = "GET /notes/{id}", "GET /notes?limit=20", "POST /notes", "POST /auth/login"
+RATIO_TARGETS = {GET: 0.20, LIST: 0.15, POST: 0.12}
+
+
+@dataclass
+class Run:
+    machine: dict[str, str]
+    settings: dict[str, object]
+    baseline: LoadResult
+    databases: dict[str, list[LoadResult]] = field(default_factory=dict)
+    jobs: JobFigures | None = None
+
+    def ratio(self, result: LoadResult) -> float:
+        return result.rps / self.baseline.rps
+
+
+def _by_name(results: list[LoadResult]) -> dict[str, LoadResult]:
+    return {r.name: r for r in results}
+
+
+def _ms(value: float) -> str:
+    return f"{value:,.0f}" if value >= 100 else f"{value:.2f}" if value < 10 else f"{value:.1f}"
+
+
+def _load_table(run: Run, results: list[LoadResult], *, baseline: bool) -> list[str]:
+    lines = [
+        "| endpoint | req/s | x baseline | p50 ms | p90 ms | p99 ms | p99/p50 | errors "
+        "| RSS after, MB | server CPU | body, B |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    rows = [run.baseline, *results] if baseline else results
+    for r in rows:
+        name = "baseline (no DB, no auth)" if r is run.baseline else f"`{r.name}`"
+        errors = str(r.errors)
+        if r.errors:
+            errors = f"**{r.errors}** ({r.non_2xx} non-2xx, {r.timeouts} timeouts, "
+            errors += f"{r.socket_errors - r.timeouts} other socket)"
+        lines.append(
+            f"| {name} | {r.rps:,.1f} | {run.ratio(r):.3f} | {_ms(r.p50_ms)} | {_ms(r.p90_ms)} "
+            f"| {_ms(r.p99_ms)} | {r.tail:.1f} | {errors} | {r.rss_mb:.0f} | {r.cpu_pct:.0f}% "
+            f"| {r.response_bytes:,} |"
+        )
+    return lines
+
+
+def _jobs_section(figures: JobFigures) -> list[str]:
+    lines = ["## Jobs (`bench/jobs.py`)", ""]
+    if figures.one_worker is not None and figures.two_workers is not None:
+        lines += [
+            f"Throughput, Postgres, extractive summarizer, {figures.notes:,} queued notes, "
+            "`WORKER_CONCURRENCY=16`, measured from the first to the last `summarized_at`:",
+            "",
+            "| workers | summaries/s | x one worker |",
+            "|--:|--:|--:|",
+            f"| 1 | {figures.one_worker:,.0f} | 1.00 |",
+            f"| 2 | {figures.two_workers:,.0f} | {figures.two_workers / figures.one_worker:.2f} |",
+            "",
+        ]
+    latencies = [
+        ("Postgres, standalone worker", figures.pg_latency_ms),
+        ("SQLite, worker embedded in the API", figures.sqlite_latency_ms),
+    ]
+    if any(values for _, values in latencies):
+        lines += [
+            "`POST /notes` → `done` (`summarized_at - created_at`), one note at a time to an "
+            "idle worker:",
+            "",
+            "| database, worker | p50 ms | p99 ms | samples |",
+            "|---|--:|--:|--:|",
+        ]
+        lines += [
+            f"| {name} | {pct(v, 50):.1f} | {pct(v, 99):.1f} | {len(v)} |"
+            for name, v in latencies
+            if v
+        ]
+        lines.append("")
+    return lines
+
+
+def _verdict(ok: bool) -> str:
+    return "met" if ok else "**not met**"
+
+
+def targets(run: Run) -> list[tuple[str, dict[str, str], bool]]:
+    """(target, figure per database, met) for every target that this run measured."""
+    rows: list[tuple[str, dict[str, str], bool]] = []
+
+    def per_db(label: str, figure: Callable[[dict[str, LoadResult]], tuple[str, bool]]) -> None:
+        cells, oks = {}, []
+        for db, results in run.databases.items():
+            cells[db], ok = figure(_by_name(results))
+            oks.append(ok)
+        rows.append((label, cells, all(oks)))
+
+    if not run.databases:
+        return rows
+    for endpoint, floor in RATIO_TARGETS.items():
+        per_db(
+            f"`{endpoint}` ≥ {floor:.2f} x baseline req/s",
+            lambda r, e=endpoint, f=floor: (f"{run.ratio(r[e]):.3f}", run.ratio(r[e]) >= f),
+        )
+
+    def errors(r: dict[str, LoadResult]) -> tuple[str, bool]:
+        bad = [f"{x.name}: {x.errors}" for x in r.values() if x.errors]
+        return ("; ".join(bad) or "0"), not bad
+
+    def tail(r: dict[str, LoadResult]) -> tuple[str, bool]:
+        worst = max(r.values(), key=lambda x: x.tail)
+        bad = [f"{x.name} {x.tail:.1f}" for x in r.values() if x.tail > 4]
+        return ("; ".join(bad) or f"worst {worst.tail:.1f}"), not bad
+
+    per_db(f"zero errors at {CONNECTIONS} connections", errors)
+    per_db("p99 ≤ 4 x p50 (every endpoint)", tail)
+    per_db("login ≥ 30/s", lambda r: (f"{r[LOGIN].rps:.1f}/s", r[LOGIN].rps >= 30))
+    per_db(
+        "API RSS < 150 MB after load",
+        lambda r: (
+            f"{max(x.rss_mb for x in r.values()):.0f} MB",
+            all(x.rss_mb < 150 for x in r.values()),
+        ),
+    )
+    jobs = run.jobs
+    if jobs is not None and jobs.one_worker is not None and jobs.two_workers is not None:
+        one, two = jobs.one_worker, jobs.two_workers
+        rows.append(("1 worker ≥ 200 summaries/s", {"Postgres": f"{one:.0f}/s"}, one >= 200))
+        rows.append(
+            (
+                "2 workers ≥ 1.7 x one",
+                {"Postgres": f"{two / one:.2f}x ({two:.0f}/s)"},
+                two >= 1.7 * one,
+            )
+        )
+    return rows
+
+
+def write_report(run: Run, out: Path, png: bool) -> Path:
+    m, s = run.machine, run.settings
+    lines = [
+        "# Benchmark report",
+        "",
+        f"Written by `bench/run.py` on {m['date']}. Machine: {m['nproc']} CPUs ({m['cpu']}), "
+        f"Linux {m['kernel']}, Python {m['python']}, {m['wrk']}"
+        + (f", PostgreSQL {m['postgres']}" if m.get("postgres") else "")
+        + f". Code: {m['commit']}. Load average before the run: {m['load_before']} (other "
+        "processes; well above 0 means they shared the CPUs with the benchmark).",
+        "",
+        f"Each endpoint: one `notes-api serve` process (uvicorn, uvloop, httptools, "
+        f"`WORKER_EMBEDDED=false`, `LOG_LEVEL=WARNING`, `APP_ENV=development`) on a fresh "
+        f"database seeded with one user and {s['notes']} notes of about 1 KB (summarized), "
+        f"loaded by `wrk -t1 -c{CONNECTIONS} -d{s['duration']}s --timeout {s['timeout']}s "
+        f"--latency` after a {s['warmup']} s warm-up. wrk runs on the same machine and takes "
+        "about one CPU. Endpoints run in the order shown; RSS is the server's VmRSS after "
+        "each run; server CPU is its CPU time during the run over the run's length (100% is "
+        "one core). Errors are HTTP ≥ 400 plus socket errors and timeouts; wrk leaves answers "
+        "slower than its timeout out of the percentiles and counts them as timeouts. wrk, the "
+        "server and Postgres (and, for the job figures, the workers) share the machine's "
+        f"{m['nproc']} CPUs. The baseline is "
+        "`bench/baseline_app.py`: FastAPI with the same server settings, one route answering "
+        "a note-shaped pydantic response model with no database, auth or middleware "
+        "(`GET /notes/{id}` with the same wrk script).",
+        "",
+    ]
+    for db, results in run.databases.items():
+        lines += [f"## {db}", "", *_load_table(run, results, baseline=True), ""]
+    if not run.databases:
+        lines += ["## Baseline", "", *_load_table(run, [], baseline=True), ""]
+    if run.jobs is not None:
+        lines += _jobs_section(run.jobs)
+    rows = targets(run)
+    if rows:
+        dbs = list(run.databases)
+        lines += [
+            "## Targets",
+            "",
+            "| target | " + " | ".join(dbs) + " | status |",
+            "|---|" + "--:|" * len(dbs) + "---|",
+        ]
+        for label, cells, ok in rows:
+            lines.append(
+                f"| {label} | "
+                + " | ".join(cells.get(db, "-") for db in dbs)
+                + f" | {_verdict(ok)} |"
+            )
+        lines.append("")
+    if png:
+        lines += ["![latency and throughput](bench.png)", ""]
+    path = out / "REPORT.md"
+    path.write_text("\n".join(lines))
+    return path
+
+
+def write_json(run: Run, out: Path) -> None:
+    data = {
+        "machine": run.machine,
+        "settings": run.settings,
+        "baseline": run.baseline.as_dict(),
+        "databases": {db: [r.as_dict() for r in rs] for db, rs in run.databases.items()},
+        "jobs": asdict(run.jobs) if run.jobs else None,
+    }
+    (out / "results.json").write_text(json.dumps(data, indent=2) + "\n")
