@@ -8,7 +8,7 @@ STAMP := $(VENV)/.synced
 BIN := $(VENV)/bin
 export TEST_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/notes_test
 
-.PHONY: run worker test lint format migrate demo demo-record bench bench-jobs clean
+.PHONY: run worker test lint format migrate demo demo-record fuzz soak bench bench-jobs clean
 
 $(CURDIR)/.tools/bin/uv:
 	$(PYTHON) -m venv .tools
@@ -34,6 +34,8 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests migrations bench scripts
 	$(BIN)/ruff format --check src tests migrations bench scripts
 	$(BIN)/mypy
+	$(UV) export --frozen --all-groups --no-emit-project --format requirements-txt \
+	  | $(BIN)/pip-audit --disable-pip --require-hashes --progress-spinner off -r /dev/stdin
 
 format: $(STAMP)
 	$(BIN)/ruff format src tests migrations bench scripts
@@ -44,6 +46,12 @@ demo: $(STAMP) ## a narrated walkthrough: against BASE_URL, or a local service i
 
 demo-record: $(STAMP) ## record `make demo` as docs/demo.svg (asciinema + svg-term, tools in .tools/)
 	scripts/record-demo.sh
+
+fuzz: $(STAMP) ## schemathesis, many examples per operation, on SQLite and Postgres
+	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-500} $(BIN)/pytest tests/security/test_fuzz.py --no-cov -q -o timeout=3600
+
+soak: $(STAMP) ## mixed traffic against its own server and workers on Postgres (default 10 min)
+	$(BIN)/python scripts/soak.py --duration $${SOAK_DURATION:-600} $(SOAK_ARGS)
 
 bench: $(STAMP) ## wrk load against a bare FastAPI baseline (SQLite, Postgres) + job figures -> bench/results/
 	$(BIN)/python bench/run.py $(BENCH_ARGS)

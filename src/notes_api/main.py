@@ -33,6 +33,7 @@ from notes_api.users.router import router as users_router
 log = structlog.get_logger("notes_api")
 
 MAX_BODY_BYTES = 1024 * 1024
+BODY_READ_TIMEOUT = 30.0  # seconds a request body may stall before a 408
 
 DESCRIPTION = """
 Notes for CRMs, each summarized in the background.
@@ -110,6 +111,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
             expose_headers=["Location", "Idempotent-Replayed", "Retry-After", "X-Request-ID"],
         )
-    app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
+    app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES, read_timeout=BODY_READ_TIMEOUT)
     app.add_middleware(RequestContext)
     return app

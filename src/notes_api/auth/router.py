@@ -21,7 +21,9 @@ from notes_api.users.schemas import UserPublic
 router = APIRouter(tags=["auth"])
 
 
-@router.post("/auth/signup", status_code=status.HTTP_201_CREATED, responses=errors(403, 409, 422))
+@router.post(
+    "/auth/signup", status_code=status.HTTP_201_CREATED, responses=errors(400, 403, 409, 413, 422)
+)
 async def signup(body: SignupRequest, session: SessionDep, auth: AuthDep) -> SignupResponse:
     """Create an account. Without `organization_name` you join the default organization as an
     AGENT; with it, a new organization is created and you are its ADMIN."""
@@ -29,13 +31,13 @@ async def signup(body: SignupRequest, session: SessionDep, auth: AuthDep) -> Sig
     return SignupResponse(user=UserPublic.model_validate(user), **tokens.model_dump())
 
 
-@router.post("/auth/login", responses=errors(401, 422, 429))
+@router.post("/auth/login", responses=errors(400, 401, 413, 422, 429))
 async def login(body: LoginRequest, session: SessionDep, auth: AuthDep) -> TokenPair:
     """Exchange email and password for an access token and a refresh token."""
     return await service.login(session, auth, body.email, body.password)
 
 
-@router.post("/auth/token", responses=errors(401, 422, 429))
+@router.post("/auth/token", responses=errors(400, 401, 413, 422, 429))
 async def token(
     form: Annotated[OAuth2PasswordRequestForm, Depends()], session: SessionDep, auth: AuthDep
 ) -> TokenPair:
@@ -44,14 +46,16 @@ async def token(
     return await service.login(session, auth, form.username[:254], form.password[:128])
 
 
-@router.post("/auth/refresh", responses=errors(401, 422))
+@router.post("/auth/refresh", responses=errors(400, 401, 413, 422))
 async def refresh(body: RefreshRequest, session: SessionDep, settings: SettingsDep) -> TokenPair:
     """Trade a refresh token for a new pair. Each refresh token works once; presenting a
     spent one signs out that whole session."""
     return await service.refresh(session, settings, body.refresh_token)
 
 
-@router.post("/auth/logout", status_code=status.HTTP_204_NO_CONTENT, responses=errors(401, 422))
+@router.post(
+    "/auth/logout", status_code=status.HTTP_204_NO_CONTENT, responses=errors(400, 401, 413, 422)
+)
 async def logout(body: RefreshRequest, user: CurrentUser, session: SessionDep) -> Response:
     """Sign out: the refresh token (and every token rotated from it) stops working."""
     await service.logout(session, user, body.refresh_token)

@@ -83,6 +83,8 @@ async def signup(
 
 
 async def login(session: AsyncSession, ctx: AuthContext, email: str, password: str) -> TokenPair:
+    if "\x00" in email:  # no account has one, and Postgres refuses NUL even in a comparison
+        raise InvalidCredentials()
     blocked = await throttle.seconds_blocked(session, email)
     if blocked:
         raise TooManyRequests("Too many failed logins; try again later", retry_after=blocked)

@@ -31,8 +31,18 @@ def create_engine_for(url: str, settings: Settings, *, pool_size: int | None = N
         max_overflow=0,
         pool_timeout=settings.db_pool_timeout,
         pool_recycle=1800,
-        # PgBouncer in transaction mode (Neon's pooled URL) cannot keep prepared statements.
-        connect_args={"prepare_threshold": None},
+        connect_args={
+            # PgBouncer in transaction mode (Neon's pooled URL) cannot keep prepared statements.
+            "prepare_threshold": None,
+            # A database across a broken network must fail fast, not hang requests: bound the
+            # connect, and let the kernel drop a connection whose packets go unanswered.
+            "connect_timeout": 5,
+            "keepalives": 1,
+            "keepalives_idle": 15,
+            "keepalives_interval": 5,
+            "keepalives_count": 3,
+            "tcp_user_timeout": 15_000,
+        },
     )
 
 

@@ -9,6 +9,7 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import iter_route_contexts
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
@@ -46,10 +47,21 @@ async def app_error(_: Request, exc: Exception) -> JSONResponse:
     return problem(exc.status, exc.detail, title=exc.title, headers=exc.headers, errors=exc.errors)
 
 
-async def http_error(_: Request, exc: Exception) -> JSONResponse:
+async def http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
     detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
-    return problem(exc.status_code, detail, headers=dict(exc.headers) if exc.headers else None)
+    headers = dict(exc.headers) if exc.headers else None
+    if exc.status_code == 405:
+        # Starlette names only the first route matching the path; RFC 9110 wants them all.
+        path = request.url.path
+        allowed = {
+            m
+            for r in iter_route_contexts(request.app.routes)
+            if r.path_regex.match(path)
+            for m in r.methods or ()
+        }
+        headers = {**(headers or {}), "Allow": ", ".join(sorted(allowed))}
+    return problem(exc.status_code, detail, headers=headers)
 
 
 async def validation_error(_: Request, exc: Exception) -> JSONResponse:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
@@ -27,6 +28,9 @@ HTTP_LATENCY = Histogram(
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 _DOCS = ("/docs", "/redoc", "/openapi.json")
 _CSP_API = "default-src 'none'; frame-ancestors 'none'"
+_UNEXPECTED = "Something went wrong on our side"
+MAX_HEADER_BYTES = 16 * 1024
+MAX_URL_BYTES = 8 * 1024
 
 
 class RequestContext:
@@ -47,10 +51,12 @@ class RequestContext:
         path: str = scope["path"]
         docs = path.startswith(_DOCS)
 
+        responded = False
+
         async def send_wrapper(message: Message) -> None:
-            nonlocal status
+            nonlocal status, responded
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, responded = message["status"], True
                 headers = message.setdefault("headers", [])
                 headers.append((b"x-request-id", request_id.encode()))
                 headers.append((b"x-content-type-options", b"nosniff"))
@@ -61,6 +67,13 @@ class RequestContext:
 
         try:
             await self.app(scope, receive, send_wrapper)
+        except Exception as exc:
+            # Starlette answers an unhandled error from outside every middleware, which would
+            # send the 500 without the request id and the headers above: answer it here.
+            if responded:
+                raise
+            log.error("http.unhandled", error=type(exc).__name__, exc_info=exc)
+            await _problem(send_wrapper, 500, "Internal Server Error", _UNEXPECTED)
         finally:
             elapsed = time.perf_counter() - started
             route = getattr(scope.get("route"), "path", "unmatched")
@@ -74,11 +87,14 @@ class RequestContext:
 
 
 class BodyLimit:
-    """Refuses bodies over `max_bytes` with 413, whether or not Content-Length is sent."""
+    """Refuses bodies over `max_bytes` with 413, whether or not Content-Length is sent, a body
+    that stalls for `read_timeout` seconds with 408, and (httptools sets no limit of its own)
+    headers over 16 KiB with 431 and URLs over 8 KiB with 414."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, read_timeout: float = 30.0) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.read_timeout = read_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -93,12 +109,27 @@ class BodyLimit:
                 f"The body must be at most {self.max_bytes} bytes",
             )
             return
-        seen = 0
+        if sum(len(k) + len(v) for k, v in scope["headers"]) > MAX_HEADER_BYTES:
+            await _problem(send, 431, "Request headers too large", "At most 16 KiB of headers")
+            return
+        if len(scope.get("raw_path") or b"") + len(scope["query_string"]) > MAX_URL_BYTES:
+            await _problem(send, 414, "URI too long", "The URL must be at most 8 KiB")
+            return
+        seen, more = 0, True
 
         async def limited_receive() -> Message:
-            nonlocal seen
-            message = await receive()
+            nonlocal seen, more
+            if not more:  # the body is in: what is left to hear is a disconnect
+                return await receive()
+            try:
+                async with asyncio.timeout(self.read_timeout):
+                    message = await receive()
+            except TimeoutError:
+                detail = "The request body stalled; send it whole"
+                # The rest of the body may still come: the connection cannot be reused.
+                raise HTTPException(408, detail, headers={"Connection": "close"}) from None
             if message["type"] == "http.request":
+                more = message.get("more_body", False)
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
                     # An HTTPException passes through FastAPI's body parsing untouched.

@@ -38,11 +38,12 @@ _DESCRIPTIONS = {
 
 
 def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    # 503 is added to all: every route that declares errors reads the database.
     return {
         code: {
             "model": Problem,
             "description": _DESCRIPTIONS[code],
             "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
         }
-        for code in codes
+        for code in sorted({*codes, 503})
     }

@@ -6,7 +6,14 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 from email_validator import EmailNotValidError, validate_email
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, StringConstraints
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    StringConstraints,
+    WithJsonSchema,
+)
 
 
 def _clean_text(value: str) -> str:
@@ -47,6 +54,7 @@ CleanStr = Annotated[str, AfterValidator(_clean_text)]
 Email = Annotated[
     str,
     StringConstraints(max_length=254),
+    WithJsonSchema({"type": "string", "format": "email", "maxLength": 254}),
     AfterValidator(_clean_text),
     AfterValidator(normalize_email),
 ]

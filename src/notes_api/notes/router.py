@@ -33,7 +33,7 @@ def _watcher(request: Request) -> NoteWatcher:
     return watcher
 
 
-@router.post("", status_code=status.HTTP_202_ACCEPTED, responses=errors(401, 409, 413, 422))
+@router.post("", status_code=status.HTTP_202_ACCEPTED, responses=errors(400, 401, 409, 413, 422))
 async def create_note(
     body: NoteCreate,
     user: CurrentUser,
@@ -92,7 +92,7 @@ async def get_note(
     return NotePublic.model_validate(note)
 
 
-@router.patch("/{note_id}", responses=errors(401, 404, 422))
+@router.patch("/{note_id}", responses=errors(400, 401, 404, 413, 422))
 async def update_note(
     note_id: uuid.UUID,
     body: NoteUpdate,
@@ -109,7 +109,7 @@ async def update_note(
 
 
 @router.post(
-    "/{note_id}/retry", status_code=status.HTTP_202_ACCEPTED, responses=errors(401, 404, 409)
+    "/{note_id}/retry", status_code=status.HTTP_202_ACCEPTED, responses=errors(401, 404, 409, 422)
 )
 async def retry_note(
     note_id: uuid.UUID,
@@ -122,7 +122,9 @@ async def retry_note(
     return NotePublic.model_validate(note)
 
 
-@router.delete("/{note_id}", status_code=status.HTTP_204_NO_CONTENT, responses=errors(401, 404))
+@router.delete(
+    "/{note_id}", status_code=status.HTTP_204_NO_CONTENT, responses=errors(401, 404, 422)
+)
 async def delete_note(note_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> Response:
     """Delete a note (and cancel its summary)."""
     await service.delete_note(session, user, note_id)

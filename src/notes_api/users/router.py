@@ -25,7 +25,9 @@ async def list_users(
     return await service.list_users(session, admin, limit=limit, cursor=cursor)
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, responses=errors(401, 403, 409, 422))
+@router.post(
+    "", status_code=status.HTTP_201_CREATED, responses=errors(400, 401, 403, 409, 413, 422)
+)
 async def create_user(
     body: UserCreate, admin: AdminUser, session: SessionDep, auth: AuthDep
 ) -> UserPublic:
@@ -33,7 +35,7 @@ async def create_user(
     return UserPublic.model_validate(await service.provision(session, auth, admin, body))
 
 
-@router.patch("/{user_id}", responses=errors(401, 403, 404, 409, 422))
+@router.patch("/{user_id}", responses=errors(400, 401, 403, 404, 409, 413, 422))
 async def update_user(
     user_id: uuid.UUID, body: UserUpdate, admin: AdminUser, session: SessionDep
 ) -> UserPublic:
