@@ -61,13 +61,13 @@ def start_worker(settings: Settings, **env: Any) -> subprocess.Popen[bytes]:
     }
     values.update({k.upper(): str(v) for k, v in env.items()})
     # Logs go to a file: an unread pipe fills up and blocks the worker.
-    log = tempfile.NamedTemporaryFile(prefix="worker-", suffix=".log", delete=False)  # noqa: SIM115
-    return subprocess.Popen(
-        [sys.executable, "-m", "notes_api.cli", "worker"],
-        env={**os.environ, **values},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    with tempfile.NamedTemporaryFile(prefix="worker-", suffix=".log", delete=False) as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "notes_api.cli", "worker"],
+            env={**os.environ, **values},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
 
 
 @pytest.fixture
