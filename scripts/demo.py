@@ -346,7 +346,7 @@ def local_service(fake: FakeModel) -> Iterator[str]:
     print(dim(f"Starting the service on port {port} (log: {log}) ..."))
     with log.open("wb") as out:
         command = [sys.executable, "-m", "notes_api.cli", "serve"]
-        process = subprocess.Popen(command, env=env, cwd=tmp, stdout=out, stderr=out)  # noqa: S603
+        process = subprocess.Popen(command, env=env, cwd=tmp, stdout=out, stderr=out)
     base_url, ok = f"http://127.0.0.1:{port}", False
     try:
         deadline = time.monotonic() + 60

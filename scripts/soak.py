@@ -110,7 +110,7 @@ def reset_database(url: str) -> None:
 def start(name: str, args: list[str], env: dict[str, str], logs: Path) -> Service:
     log = logs / f"{name}.log"
     with log.open("wb") as out:
-        popen = subprocess.Popen(  # noqa: S603 - this interpreter, this project's CLI
+        popen = subprocess.Popen(
             [sys.executable, "-m", "notes_api.cli", *args],
             env={**os.environ, **env},
             stdout=out,

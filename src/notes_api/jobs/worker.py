@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import socket
 import time
 from collections.abc import Awaitable, Callable
@@ -45,7 +46,8 @@ class Worker:
         self.db = db
         self.handlers = {h.kind: h for h in handlers}
         self.config = config
-        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        # In containers every PID is 1 and hosts may share a name: a random part keeps ids apart.
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self.wake = asyncio.Event()
         self._running: dict[asyncio.Task[None], Job] = {}
         self._stopping = asyncio.Event()
