@@ -5,6 +5,7 @@ is created when missing). Where no Postgres answers, its tests are skipped with 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import uuid
@@ -17,6 +18,7 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+import uvicorn
 from fastapi import FastAPI
 from sqlalchemy.engine import make_url
 
@@ -199,3 +201,36 @@ async def create_note(
     assert response.status_code == 202, response.text
     note: dict[str, Any] = response.json()
     return note
+
+
+@asynccontextmanager
+async def serve(app: FastAPI) -> AsyncIterator[str]:
+    """The app behind a real uvicorn server on a free local port (its lifespan already runs)."""
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    try:
+        while not server.started:
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.01)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+NOTE_FIELDS = {
+    "id",
+    "title",
+    "raw_text",
+    "summary",
+    "status",
+    "attempts",
+    "error",
+    "owner_id",
+    "created_at",
+    "updated_at",
+    "summarized_at",
+}

@@ -4,41 +4,20 @@ for many concurrent requests, through the ASGI client and through a real server.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from sqlalchemy import func, select, update
 
 from notes_api.core.db import Database
 from notes_api.core.models import utcnow
 from notes_api.notes.models import IdempotencyKey, Note
-from tests.conftest import Account, signup
+from tests.conftest import Account, serve, signup
 
 BODY = {"raw_text": "Renewal call with Acme. They asked for a discount.", "title": "Acme"}
-
-
-@contextlib.asynccontextmanager
-async def serve(app: FastAPI) -> AsyncIterator[str]:
-    """The app behind a real uvicorn server on a free local port (its lifespan already runs)."""
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    try:
-        while not server.started:
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.01)
-        port = server.servers[0].sockets[0].getsockname()[1]
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
 
 
 async def post(

@@ -15,21 +15,8 @@ from notes_api.core.db import Database
 from notes_api.jobs.models import Job, JobStatus
 from notes_api.notes.models import Note, NoteStatus
 from notes_api.notes.service import SUMMARIZE
-from tests.conftest import client_for, create_note, make_settings, running_app, signup
+from tests.conftest import NOTE_FIELDS, client_for, create_note, make_settings, running_app, signup
 
-NOTE_FIELDS = {
-    "id",
-    "title",
-    "raw_text",
-    "summary",
-    "status",
-    "attempts",
-    "error",
-    "owner_id",
-    "created_at",
-    "updated_at",
-    "summarized_at",
-}
 PROBLEM_FIELDS = {"type", "title", "status", "detail"}
 TEXT = "Call with Dana from Acme. They want the CRM export by Friday. Budget is approved."
 

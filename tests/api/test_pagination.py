@@ -14,21 +14,7 @@ from sqlalchemy import update
 
 from notes_api.core.db import Database
 from notes_api.notes.models import Note, NoteStatus
-from tests.conftest import Account, create_note, signup
-
-NOTE_FIELDS = {
-    "id",
-    "title",
-    "raw_text",
-    "summary",
-    "status",
-    "attempts",
-    "error",
-    "owner_id",
-    "created_at",
-    "updated_at",
-    "summarized_at",
-}
+from tests.conftest import NOTE_FIELDS, Account, create_note, signup
 
 
 def cursor_of(value: Any) -> str:
