@@ -197,9 +197,8 @@ async def test_database_outage_is_503_with_retry_after_and_heals_by_itself(
 
 @pytest.mark.xfail(
     strict=True,
-    reason="database connections have no connect or read timeout (core/db.py): when the "
-    "database stops answering without closing anything, a request waits forever; see "
-    "SECURITY.md, 'Known gaps'",
+    reason="nothing bounds a query on the client side: when the database stops answering "
+    "while a proxy still acknowledges packets, a request waits; see SECURITY.md, 'Known gaps'",
 )
 async def test_a_database_that_stops_answering_gives_503_within_seconds(
     pg: str, procs: Processes
