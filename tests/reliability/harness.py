@@ -270,6 +270,10 @@ class TcpProxy:
             writer.transport.abort()
             return
         pair = (writer.transport, up_writer.transport)
+        if self._server is None:  # cut while this connection was being set up
+            for transport in pair:
+                transport.abort()
+            return
         self._transports.update(pair)
 
         async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
