@@ -51,8 +51,9 @@ class Worker:
         self.wake = asyncio.Event()
         self._running: dict[asyncio.Task[None], Job] = {}
         self._stopping = asyncio.Event()
-        self._periodic: list[tuple[float, Periodic]] = []
-        self._last_reap = 0.0
+        self._periodic: list[tuple[float, Periodic]] = [
+            (config.maintenance_interval, self._purge_finished)
+        ]
 
     def add_periodic(self, interval: float, fn: Periodic) -> None:
         """House-keeping for other modules (expired idempotency keys, say)."""
@@ -212,10 +213,6 @@ class Worker:
             try:
                 await self._reap()
                 now = time.monotonic()
-                if now - last.get(-1, 0.0) >= self.config.maintenance_interval:
-                    last[-1] = now
-                    async with self.db.session(write=True) as session:
-                        await queue.purge_finished(session, utcnow() - self.config.retention)
                 for i, (interval, fn) in enumerate(self._periodic):
                     if now - last.get(i, 0.0) >= interval:
                         last[i] = now
@@ -224,6 +221,9 @@ class Worker:
             except Exception:
                 log.exception("worker.maintenance_failed")
 
+    async def _purge_finished(self, session: AsyncSession) -> None:
+        await queue.purge_finished(session, utcnow() - self.config.retention)
+
     async def _reap(self) -> None:
         async with self.db.session(write=True) as session:
             for job in await queue.expired(session):
@@ -231,7 +231,8 @@ class Worker:
                     continue
                 log.warning("worker.lease_expired", job_id=str(job.id), worker=job.worker_id)
                 await self._record_failure(session, job, LeaseExpired(), transient=True)
-        # Jobs put back by the reaper are due now.
+        # Look again now: jobs put back by the reaper, and retries whose backoff has passed
+        # (nothing notifies about those), are due.
         self.wake.set()
 
     async def _drain(self) -> None:
