@@ -16,6 +16,7 @@ from notes_api.auth.tokens import create_access_token, hash_refresh_token, new_r
 from notes_api.core.config import Settings
 from notes_api.core.errors import Conflict, Forbidden, TooManyRequests, Unauthorized
 from notes_api.core.models import utcnow
+from notes_api.core.schemas import is_storable_text
 from notes_api.organizations.service import create_organization, ensure_default_organization
 from notes_api.users.models import Role, User
 
@@ -83,7 +84,7 @@ async def signup(
 
 
 async def login(session: AsyncSession, ctx: AuthContext, email: str, password: str) -> TokenPair:
-    if "\x00" in email:  # no account has one, and Postgres refuses NUL even in a comparison
+    if not is_storable_text(email):  # no account has such an email; the database would refuse it
         raise InvalidCredentials()
     blocked = await throttle.seconds_blocked(session, email)
     if blocked:

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from notes_api.core.config import Settings
+from notes_api.core.sql import dialect_name
 
 _IMMEDIATE = "sqlite_begin_immediate"
 
@@ -102,7 +103,7 @@ class Database:
 async def begin_read(session: AsyncSession) -> None:
     """A read-only request needs no transaction: on Postgres, autocommit saves the BEGIN and
     COMMIT round trips (half of a simple GET's)."""
-    if session.get_bind().dialect.name == "postgresql":
+    if dialect_name(session) == "postgresql":
         await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
 
 

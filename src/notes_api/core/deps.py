@@ -46,4 +46,3 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
 # can rely on its write being durable.
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
-DatabaseDep = Annotated[Database, Depends(get_db)]

@@ -7,7 +7,9 @@ from __future__ import annotations
 import base64
 import json
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Protocol, TypeVar
 
 from notes_api.core.errors import InvalidInput
 
@@ -15,6 +17,26 @@ from notes_api.core.errors import InvalidInput
 def encode_cursor(created_at: datetime, row_id: uuid.UUID) -> str:
     raw = json.dumps([created_at.isoformat(), str(row_id)], separators=(",", ":"))
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+class _Keyed(Protocol):
+    @property
+    def created_at(self) -> datetime: ...
+
+    @property
+    def id(self) -> uuid.UUID: ...
+
+
+K = TypeVar("K", bound=_Keyed)
+
+
+def split_page(rows: Sequence[K], limit: int) -> tuple[list[K], str | None]:
+    """`rows` were fetched with `limit + 1`: the page, and the cursor of its last row when
+    more rows follow."""
+    page = list(rows[:limit])
+    if len(rows) > limit:
+        return page, encode_cursor(page[-1].created_at, page[-1].id)
+    return page, None
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:

@@ -27,6 +27,14 @@ def _clean_text(value: str) -> str:
     return value
 
 
+def is_storable_text(value: str) -> bool:
+    try:
+        _clean_text(value)
+    except ValueError:
+        return False
+    return True
+
+
 def _not_blank(value: str) -> str:
     if not value.strip():
         raise ValueError("must not be blank")
@@ -50,7 +58,6 @@ def normalize_email(value: str) -> str:
     return info.normalized.lower()
 
 
-CleanStr = Annotated[str, AfterValidator(_clean_text)]
 Email = Annotated[
     str,
     StringConstraints(max_length=254),

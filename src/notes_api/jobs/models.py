@@ -5,10 +5,10 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Enum, Index, Integer, String, Text, Uuid, text
+from sqlalchemy import JSON, Index, Integer, String, Text, Uuid, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from notes_api.core.models import Base, TimestampMixin, UTCDateTime, new_id, utcnow
+from notes_api.core.models import Base, TimestampMixin, UTCDateTime, new_id, text_enum, utcnow
 
 
 class JobStatus(enum.StrEnum):
@@ -56,14 +56,7 @@ class Job(TimestampMixin, Base):
     payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     dedupe_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
     status: Mapped[JobStatus] = mapped_column(
-        Enum(
-            JobStatus,
-            name="job_status",
-            native_enum=False,
-            create_constraint=True,
-            length=16,
-            values_callable=lambda e: [m.value for m in e],
-        ),
+        text_enum(JobStatus, "job_status"),
         default=JobStatus.QUEUED,
     )
     attempts: Mapped[int] = mapped_column(Integer, default=0)

@@ -4,10 +4,10 @@ import enum
 import uuid
 from datetime import datetime
 
-from sqlalchemy import Enum, ForeignKey, Index, Integer, String, Text, UniqueConstraint, Uuid
+from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
-from notes_api.core.models import Base, TimestampMixin, UTCDateTime, new_id, utcnow
+from notes_api.core.models import Base, TimestampMixin, UTCDateTime, new_id, text_enum, utcnow
 
 
 class NoteStatus(enum.StrEnum):
@@ -34,14 +34,7 @@ class Note(TimestampMixin, Base):
     raw_text: Mapped[str] = mapped_column(Text)
     summary: Mapped[str | None] = mapped_column(Text, nullable=True)
     status: Mapped[NoteStatus] = mapped_column(
-        Enum(
-            NoteStatus,
-            name="note_status",
-            native_enum=False,
-            create_constraint=True,
-            length=16,
-            values_callable=lambda e: [m.value for m in e],
-        ),
+        text_enum(NoteStatus, "note_status"),
         default=NoteStatus.QUEUED,
     )
     attempts: Mapped[int] = mapped_column(Integer, default=0)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import uuid
@@ -13,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from notes_api.core.errors import Conflict, InvalidInput, NotFound
 from notes_api.core.models import utcnow
-from notes_api.core.pagination import decode_cursor, encode_cursor
+from notes_api.core.pagination import decode_cursor, split_page
 from notes_api.jobs import queue
 from notes_api.notes import repository
 from notes_api.notes.models import IdempotencyKey, Note, NoteStatus
@@ -160,12 +161,10 @@ async def list_notes(
     cursor: str | None,
 ) -> NotePage:
     if cursor:
-        filters = repository.NoteFilters(**{**filters.__dict__, "after": decode_cursor(cursor)})
+        filters = dataclasses.replace(filters, after=decode_cursor(cursor))
     rows = await repository.list_visible(session, user, filters, limit + 1)
-    more = len(rows) > limit
-    rows = rows[:limit]
-    next_cursor = encode_cursor(rows[-1].created_at, rows[-1].id) if more and rows else None
-    return NotePage(items=[NotePublic.model_validate(n) for n in rows], next_cursor=next_cursor)
+    page, next_cursor = split_page(rows, limit)
+    return NotePage(items=[NotePublic.model_validate(n) for n in page], next_cursor=next_cursor)
 
 
 async def update_note(

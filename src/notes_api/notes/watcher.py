@@ -56,10 +56,6 @@ class NoteWatcher:
                 if not waiters:
                     del self._waiters[note_id]
 
-    @property
-    def watching(self) -> int:
-        return len(self._waiters)
-
     def _on_finished(self, kind: str, key: str | None) -> None:
         if kind == "*":  # the notification channel was re-established: re-check everything
             self._resolve_all()

@@ -3,10 +3,10 @@ from __future__ import annotations
 import enum
 import uuid
 
-from sqlalchemy import Boolean, Enum, ForeignKey, String, Uuid
+from sqlalchemy import Boolean, ForeignKey, String, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
-from notes_api.core.models import Base, TimestampMixin, new_id
+from notes_api.core.models import Base, TimestampMixin, new_id, text_enum
 
 
 class Role(enum.StrEnum):
@@ -24,7 +24,5 @@ class User(TimestampMixin, Base):
     # Stored case-folded, so the unique constraint is case-insensitive on every database.
     email: Mapped[str] = mapped_column(String(254), unique=True)
     password_hash: Mapped[str] = mapped_column(String(255))
-    role: Mapped[Role] = mapped_column(
-        Enum(Role, name="user_role", native_enum=False, create_constraint=True, length=16)
-    )
+    role: Mapped[Role] = mapped_column(text_enum(Role, "user_role"))
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)

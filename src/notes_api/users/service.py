@@ -7,7 +7,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from notes_api.auth.service import AuthContext, create_user, revoke_user_tokens
 from notes_api.core.errors import Conflict, NotFound
-from notes_api.core.pagination import decode_cursor, encode_cursor
+from notes_api.core.pagination import decode_cursor, split_page
 from notes_api.organizations.models import Organization
 from notes_api.users.models import Role, User
 from notes_api.users.schemas import UserCreate, UserPage, UserPublic, UserUpdate
@@ -25,10 +25,8 @@ async def list_users(
     rows = list(
         (await session.scalars(stmt.order_by(User.created_at, User.id).limit(limit + 1))).all()
     )
-    more = len(rows) > limit
-    rows = rows[:limit]
-    next_cursor = encode_cursor(rows[-1].created_at, rows[-1].id) if more else None
-    return UserPage(items=[UserPublic.model_validate(u) for u in rows], next_cursor=next_cursor)
+    page, next_cursor = split_page(rows, limit)
+    return UserPage(items=[UserPublic.model_validate(u) for u in page], next_cursor=next_cursor)
 
 
 async def provision(session: AsyncSession, ctx: AuthContext, admin: User, body: UserCreate) -> User:
