@@ -17,6 +17,8 @@ from corpus import note_text
 from fastapi import FastAPI
 from pydantic import BaseModel
 
+from notes_api.server import SERVER_OPTIONS
+
 
 class NoteStatus(enum.StrEnum):
     QUEUED = "queued"
@@ -76,18 +78,7 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8001)
     args = parser.parse_args()
-    # The same settings as notes_api.cli.serve.
-    uvicorn.run(
-        app,
-        host=args.host,
-        port=args.port,
-        loop="uvloop",
-        http="httptools",
-        access_log=False,
-        proxy_headers=True,
-        log_config=None,
-        log_level="warning",
-    )
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", **SERVER_OPTIONS)
 
 
 if __name__ == "__main__":

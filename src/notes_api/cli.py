@@ -14,6 +14,7 @@ import structlog
 from notes_api.core.config import Settings, get_settings
 from notes_api.core.logging import configure_logging
 from notes_api.core.migrations import upgrade
+from notes_api.server import SERVER_OPTIONS
 
 log = structlog.get_logger("notes_api.cli")
 
@@ -41,11 +42,7 @@ def serve(settings: Settings, *, migrate_first: bool = True) -> None:
         create_app(settings),
         host=settings.host,
         port=settings.port,
-        loop="uvloop",
-        http="httptools",
-        access_log=False,
-        proxy_headers=True,
-        log_config=None,
+        **SERVER_OPTIONS,
         timeout_graceful_shutdown=int(settings.job_shutdown_grace) + 5,
     )
 
