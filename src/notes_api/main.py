@@ -97,6 +97,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         debug=False,
         swagger_ui_parameters={"persistAuthorization": True},
+        # Metrics are Prometheus (/metrics); FastAPI's OpenTelemetry hooks would only cost
+        # three provider look-ups per request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.settings = settings
     handlers.install(app)

@@ -19,7 +19,8 @@ KIND = "test"
 
 async def _enqueue(db: Database, key: str | None = None, attempts: int = 3) -> Job:
     async with db.session(write=True) as s:
-        return await queue.enqueue(s, KIND, {"n": 1}, dedupe_key=key, max_attempts=attempts)
+        job_id = await queue.enqueue(s, KIND, {"n": 1}, dedupe_key=key, max_attempts=attempts)
+        return await s.get_one(Job, job_id)
 
 
 async def _claim(db: Database, limit: int = 10, lease: float = 30.0) -> list[Job]:

@@ -65,7 +65,8 @@ async def running(
 
 async def enqueue(db: Database, payload: dict[str, Any] | None = None, attempts: int = 3) -> Job:
     async with db.session(write=True) as s:
-        return await queue.enqueue(s, "rec", payload or {}, max_attempts=attempts)
+        job_id = await queue.enqueue(s, "rec", payload or {}, max_attempts=attempts)
+        return await s.get_one(Job, job_id)
 
 
 async def wait_status(db: Database, job: Job, *statuses: JobStatus, timeout: float = 5) -> Job:

@@ -1,5 +1,5 @@
-"""Who is calling. The user is loaded on every request, so deactivation and role changes
-take effect at once, not when the access token expires."""
+"""Who is calling. The caller is confirmed against the database on every request, so
+deactivation and role changes take effect at once, not when the access token expires."""
 
 from __future__ import annotations
 
@@ -7,27 +7,57 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import OAuth2PasswordBearer
+from sqlalchemy import bindparam, select
 
 from notes_api.auth.passwords import Passwords
 from notes_api.auth.service import AuthContext
-from notes_api.auth.tokens import decode_access_token
+from notes_api.auth.tokens import AccessClaims, Caller, decode_access_token
 from notes_api.core.deps import SessionDep, SettingsDep
 from notes_api.core.errors import Forbidden, Unauthorized
 from notes_api.users.models import Role, User
 
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/auth/token", auto_error=False)
 
+_users = User.__table__
+# Built once: the hot path of every notes request, a primary-key lookup of one column.
+_ACTIVE_ROLE = select(_users.c.role).where(
+    _users.c.id == bindparam("user_id"),
+    _users.c.organization_id == bindparam("organization_id"),
+    _users.c.is_active,
+)
 
-async def current_user(
-    session: SessionDep,
-    settings: SettingsDep,
-    token: Annotated[str | None, Depends(oauth2_scheme)],
-) -> User:
+
+async def access_claims(
+    request: Request, token: Annotated[str | None, Depends(oauth2_scheme)]
+) -> AccessClaims:
     if not token:
         raise Unauthorized("Not signed in")
-    claims = decode_access_token(settings.jwt_secret.get_secret_value(), token)
+    secret = request.app.state.settings.jwt_secret.get_secret_value()
+    claims = decode_access_token(secret, token)
     if claims is None:
         raise Unauthorized("Invalid or expired access token")
+    return claims
+
+
+ClaimsDep = Annotated[AccessClaims, Depends(access_claims)]
+
+
+async def current_caller(session: SessionDep, claims: ClaimsDep) -> Caller:
+    """The caller, read with one small Core statement (no ORM object is built)."""
+    conn = await session.connection()
+    role = (
+        await conn.execute(
+            _ACTIVE_ROLE,
+            {"user_id": claims.user_id, "organization_id": claims.organization_id},
+        )
+    ).scalar_one_or_none()
+    if role is None:
+        raise Unauthorized("Invalid or expired access token")
+    return Caller(claims.user_id, claims.organization_id, role)
+
+
+async def current_user(session: SessionDep, claims: ClaimsDep) -> User:
+    """The caller's whole row, for the routes that show or change the account itself."""
     user = await session.get(User, claims.user_id)
     if user is None or not user.is_active or user.organization_id != claims.organization_id:
         raise Unauthorized("Invalid or expired access token")
@@ -40,11 +70,12 @@ async def admin_user(user: Annotated[User, Depends(current_user)]) -> User:
     return user
 
 
-def auth_context(request: Request, settings: SettingsDep) -> AuthContext:
+async def auth_context(request: Request, settings: SettingsDep) -> AuthContext:
     passwords: Passwords = request.app.state.passwords
     return AuthContext(settings=settings, passwords=passwords)
 
 
+CurrentCaller = Annotated[Caller, Depends(current_caller)]
 CurrentUser = Annotated[User, Depends(current_user)]
 AdminUser = Annotated[User, Depends(admin_user)]
 AuthDep = Annotated[AuthContext, Depends(auth_context)]

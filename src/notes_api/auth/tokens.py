@@ -12,16 +12,31 @@ from datetime import datetime, timedelta
 import jwt
 
 from notes_api.core.models import utcnow
+from notes_api.users.models import Role
 
 ALGORITHM = "HS256"
 ISSUER = "notes-api"
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who is asking: a user, its organization, and its role."""
+
+    id: uuid.UUID
+    organization_id: uuid.UUID
+    role: Role
 
 
 @dataclass(frozen=True)
 class AccessClaims:
     user_id: uuid.UUID
     organization_id: uuid.UUID
-    role: str
+    role: Role
+
+    @property
+    def caller(self) -> Caller:
+        """The caller as the token describes it, until the database confirms it."""
+        return Caller(self.user_id, self.organization_id, self.role)
 
 
 def create_access_token(
@@ -55,12 +70,12 @@ def decode_access_token(secret: str, token: str) -> AccessClaims | None:
             secret,
             algorithms=[ALGORITHM],
             issuer=ISSUER,
-            options={"require": ["sub", "org", "exp", "iat", "jti"]},
+            options={"require": ["sub", "org", "role", "exp", "iat", "jti"]},
         )
         if claims.get("typ") != "access":
             return None
         return AccessClaims(
-            uuid.UUID(claims["sub"]), uuid.UUID(claims["org"]), str(claims.get("role", ""))
+            uuid.UUID(claims["sub"]), uuid.UUID(claims["org"]), Role(claims["role"])
         )
     except (jwt.PyJWTError, ValueError, TypeError):
         return None

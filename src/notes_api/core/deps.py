@@ -18,7 +18,9 @@ def get_db(request: Request) -> Database:
     return db
 
 
-def get_settings_dep(request: Request) -> Settings:
+# Dependencies are `async def` even when they never await: FastAPI runs a plain `def`
+# dependency in a worker thread, a hand-off that costs more than the function itself.
+async def get_settings_dep(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import random
 import uuid
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import and_, delete, select, text, update
+from sqlalchemy import Table, and_, delete, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from notes_api.core.models import utcnow
@@ -18,6 +18,8 @@ from notes_api.jobs.models import Job, JobStatus
 
 ACTIVE = (JobStatus.QUEUED, JobStatus.PROCESSING)
 MAX_ERROR_LENGTH = 1000
+_INSERT_JOB = insert(cast(Table, Job.__table__))
+_NOTIFY = text("SELECT pg_notify(:channel, :payload)")
 
 
 async def enqueue(
@@ -27,26 +29,32 @@ async def enqueue(
     *,
     max_attempts: int,
     dedupe_key: str | None = None,
-) -> Job:
-    """Add a job in the caller's transaction: it exists exactly when the caller's data does."""
-    job = Job(
-        kind=kind,
-        payload=payload,
-        dedupe_key=dedupe_key,
-        max_attempts=max_attempts,
-        status=JobStatus.QUEUED,
-        attempts=0,
-        run_after=utcnow(),
+) -> uuid.UUID:
+    """Add a job in the caller's transaction: it exists exactly when the caller's data does.
+    A plain Core insert on the session's connection: no ORM object to build and flush."""
+    now = utcnow()
+    job_id = uuid.uuid4()
+    conn = await session.connection()
+    await conn.execute(
+        _INSERT_JOB,
+        {
+            "id": job_id,
+            "kind": kind,
+            "payload": payload,
+            "dedupe_key": dedupe_key,
+            "status": JobStatus.QUEUED,
+            "attempts": 0,
+            "max_attempts": max_attempts,
+            "run_after": now,
+            "created_at": now,
+            "updated_at": now,
+        },
     )
-    session.add(job)
-    await session.flush()
     signals.mark_queued(session)
     if dialect_name(session) == "postgresql":
         # Delivered on commit, and only then; dropped on rollback.
-        await session.execute(
-            text("SELECT pg_notify(:c, :k)"), {"c": signals.QUEUED_CHANNEL, "k": kind}
-        )
-    return job
+        await conn.execute(_NOTIFY, {"channel": signals.QUEUED_CHANNEL, "payload": kind})
+    return job_id
 
 
 async def announce_finished(session: AsyncSession, job: Job) -> None:
@@ -54,9 +62,8 @@ async def announce_finished(session: AsyncSession, job: Job) -> None:
     signals.mark_finished(session, job.kind, job.dedupe_key)
     if dialect_name(session) == "postgresql":
         payload = f"{job.kind}:{job.dedupe_key or ''}"
-        await session.execute(
-            text("SELECT pg_notify(:c, :p)"), {"c": signals.FINISHED_CHANNEL, "p": payload}
-        )
+        conn = await session.connection()
+        await conn.execute(_NOTIFY, {"channel": signals.FINISHED_CHANNEL, "payload": payload})
 
 
 async def cancel_active(session: AsyncSession, kind: str, dedupe_key: str) -> int:

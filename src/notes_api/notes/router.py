@@ -5,7 +5,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response, status
 
-from notes_api.auth.deps import CurrentUser
+from notes_api.auth.deps import ClaimsDep, CurrentCaller
 from notes_api.core.deps import SessionDep, SettingsDep
 from notes_api.core.openapi import errors
 from notes_api.core.schemas import SearchText, UTCTimestamp
@@ -36,7 +36,7 @@ def _watcher(request: Request) -> NoteWatcher:
 @router.post("", status_code=status.HTTP_202_ACCEPTED, responses=errors(400, 401, 409, 413, 422))
 async def create_note(
     body: NoteCreate,
-    user: CurrentUser,
+    caller: CurrentCaller,
     session: SessionDep,
     settings: SettingsDep,
     response: Response,
@@ -45,17 +45,21 @@ async def create_note(
     """Save a note and queue its summary. Answers at once with `status: queued`; follow
     `Location` (with `?wait=10`, say) to get the summary."""
     created = await service.create_note(
-        session, user, body, idempotency_key=idempotency_key, max_attempts=settings.job_max_attempts
+        session,
+        caller,
+        body,
+        idempotency_key=idempotency_key,
+        max_attempts=settings.job_max_attempts,
     )
     response.headers["Location"] = f"/notes/{created.note.id}"
     if created.replayed:
         response.headers["Idempotent-Replayed"] = "true"
-    return NotePublic.model_validate(created.note)
+    return created.note
 
 
 @router.get("", responses=errors(401, 422))
 async def list_notes(
-    user: CurrentUser,
+    caller: CurrentCaller,
     session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=100, description="page size")] = 20,
     cursor: Annotated[str | None, Query(max_length=200, description="from `next_cursor`")] = None,
@@ -75,20 +79,20 @@ async def list_notes(
         created_before=created_before,
         owner_id=owner_id,
     )
-    return await service.list_notes(session, user, filters, limit=limit, cursor=cursor)
+    return await service.list_notes(session, caller, filters, limit=limit, cursor=cursor)
 
 
 @router.get("/{note_id}", responses=errors(401, 404, 422))
 async def get_note(
     note_id: uuid.UUID,
-    user: CurrentUser,
+    claims: ClaimsDep,
     session: SessionDep,
     request: Request,
     wait: Annotated[float, Query(ge=0, le=30, description="seconds to wait for done/failed")] = 0,
 ) -> NotePublic:
     """One note. With `wait`, the answer is held until the summary is done or failed, or
     `wait` seconds pass, whichever comes first."""
-    note = await service.wait_for_note(session, user, note_id, _watcher(request), wait)
+    note = await service.wait_for_note(session, claims, note_id, _watcher(request), wait)
     return NotePublic.model_validate(note)
 
 
@@ -96,14 +100,14 @@ async def get_note(
 async def update_note(
     note_id: uuid.UUID,
     body: NoteUpdate,
-    user: CurrentUser,
+    caller: CurrentCaller,
     session: SessionDep,
     settings: SettingsDep,
 ) -> NotePublic:
     """Edit a note. New `raw_text` queues a new summary; a summary still being made for the
     old text is discarded."""
     note = await service.update_note(
-        session, user, note_id, body, max_attempts=settings.job_max_attempts
+        session, caller, note_id, body, max_attempts=settings.job_max_attempts
     )
     return NotePublic.model_validate(note)
 
@@ -113,19 +117,21 @@ async def update_note(
 )
 async def retry_note(
     note_id: uuid.UUID,
-    user: CurrentUser,
+    caller: CurrentCaller,
     session: SessionDep,
     settings: SettingsDep,
 ) -> NotePublic:
     """Queue a new summary for a `failed` note (409 for any other status)."""
-    note = await service.retry_note(session, user, note_id, max_attempts=settings.job_max_attempts)
+    note = await service.retry_note(
+        session, caller, note_id, max_attempts=settings.job_max_attempts
+    )
     return NotePublic.model_validate(note)
 
 
 @router.delete(
     "/{note_id}", status_code=status.HTTP_204_NO_CONTENT, responses=errors(401, 404, 422)
 )
-async def delete_note(note_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> Response:
+async def delete_note(note_id: uuid.UUID, caller: CurrentCaller, session: SessionDep) -> Response:
     """Delete a note (and cancel its summary)."""
-    await service.delete_note(session, user, note_id)
+    await service.delete_note(session, caller, note_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
