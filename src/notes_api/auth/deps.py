@@ -7,24 +7,19 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import OAuth2PasswordBearer
-from sqlalchemy import bindparam, select
+from sqlalchemy import select
 
 from notes_api.auth.passwords import Passwords
 from notes_api.auth.service import AuthContext
 from notes_api.auth.tokens import AccessClaims, Caller, decode_access_token
 from notes_api.core.deps import SessionDep, SettingsDep
 from notes_api.core.errors import Forbidden, Unauthorized
-from notes_api.users.models import Role, User
+from notes_api.users.models import ACTIVE_MEMBER, Role, User, member_params, users
 
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/auth/token", auto_error=False)
 
-_users = User.__table__
 # Built once: the hot path of every notes request, a primary-key lookup of one column.
-_ACTIVE_ROLE = select(_users.c.role).where(
-    _users.c.id == bindparam("user_id"),
-    _users.c.organization_id == bindparam("organization_id"),
-    _users.c.is_active,
-)
+_ACTIVE_ROLE = select(users.c.role).where(ACTIVE_MEMBER)
 
 
 async def access_claims(
@@ -46,10 +41,7 @@ async def current_caller(session: SessionDep, claims: ClaimsDep) -> Caller:
     """The caller, read with one small Core statement (no ORM object is built)."""
     conn = await session.connection()
     role = (
-        await conn.execute(
-            _ACTIVE_ROLE,
-            {"user_id": claims.user_id, "organization_id": claims.organization_id},
-        )
+        await conn.execute(_ACTIVE_ROLE, member_params(claims.user_id, claims.organization_id))
     ).scalar_one_or_none()
     if role is None:
         raise Unauthorized("Invalid or expired access token")

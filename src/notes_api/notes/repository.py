@@ -3,20 +3,40 @@ it, so an agent sees its own notes, an admin its organization's, and nothing cro
 
 from __future__ import annotations
 
+import functools
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, cast
 
-from sqlalchemy import ColumnElement, Row, Select, Table, and_, bindparam, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Row,
+    Select,
+    Table,
+    Uuid,
+    and_,
+    bindparam,
+    or_,
+    select,
+    true,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from notes_api.auth.tokens import Caller
 from notes_api.core.models import utcnow
 from notes_api.notes.models import Note, NoteStatus
-from notes_api.users.models import Role, User
+from notes_api.users.models import (
+    ACTIVE_MEMBER,
+    MEMBER_ID,
+    MEMBER_ORGANIZATION_ID,
+    Role,
+    member_params,
+    users,
+)
 
 notes = cast(Table, Note.__table__)
-_users = cast(Table, User.__table__)
 
 
 class Member(Protocol):
@@ -34,8 +54,8 @@ class Member(Protocol):
 
 # The caller's scope as bound parameters, so each statement below is built and compiled once.
 _SCOPE = {
-    Role.ADMIN: notes.c.organization_id == bindparam("scope_organization_id"),
-    Role.AGENT: notes.c.owner_id == bindparam("scope_user_id"),
+    Role.ADMIN: notes.c.organization_id == MEMBER_ORGANIZATION_ID,
+    Role.AGENT: notes.c.owner_id == MEMBER_ID,
 }
 
 
@@ -46,7 +66,7 @@ def visible_to(member: Member) -> ColumnElement[bool]:
 
 
 def scope(member: Member) -> dict[str, Any]:
-    return {"scope_organization_id": member.organization_id, "scope_user_id": member.id}
+    return member_params(member.id, member.organization_id)
 
 
 _BY_ID = {
@@ -56,13 +76,9 @@ _BY_ID = {
 # The hottest read in one round trip: is the caller still an active member (and with which
 # role), and the note as the role the caller signed in with may see it.
 _BY_ID_FOR_CALLER = {
-    role: select(_users.c.role.label("caller_role"), notes)
-    .select_from(_users.outerjoin(notes, and_(notes.c.id == bindparam("note_id"), condition)))
-    .where(
-        _users.c.id == bindparam("scope_user_id"),
-        _users.c.organization_id == bindparam("scope_organization_id"),
-        _users.c.is_active,
-    )
+    role: select(users.c.role.label("caller_role"), notes)
+    .select_from(users.outerjoin(notes, and_(notes.c.id == bindparam("note_id"), condition)))
+    .where(ACTIVE_MEMBER)
     for role, condition in _SCOPE.items()
 }
 _BY_ID_ORM = {
@@ -121,41 +137,91 @@ def _like_pattern(text: str) -> str:
     return f"%{escaped}%"
 
 
-def list_query(member: Member, filters: NoteFilters, limit: int) -> Select[Any]:
-    stmt = select(notes).where(visible_to(member))
-    if filters.owner_id is not None:
-        stmt = stmt.where(notes.c.owner_id == filters.owner_id)
-    if filters.status is not None:
-        stmt = stmt.where(notes.c.status == filters.status)
-    if filters.created_after is not None:
-        stmt = stmt.where(notes.c.created_at > filters.created_after)
-    if filters.created_before is not None:
-        stmt = stmt.where(notes.c.created_at < filters.created_before)
-    if filters.q:
-        pattern = _like_pattern(filters.q)
-        stmt = stmt.where(
-            or_(
-                notes.c.title.ilike(pattern, escape="\\"),
-                notes.c.raw_text.ilike(pattern, escape="\\"),
-            )
-        )
+def _filter_params(filters: NoteFilters) -> dict[str, Any]:
+    """The filters that are set, as the parameters of the statement `_page_query` builds."""
+    params: dict[str, Any] = {
+        "owner_id": filters.owner_id,
+        "status": filters.status,
+        "created_after": filters.created_after,
+        "created_before": filters.created_before,
+        "pattern": _like_pattern(filters.q) if filters.q else None,
+    }
     if filters.after is not None:
-        created, last_id = filters.after
-        stmt = stmt.where(
-            or_(
-                notes.c.created_at < created,
-                (notes.c.created_at == created) & (notes.c.id < last_id),
-            )
-        )
-    return stmt.order_by(notes.c.created_at.desc(), notes.c.id.desc()).limit(limit)
+        params["after_created_at"], params["after_id"] = filters.after
+    return {name: value for name, value in params.items() if value is not None}
+
+
+@functools.cache
+def _page_query(role: Role, filtered: frozenset[str], with_caller: bool) -> Select[Any]:
+    """A page of notes, newest first (keyset pagination), for one combination of filters;
+    built and compiled once per combination (at most 2 x 2^6 x 2 of them)."""
+    at = notes.c.created_at
+    conditions = {
+        "owner_id": notes.c.owner_id == bindparam("owner_id", type_=Uuid()),
+        "status": notes.c.status == bindparam("status"),
+        "created_after": at > bindparam("created_after"),
+        "created_before": at < bindparam("created_before"),
+        "pattern": or_(
+            notes.c.title.ilike(bindparam("pattern"), escape="\\"),
+            notes.c.raw_text.ilike(bindparam("pattern"), escape="\\"),
+        ),
+        "after_id": or_(
+            at < bindparam("after_created_at"),
+            (at == bindparam("after_created_at")) & (notes.c.id < bindparam("after_id")),
+        ),
+    }
+    page = (
+        select(notes)
+        .where(_SCOPE[role], *(conditions[name] for name in sorted(filtered) if name in conditions))
+        .order_by(notes.c.created_at.desc(), notes.c.id.desc())
+        .limit(bindparam("limit"))
+    )
+    if not with_caller:
+        return page
+    # The caller's row joined to the page: one row with no note when the page is empty, no
+    # row when the caller is not an active member any more. The page is a derived table, so
+    # it keeps its own plan: an index scan in key order that stops after `limit` rows.
+    sub = page.subquery("page")
+    return (
+        select(users.c.role.label("caller_role"), sub)
+        .select_from(users.outerjoin(sub, true()))
+        .where(ACTIVE_MEMBER)
+        .order_by(sub.c.created_at.desc(), sub.c.id.desc())
+    )
+
+
+def list_query(
+    member: Member, filters: NoteFilters, limit: int, *, with_caller: bool = False
+) -> tuple[Select[Any], dict[str, Any]]:
+    """The statement for a page of the notes `member` may see, and its parameters."""
+    params = _filter_params(filters)
+    stmt = _page_query(member.role, frozenset(params), with_caller)
+    return stmt, {**params, **scope(member), "limit": limit}
+
+
+async def list_for_caller(
+    session: AsyncSession, claimed: Member, filters: NoteFilters, limit: int
+) -> tuple[Role | None, list[Row[Any]]]:
+    """The caller's current role (None: no longer an active member) and, when that is still
+    the role `claimed`, the page of notes it may see."""
+    conn = await session.connection()
+    stmt, params = list_query(claimed, filters, limit, with_caller=True)
+    rows = list((await conn.execute(stmt, params)).all())
+    if not rows:
+        return None, []
+    role = rows[0].caller_role
+    if role is not claimed.role:
+        member = Caller(claimed.id, claimed.organization_id, role)
+        return role, await list_visible(session, member, filters, limit)
+    return role, [row for row in rows if row.id is not None]
 
 
 async def list_visible(
     session: AsyncSession, member: Member, filters: NoteFilters, limit: int
 ) -> list[Row[Any]]:
     conn = await session.connection()
-    result = await conn.execute(list_query(member, filters, limit), scope(member))
-    return list(result.all())
+    stmt, params = list_query(member, filters, limit)
+    return list((await conn.execute(stmt, params)).all())
 
 
 async def status_of(session: AsyncSession, note_ids: list[uuid.UUID]) -> dict[uuid.UUID, str]:

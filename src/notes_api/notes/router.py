@@ -59,7 +59,7 @@ async def create_note(
 
 @router.get("", responses=errors(401, 422))
 async def list_notes(
-    caller: CurrentCaller,
+    claims: ClaimsDep,
     session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=100, description="page size")] = 20,
     cursor: Annotated[str | None, Query(max_length=200, description="from `next_cursor`")] = None,
@@ -79,7 +79,7 @@ async def list_notes(
         created_before=created_before,
         owner_id=owner_id,
     )
-    return await service.list_notes(session, caller, filters, limit=limit, cursor=cursor)
+    return await service.list_notes(session, claims, filters, limit=limit, cursor=cursor)
 
 
 @router.get("/{note_id}", responses=errors(401, 404, 422))

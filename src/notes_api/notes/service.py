@@ -191,7 +191,7 @@ async def wait_for_note(
 
 async def list_notes(
     session: AsyncSession,
-    member: Member,
+    claims: AccessClaims,
     filters: repository.NoteFilters,
     *,
     limit: int,
@@ -199,7 +199,9 @@ async def list_notes(
 ) -> NotePage:
     if cursor:
         filters = dataclasses.replace(filters, after=decode_cursor(cursor))
-    rows = await repository.list_visible(session, member, filters, limit + 1)
+    role, rows = await repository.list_for_caller(session, claims.caller, filters, limit + 1)
+    if role is None:
+        raise Unauthorized("Invalid or expired access token")
     page, next_cursor = split_page(rows, limit)
     return NotePage(items=[NotePublic.model_validate(n) for n in page], next_cursor=next_cursor)
 
