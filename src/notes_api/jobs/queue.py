@@ -83,12 +83,11 @@ async def cancel_active(session: AsyncSession, kind: str, dedupe_key: str) -> in
     return int(getattr(result, "rowcount", 0))
 
 
-async def claim(
-    session: AsyncSession, kinds: list[str], *, worker_id: str, lease_seconds: float, limit: int
-) -> list[Job]:
-    """Take up to `limit` due jobs. SKIP LOCKED lets any number of workers share the queue on
-    Postgres; on SQLite the caller's BEGIN IMMEDIATE makes this the only writer."""
-    now = utcnow()
+def claim_statement(
+    kinds: list[str], *, worker_id: str, lease_seconds: float, limit: int, now: datetime
+) -> Any:
+    """Due jobs, oldest first, locked and leased in one statement (the partial index
+    `ix_jobs_queued_run_after` holds exactly the queued jobs, in `run_after` order)."""
     due = (
         select(Job.id)
         .where(Job.status == JobStatus.QUEUED, Job.run_after <= now, Job.kind.in_(kinds))
@@ -96,7 +95,7 @@ async def claim(
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
-    stmt = (
+    return (
         update(Job)
         .where(Job.id.in_(due.scalar_subquery()))
         .values(
@@ -109,6 +108,16 @@ async def claim(
         )
         .returning(Job)
         .execution_options(synchronize_session=False)
+    )
+
+
+async def claim(
+    session: AsyncSession, kinds: list[str], *, worker_id: str, lease_seconds: float, limit: int
+) -> list[Job]:
+    """Take up to `limit` due jobs. SKIP LOCKED lets any number of workers share the queue on
+    Postgres; on SQLite the caller's BEGIN IMMEDIATE makes this the only writer."""
+    stmt = claim_statement(
+        kinds, worker_id=worker_id, lease_seconds=lease_seconds, limit=limit, now=utcnow()
     )
     return list((await session.scalars(stmt)).all())
 
