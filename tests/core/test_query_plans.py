@@ -5,6 +5,7 @@ organizations, 4,000 queued jobs, statistics fresh)."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -35,7 +36,7 @@ def _plan(conn: psycopg.Connection[Any], stmt: Any, params: dict[str, Any]) -> s
 
 
 @pytest.fixture(scope="module")
-def seeded(pg_url: str) -> dict[str, Caller]:
+def seeded(pg_url: str) -> Iterator[dict[str, Caller]]:
     now = utcnow()
     callers: dict[str, Caller] = {}
     with psycopg.connect(pg_url, autocommit=True) as conn:
