@@ -147,12 +147,18 @@ async def test_signup_with_invalid_email_is_422(client: httpx.AsyncClient, email
     assert ["body", "email"] in [e["loc"] for e in problem["errors"]]
 
 
-async def test_signup_with_blank_organization_name_is_422(client: httpx.AsyncClient) -> None:
+@pytest.mark.parametrize("blank", ["   ", "\u00a0", "\t\u3000"])
+async def test_signup_with_blank_organization_name_is_422(
+    client: httpx.AsyncClient, blank: str
+) -> None:
     response = await client.post(
         "/auth/signup",
-        json={"email": new_email(), "password": PASSWORD, "organization_name": "   "},
+        json={"email": new_email(), "password": PASSWORD, "organization_name": blank},
     )
-    assert_problem(response, 422)
+    body = assert_problem(response, 422)
+    assert body["errors"] == [
+        {"loc": ["body", "organization_name"], "msg": "Value error, must not be blank"}
+    ]
 
 
 async def test_signup_closed_is_403(database_url: str) -> None:

@@ -82,8 +82,11 @@ Title = Annotated[
 ]
 Name = Annotated[
     str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=120),
+    StringConstraints(min_length=1, max_length=120),
     AfterValidator(_clean_text),
+    # Blank is refused as blank (" " and a no-break space alike), then the name is trimmed.
+    AfterValidator(_not_blank),
+    AfterValidator(str.strip),
 ]
 SearchText = Annotated[
     str, StringConstraints(min_length=1, max_length=200), AfterValidator(_clean_text)
