@@ -20,6 +20,7 @@ oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/auth/token", auto_error=False)
 
 # Built once: the hot path of every notes request, a primary-key lookup of one column.
 _ACTIVE_ROLE = select(users.c.role).where(ACTIVE_MEMBER)
+_ACTIVE_USER = select(User).where(ACTIVE_MEMBER)
 
 
 async def access_claims(
@@ -50,8 +51,9 @@ async def current_caller(session: SessionDep, claims: ClaimsDep) -> Caller:
 
 async def current_user(session: SessionDep, claims: ClaimsDep) -> User:
     """The caller's whole row, for the routes that show or change the account itself."""
-    user = await session.get(User, claims.user_id)
-    if user is None or not user.is_active or user.organization_id != claims.organization_id:
+    params = member_params(claims.user_id, claims.organization_id)
+    user = await session.scalar(_ACTIVE_USER, params)
+    if user is None:
         raise Unauthorized("Invalid or expired access token")
     return user
 

@@ -69,6 +69,11 @@ def scope(member: Member) -> dict[str, Any]:
     return member_params(member.id, member.organization_id)
 
 
+def _with_role(member: Member, role: Role) -> Caller:
+    """`member` with the role the database holds now (it changed after the token was issued)."""
+    return Caller(member.id, member.organization_id, role)
+
+
 _BY_ID = {
     role: select(notes).where(notes.c.id == bindparam("note_id"), condition)
     for role, condition in _SCOPE.items()
@@ -109,16 +114,18 @@ async def read_visible(
 async def read_for_caller(
     session: AsyncSession, claimed: Member, note_id: uuid.UUID
 ) -> tuple[Role | None, Row[Any] | None]:
-    """The caller's current role (None: no longer an active member) and, when that is still
-    the role `claimed`, the note it may see (None: not found or not visible)."""
+    """The caller's current role (None: no longer an active member) and the note it may see
+    (None: not found or not visible). One round trip; a second when the role changed since
+    the token was issued."""
     conn = await session.connection()
     params = {"note_id": note_id, **scope(claimed)}
     row = (await conn.execute(_BY_ID_FOR_CALLER[claimed.role], params)).one_or_none()
     if row is None:
         return None, None
-    if row.caller_role is not claimed.role:
-        return row.caller_role, None
-    return row.caller_role, (row if row.id is not None else None)
+    role = row.caller_role
+    if role is not claimed.role:
+        return role, await read_visible(session, _with_role(claimed, role), note_id)
+    return role, (row if row.id is not None else None)
 
 
 async def get_visible(
@@ -211,8 +218,7 @@ async def list_for_caller(
         return None, []
     role = rows[0].caller_role
     if role is not claimed.role:
-        member = Caller(claimed.id, claimed.organization_id, role)
-        return role, await list_visible(session, member, filters, limit)
+        return role, await list_visible(session, _with_role(claimed, role), filters, limit)
     return role, [row for row in rows if row.id is not None]
 
 

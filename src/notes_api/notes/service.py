@@ -5,7 +5,7 @@ import dataclasses
 import hashlib
 import json
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -151,12 +151,9 @@ async def _claim_key(
 async def get_note(session: AsyncSession, claims: AccessClaims, note_id: uuid.UUID) -> Row[Any]:
     """Confirms the caller and reads the note in one round trip (two when the caller's role
     changed since its token was issued)."""
-    claimed = claims.caller
-    role, note = await repository.read_for_caller(session, claimed, note_id)
+    role, note = await repository.read_for_caller(session, claims.caller, note_id)
     if role is None:
         raise Unauthorized("Invalid or expired access token")
-    if role is not claimed.role:
-        note = await repository.read_visible(session, replace(claimed, role=role), note_id)
     if note is None:
         raise NotFound("Note not found")
     return note
