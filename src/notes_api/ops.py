@@ -42,7 +42,7 @@ async def readyz(request: Request) -> Ready:
     db: Database = request.app.state.db
     head: str | None = request.app.state.migration_head
     try:
-        async with db.engine.connect() as conn:
+        async with db.connect() as conn:
             current = await current_revision(conn)
     except Exception:
         raise ServiceUnavailable("The database is unreachable") from None

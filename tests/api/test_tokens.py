@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -249,6 +250,28 @@ def test_decode_access_token_refuses_garbage_without_raising() -> None:
         assert decode_access_token(secret, token) is None
 
 
+def test_a_token_verified_once_still_expires(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Verified signatures are remembered; the expiry is not, so an accepted token is refused
+    # as soon as its time is up.
+    secret, user, org = "s" * 40, uuid.uuid4(), uuid.uuid4()
+    token = create_access_token(secret, user_id=user, organization_id=org, role="AGENT", ttl=60)
+    claims = decode_access_token(secret, token)
+    assert claims is not None and claims.user_id == user and claims.organization_id == org
+    assert decode_access_token(secret, token) == claims
+    later = time.time() + 61
+    monkeypatch.setattr(time, "time", lambda: later)
+    assert decode_access_token(secret, token) is None
+
+
+def test_a_remembered_token_is_refused_under_another_secret() -> None:
+    secret, other = "s" * 40, "t" * 40
+    token = create_access_token(
+        secret, user_id=uuid.uuid4(), organization_id=uuid.uuid4(), role="ADMIN", ttl=60
+    )
+    assert decode_access_token(secret, token) is not None
+    assert decode_access_token(other, token) is None
+
+
 async def test_deactivated_user_is_locked_out_at_once(client: httpx.AsyncClient) -> None:
     admin = await signup(client, organization="Deactivation")
     agent = await add_user(client, admin, "AGENT")
@@ -262,6 +285,30 @@ async def test_deactivated_user_is_locked_out_at_once(client: httpx.AsyncClient)
     assert_unauthorized(await client.get("/users/me", headers=agent.headers))
     refreshed = await client.post("/auth/refresh", json={"refresh_token": agent.refresh_token})
     assert_unauthorized(refreshed)
+
+
+async def test_a_deactivated_user_can_neither_read_nor_write_notes(
+    client: httpx.AsyncClient,
+) -> None:
+    admin = await signup(client, organization="Deactivated notes")
+    agent = await add_user(client, admin, "AGENT")
+    note = (await client.post("/notes", headers=agent.headers, json={"raw_text": "kept"})).json()
+    await client.patch(f"/users/{agent.id}", headers=admin.headers, json={"is_active": False})
+    body = {"raw_text": "after deactivation"}
+    keyed = {**agent.headers, "Idempotency-Key": "k-1"}
+    for response in (
+        await client.get(f"/notes/{note['id']}", headers=agent.headers),
+        await client.get("/notes", headers=agent.headers),
+        await client.post("/notes", headers=agent.headers, json=body),
+        await client.post("/notes", headers=keyed, json=body),
+        await client.patch(f"/notes/{note['id']}", headers=agent.headers, json=body),
+        await client.delete(f"/notes/{note['id']}", headers=agent.headers),
+    ):
+        assert_unauthorized(response)
+    # Nothing was written: the admin sees the one note made before.
+    listed = (await client.get("/notes", headers=admin.headers)).json()["items"]
+    assert [n["id"] for n in listed] == [note["id"]]
+    assert listed[0]["raw_text"] == "kept"
 
 
 async def test_reactivated_user_must_sign_in_again(client: httpx.AsyncClient) -> None:

@@ -10,16 +10,14 @@ from fastapi.security import OAuth2PasswordBearer
 from sqlalchemy import select
 
 from notes_api.auth.passwords import Passwords
-from notes_api.auth.service import AuthContext
+from notes_api.auth.service import AuthContext, confirm_caller
 from notes_api.auth.tokens import AccessClaims, Caller, decode_access_token
 from notes_api.core.deps import SessionDep, SettingsDep
 from notes_api.core.errors import Forbidden, Unauthorized
-from notes_api.users.models import ACTIVE_MEMBER, Role, User, member_params, users
+from notes_api.users.models import ACTIVE_MEMBER, Role, User, member_params
 
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/auth/token", auto_error=False)
 
-# Built once: the hot path of every notes request, a primary-key lookup of one column.
-_ACTIVE_ROLE = select(users.c.role).where(ACTIVE_MEMBER)
 _ACTIVE_USER = select(User).where(ACTIVE_MEMBER)
 
 
@@ -39,14 +37,8 @@ ClaimsDep = Annotated[AccessClaims, Depends(access_claims)]
 
 
 async def current_caller(session: SessionDep, claims: ClaimsDep) -> Caller:
-    """The caller, read with one small Core statement (no ORM object is built)."""
-    conn = await session.connection()
-    role = (
-        await conn.execute(_ACTIVE_ROLE, member_params(claims.user_id, claims.organization_id))
-    ).scalar_one_or_none()
-    if role is None:
-        raise Unauthorized("Invalid or expired access token")
-    return Caller(claims.user_id, claims.organization_id, role)
+    """The caller, confirmed in the request's transaction."""
+    return await confirm_caller(await session.connection(), claims)
 
 
 async def current_user(session: SessionDep, claims: ClaimsDep) -> User:

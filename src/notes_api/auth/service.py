@@ -6,19 +6,25 @@ from datetime import timedelta
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from notes_api.auth import throttle
 from notes_api.auth.models import RefreshToken
 from notes_api.auth.passwords import Passwords
 from notes_api.auth.schemas import SignupRequest, TokenPair
-from notes_api.auth.tokens import create_access_token, hash_refresh_token, new_refresh_token
+from notes_api.auth.tokens import (
+    AccessClaims,
+    Caller,
+    create_access_token,
+    hash_refresh_token,
+    new_refresh_token,
+)
 from notes_api.core.config import Settings
 from notes_api.core.errors import Conflict, Forbidden, TooManyRequests, Unauthorized
 from notes_api.core.models import utcnow
 from notes_api.core.schemas import is_storable_text
 from notes_api.organizations.service import create_organization, ensure_default_organization
-from notes_api.users.models import Role, User
+from notes_api.users.models import ACTIVE_MEMBER, Role, User, member_params
 
 
 class InvalidCredentials(Unauthorized):
@@ -33,6 +39,20 @@ class RefreshReused(Unauthorized):
 
     def __init__(self) -> None:
         super().__init__("Refresh token already used; this session has been signed out")
+
+
+# Built once: the caller check of every write to notes, a primary-key lookup of one column.
+_ACTIVE_ROLE = select(User.role).where(ACTIVE_MEMBER)
+
+
+async def confirm_caller(conn: AsyncConnection, claims: AccessClaims) -> Caller:
+    """The token's user while it is an active member of the token's organization, with the
+    role it holds now (one small Core statement, no ORM object); 401 otherwise."""
+    params = member_params(claims.user_id, claims.organization_id)
+    role = (await conn.execute(_ACTIVE_ROLE, params)).scalar_one_or_none()
+    if role is None:
+        raise Unauthorized("Invalid or expired access token")
+    return Caller(claims.user_id, claims.organization_id, role)
 
 
 @dataclass

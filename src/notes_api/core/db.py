@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -76,17 +79,62 @@ def _sqlite_engine(url: str, size: int, timeout: float) -> AsyncEngine:
 
 
 class Database:
+    """The engine, and turns at its pool. Every session and read takes a turn first, first
+    come first served: the pool's own queue lets a newcomer take a connection from under the
+    waiter it was handed to, and that waiter goes to the back of the queue again (under 64
+    concurrent requests some waited 40 times as long as the median)."""
+
     def __init__(self, settings: Settings, *, pool_size: int | None = None) -> None:
         self.settings = settings
         self.url = settings.async_database_url
         self.is_sqlite = self.url.startswith("sqlite")
         self.engine = create_engine_for(self.url, settings, pool_size=pool_size)
+        # One turn per pooled connection: a request holds at most one connection at a time.
+        self._turns = asyncio.Semaphore(pool_size or settings.db_pool_size)
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
+        # On Postgres, autocommit: a read or a single-statement write needs no BEGIN and COMMIT
+        # round trips (the same pool, its connections switched while checked out).
+        self._autocommit = (
+            self.engine
+            if self.is_sqlite
+            else self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        )
+
+    @asynccontextmanager
+    async def turn(self) -> AsyncIterator[None]:
+        """Wait for a connection to be free (at most DB_POOL_TIMEOUT seconds), in order of
+        arrival."""
+        if self._turns.locked():
+            try:
+                async with asyncio.timeout(self.settings.db_pool_timeout):
+                    await self._turns.acquire()
+            except TimeoutError:
+                raise PoolTimeout("no database connection was free in time") from None
+        else:
+            await self._turns.acquire()
+        try:
+            yield
+        finally:
+            self._turns.release()
+
+    @asynccontextmanager
+    async def connect(self) -> AsyncIterator[AsyncConnection]:
+        """A Core connection for the hottest paths (no ORM session to set up and close), back
+        in the pool on exit. On Postgres each statement commits on its own; on SQLite, for
+        reads only (the transaction begun by the first statement is rolled back)."""
+        async with self.turn(), self._autocommit.connect() as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def new_session(self) -> AsyncIterator[AsyncSession]:
+        """A session, on its turn at the pool; the caller ends its transaction."""
+        async with self.turn(), self.sessionmaker() as session:
+            yield session
 
     @asynccontextmanager
     async def session(self, *, write: bool = False) -> AsyncIterator[AsyncSession]:
         """A session whose transaction commits on success and rolls back on error."""
-        async with self.sessionmaker() as session:
+        async with self.new_session() as session:
             if write:
                 await begin_write(session)
             try:

@@ -13,13 +13,13 @@ from notes_api.core.errors import AppError
 _READ_ONLY = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-def get_db(request: Request) -> Database:
+# Dependencies are `async def` even when they never await: FastAPI runs a plain `def`
+# dependency in a worker thread, a hand-off that costs more than the function itself.
+async def get_database(request: Request) -> Database:
     db: Database = request.app.state.db
     return db
 
 
-# Dependencies are `async def` even when they never await: FastAPI runs a plain `def`
-# dependency in a worker thread, a hand-off that costs more than the function itself.
 async def get_settings_dep(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
@@ -27,7 +27,8 @@ async def get_settings_dep(request: Request) -> Settings:
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     """One transaction per request, committed before the response is sent."""
-    async with get_db(request).sessionmaker() as session:
+    db: Database = request.app.state.db
+    async with db.new_session() as session:
         if request.method in _READ_ONLY:
             await begin_read(session)
         else:
@@ -48,3 +49,4 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
 # can rely on its write being durable.
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+DatabaseDep = Annotated[Database, Depends(get_database)]

@@ -6,7 +6,7 @@ import asyncio
 import json
 import re
 import time
-import uuid
+from secrets import token_hex
 from typing import Any
 
 import structlog
@@ -44,7 +44,7 @@ class RequestContext:
             await self.app(scope, receive, send)
             return
         incoming = _header(scope, b"x-request-id")
-        request_id = incoming if incoming and _SAFE_REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        request_id = incoming if incoming and _SAFE_REQUEST_ID.match(incoming) else token_hex(16)
         structlog.contextvars.bind_contextvars(request_id=request_id)
         started = time.perf_counter()
         status = 500

@@ -8,7 +8,20 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, delete, insert, select, text, update
+from sqlalchemy import (
+    CTE,
+    Select,
+    Table,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    literal,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from notes_api.core.models import utcnow
@@ -18,8 +31,68 @@ from notes_api.jobs.models import Job, JobStatus
 
 ACTIVE = (JobStatus.QUEUED, JobStatus.PROCESSING)
 MAX_ERROR_LENGTH = 1000
-_INSERT_JOB = insert(cast(Table, Job.__table__))
+jobs = cast(Table, Job.__table__)
+JOB_COLUMNS = (
+    "id",
+    "kind",
+    "payload",
+    "dedupe_key",
+    "status",
+    "attempts",
+    "max_attempts",
+    "run_after",
+    "created_at",
+    "updated_at",
+)
+_INSERT_JOB = insert(jobs)
 _NOTIFY = text("SELECT pg_notify(:channel, :payload)")
+
+
+def new_job(
+    kind: str,
+    payload: dict[str, Any],
+    *,
+    max_attempts: int,
+    dedupe_key: str | None = None,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """The row of a job queued to run at once."""
+    now = now or utcnow()
+    return {
+        "id": uuid.uuid4(),
+        "kind": kind,
+        "payload": payload,
+        "dedupe_key": dedupe_key,
+        "status": JobStatus.QUEUED,
+        "attempts": 0,
+        "max_attempts": max_attempts,
+        "run_after": now,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+def enqueue_after(step: CTE) -> Select[Any]:
+    """Postgres: the job of `new_job(...)` (as parameters `job_<column>`) inserted once for
+    each row `step` returns, and its NOTIFY sent, in the statement `step` belongs to. The
+    statement returns a row for each job queued."""
+    job = (
+        insert(jobs)
+        .from_select(
+            list(JOB_COLUMNS),
+            select(
+                *(bindparam(f"job_{name}", type_=jobs.c[name].type) for name in JOB_COLUMNS)
+            ).select_from(step),
+        )
+        .returning(jobs.c.id)
+        .cte("job")
+    )
+    channel = literal(signals.QUEUED_CHANNEL)
+    return select(job.c.id, func.pg_notify(channel, bindparam("job_kind"))).select_from(job)
+
+
+def job_params(job: dict[str, Any]) -> dict[str, Any]:
+    return {f"job_{name}": value for name, value in job.items()}
 
 
 async def enqueue(
@@ -30,31 +103,21 @@ async def enqueue(
     max_attempts: int,
     dedupe_key: str | None = None,
 ) -> uuid.UUID:
-    """Add a job in the caller's transaction: it exists exactly when the caller's data does.
-    A plain Core insert on the session's connection: no ORM object to build and flush."""
-    now = utcnow()
-    job_id = uuid.uuid4()
+    """Add a job in the caller's transaction: it exists exactly when the caller's data does."""
+    job = new_job(kind, payload, max_attempts=max_attempts, dedupe_key=dedupe_key)
+    await enqueue_job(session, job)
+    return cast(uuid.UUID, job["id"])
+
+
+async def enqueue_job(session: AsyncSession, job: dict[str, Any]) -> None:
+    """Insert a row of `new_job(...)` in the caller's transaction (a plain Core insert: no
+    ORM object to build and flush), and wake the workers once it commits."""
     conn = await session.connection()
-    await conn.execute(
-        _INSERT_JOB,
-        {
-            "id": job_id,
-            "kind": kind,
-            "payload": payload,
-            "dedupe_key": dedupe_key,
-            "status": JobStatus.QUEUED,
-            "attempts": 0,
-            "max_attempts": max_attempts,
-            "run_after": now,
-            "created_at": now,
-            "updated_at": now,
-        },
-    )
+    await conn.execute(_INSERT_JOB, job)
     signals.mark_queued(session)
     if dialect_name(session) == "postgresql":
         # Delivered on commit, and only then; dropped on rollback.
-        await conn.execute(_NOTIFY, {"channel": signals.QUEUED_CHANNEL, "payload": kind})
-    return job_id
+        await conn.execute(_NOTIFY, {"channel": signals.QUEUED_CHANNEL, "payload": job["kind"]})
 
 
 async def announce_finished(session: AsyncSession, job: Job) -> None:

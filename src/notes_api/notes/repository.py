@@ -22,7 +22,7 @@ from sqlalchemy import (
     true,
     update,
 )
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from notes_api.auth.tokens import Caller
 from notes_api.core.models import utcnow
@@ -103,28 +103,26 @@ class NoteFilters:
 
 
 async def read_visible(
-    session: AsyncSession, member: Member, note_id: uuid.UUID
+    conn: AsyncConnection, member: Member, note_id: uuid.UUID
 ) -> Row[Any] | None:
     """The note as a plain row, for answering reads (no ORM object is built)."""
-    conn = await session.connection()
     params = {"note_id": note_id, **scope(member)}
     return (await conn.execute(_BY_ID[member.role], params)).one_or_none()
 
 
 async def read_for_caller(
-    session: AsyncSession, claimed: Member, note_id: uuid.UUID
+    conn: AsyncConnection, claimed: Member, note_id: uuid.UUID
 ) -> tuple[Role | None, Row[Any] | None]:
     """The caller's current role (None: no longer an active member) and the note it may see
     (None: not found or not visible). One round trip; a second when the role changed since
     the token was issued."""
-    conn = await session.connection()
     params = {"note_id": note_id, **scope(claimed)}
     row = (await conn.execute(_BY_ID_FOR_CALLER[claimed.role], params)).one_or_none()
     if row is None:
         return None, None
     role = row.caller_role
     if role is not claimed.role:
-        return role, await read_visible(session, _with_role(claimed, role), note_id)
+        return role, await read_visible(conn, _with_role(claimed, role), note_id)
     return role, (row if row.id is not None else None)
 
 
@@ -207,25 +205,23 @@ def list_query(
 
 
 async def list_for_caller(
-    session: AsyncSession, claimed: Member, filters: NoteFilters, limit: int
+    conn: AsyncConnection, claimed: Member, filters: NoteFilters, limit: int
 ) -> tuple[Role | None, list[Row[Any]]]:
     """The caller's current role (None: no longer an active member) and, when that is still
     the role `claimed`, the page of notes it may see."""
-    conn = await session.connection()
     stmt, params = list_query(claimed, filters, limit, with_caller=True)
     rows = list((await conn.execute(stmt, params)).all())
     if not rows:
         return None, []
     role = rows[0].caller_role
     if role is not claimed.role:
-        return role, await list_visible(session, _with_role(claimed, role), filters, limit)
+        return role, await list_visible(conn, _with_role(claimed, role), filters, limit)
     return role, [row for row in rows if row.id is not None]
 
 
 async def list_visible(
-    session: AsyncSession, member: Member, filters: NoteFilters, limit: int
+    conn: AsyncConnection, member: Member, filters: NoteFilters, limit: int
 ) -> list[Row[Any]]:
-    conn = await session.connection()
     stmt, params = list_query(member, filters, limit)
     return list((await conn.execute(stmt, params)).all())
 
