@@ -97,13 +97,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         debug=False,
         swagger_ui_parameters={"persistAuthorization": True},
+        openapi_tags=[{"name": tag} for tag in ("auth", "users", "notes", "operations")],
         # Metrics are Prometheus (/metrics); FastAPI's OpenTelemetry hooks would only cost
         # three provider look-ups per request.
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.settings = settings
     handlers.install(app)
-    for router in (auth_router, users_router, notes_router, ops_router):
+    # The notes routes are matched first: they carry the traffic, and each route tried
+    # before the right one costs a pattern match. (`/users/me` must stay before `/users/{id}`.)
+    for router in (notes_router, auth_router, users_router, ops_router):
         app.include_router(router)
     if settings.cors_origins:
         app.add_middleware(
