@@ -85,6 +85,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             await summarizer.aclose()
         await watcher.stop()
         await db.dispose()
+        app.state.passwords.close()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -518,3 +518,32 @@ async def test_verify_without_a_hash_is_false() -> None:
     passwords = Passwords(make_settings("sqlite://"))
     assert not await passwords.verify(PASSWORD, None)
     assert not await passwords.verify(PASSWORD, "not a hash")
+
+
+async def test_a_login_holds_no_connection_while_the_password_is_checked(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One connection, and a hash that takes as long as the test likes: other requests (and
+    # on SQLite other writers) go on while it runs.
+    settings = make_settings(database_url, db_pool_size=1, db_pool_timeout=2)
+    hashing, release = asyncio.Event(), asyncio.Event()
+    verify = Passwords.verify
+
+    async def slow_verify(self: Passwords, password: str, hashed: str | None) -> bool:
+        hashing.set()
+        await release.wait()
+        return await verify(self, password, hashed)
+
+    async with running_app(settings) as app, client_for(app) as client:
+        account = await signup(client)
+        monkeypatch.setattr(Passwords, "verify", slow_verify)
+        login = asyncio.create_task(
+            client.post("/auth/login", json={"email": account.email, "password": PASSWORD})
+        )
+        await asyncio.wait_for(hashing.wait(), 5)
+        async with asyncio.timeout(1):
+            created = await client.post("/notes", headers=account.headers, json={"raw_text": "x"})
+            assert created.status_code == 202
+            assert (await client.get("/users/me", headers=account.headers)).status_code == 200
+        release.set()
+        assert (await login).status_code == 200

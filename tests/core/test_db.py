@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from sqlalchemy import text
@@ -53,3 +55,34 @@ async def test_no_turn_within_the_pool_timeout_is_a_pool_timeout(
         assert 0.4 < time.monotonic() - started < 2
     async with db.connect() as conn:  # and the turn that timed out was not lost
         assert (await conn.execute(text("SELECT 1"))).scalar_one() == 1
+
+
+async def test_sqlite_writers_queue_in_order_without_holding_a_connection(
+    sqlite_template: Path, tmp_path: Path
+) -> None:
+    shutil.copy(sqlite_template, tmp_path / "notes.db")
+    db = Database(make_settings(f"sqlite:///{tmp_path / 'notes.db'}", db_pool_size=2))
+    done: list[str] = []
+
+    async def write(name: str, hold: float) -> None:
+        async with db.session(write=True) as session:
+            await session.execute(text("SELECT 1"))
+            await asyncio.sleep(hold)
+            done.append(name)
+
+    try:
+        first = asyncio.create_task(write("first", 0.5))
+        await asyncio.sleep(0.05)  # the first writer holds SQLite's write lock
+        queued = [asyncio.create_task(write(name, 0)) for name in ("second", "third")]
+        await asyncio.sleep(0.05)
+        # The queued writers wait for their turn to write, not on a connection: a reader
+        # still gets the second connection at once.
+        started = time.monotonic()
+        async with db.connect() as conn:
+            assert (await conn.execute(text("SELECT 1"))).scalar_one() == 1
+        assert time.monotonic() - started < 0.2
+        assert done == []
+        await asyncio.gather(first, *queued)
+        assert done == ["first", "second", "third"]
+    finally:
+        await db.dispose()

@@ -14,7 +14,7 @@ from notes_api.auth.schemas import (
     SignupResponse,
     TokenPair,
 )
-from notes_api.core.deps import SessionDep, SettingsDep
+from notes_api.core.deps import DatabaseDep, SessionDep, SettingsDep
 from notes_api.core.openapi import errors
 from notes_api.users.schemas import UserPublic
 
@@ -32,18 +32,18 @@ async def signup(body: SignupRequest, session: SessionDep, auth: AuthDep) -> Sig
 
 
 @router.post("/auth/login", responses=errors(400, 401, 413, 422, 429))
-async def login(body: LoginRequest, session: SessionDep, auth: AuthDep) -> TokenPair:
+async def login(body: LoginRequest, db: DatabaseDep, auth: AuthDep) -> TokenPair:
     """Exchange email and password for an access token and a refresh token."""
-    return await service.login(session, auth, body.email, body.password)
+    return await service.login(db, auth, body.email, body.password)
 
 
 @router.post("/auth/token", responses=errors(400, 401, 413, 422, 429))
 async def token(
-    form: Annotated[OAuth2PasswordRequestForm, Depends()], session: SessionDep, auth: AuthDep
+    form: Annotated[OAuth2PasswordRequestForm, Depends()], db: DatabaseDep, auth: AuthDep
 ) -> TokenPair:
     """The same as `/auth/login` as an OAuth2 password form (for Swagger UI's Authorize):
     put the email in `username`."""
-    return await service.login(session, auth, form.username[:254], form.password[:128])
+    return await service.login(db, auth, form.username[:254], form.password[:128])
 
 
 @router.post("/auth/refresh", responses=errors(400, 401, 413, 422))

@@ -4,7 +4,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
@@ -20,6 +20,7 @@ from notes_api.auth.tokens import (
     new_refresh_token,
 )
 from notes_api.core.config import Settings
+from notes_api.core.db import Database
 from notes_api.core.errors import Conflict, Forbidden, TooManyRequests, Unauthorized
 from notes_api.core.models import utcnow
 from notes_api.core.schemas import is_storable_text
@@ -41,6 +42,7 @@ class RefreshReused(Unauthorized):
         super().__init__("Refresh token already used; this session has been signed out")
 
 
+_STILL_ACTIVE = select(User.is_active).where(User.id == bindparam("id"), User.is_active)
 # Built once: the caller check of every write to notes, a primary-key lookup of one column.
 _ACTIVE_ROLE = select(User.role).where(ACTIVE_MEMBER)
 
@@ -103,24 +105,30 @@ async def signup(
     return user, await issue_tokens(session, ctx.settings, user, family_id=uuid.uuid4())
 
 
-async def login(session: AsyncSession, ctx: AuthContext, email: str, password: str) -> TokenPair:
+async def login(db: Database, ctx: AuthContext, email: str, password: str) -> TokenPair:
+    """The password is checked between two short transactions, holding no connection and no
+    lock: a hash costs ~27 ms of CPU, and on SQLite a writer's lock held across it would let
+    one login in at a time."""
     if not is_storable_text(email):  # no account has such an email; the database would refuse it
         raise InvalidCredentials()
-    blocked = await throttle.seconds_blocked(session, email)
-    if blocked:
-        raise TooManyRequests("Too many failed logins; try again later", retry_after=blocked)
-    user = await session.scalar(select(User).where(User.email == email.strip().lower()))
+    async with db.session() as session:
+        blocked = await throttle.seconds_blocked(session, email)
+        if blocked:
+            raise TooManyRequests("Too many failed logins; try again later", retry_after=blocked)
+        user = await session.scalar(select(User).where(User.email == email.strip().lower()))
     ok = await ctx.passwords.verify(password, user.password_hash if user else None)
-    if not ok or user is None or not user.is_active:
+    async with db.session(write=True) as session:
+        # Still active now, not only when read above.
+        if ok and user is not None and await session.scalar(_STILL_ACTIVE, {"id": user.id}):
+            await throttle.clear(session, email)
+            return await issue_tokens(session, ctx.settings, user, family_id=uuid.uuid4())
         await throttle.record_failure(
             session,
             email,
             max_failures=ctx.settings.login_max_failures,
             window_seconds=ctx.settings.login_lockout_seconds,
         )
-        raise InvalidCredentials()
-    await throttle.clear(session, email)
-    return await issue_tokens(session, ctx.settings, user, family_id=uuid.uuid4())
+    raise InvalidCredentials()
 
 
 async def refresh(session: AsyncSession, settings: Settings, token: str) -> TokenPair:

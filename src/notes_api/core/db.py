@@ -79,8 +79,8 @@ def _sqlite_engine(url: str, size: int, timeout: float) -> AsyncEngine:
 
 
 class Database:
-    """The engine, and turns at its pool. Every session and read takes a turn first, first
-    come first served: the pool's own queue lets a newcomer take a connection from under the
+    """The engine, and turns at its pool. Every session and connection takes a turn first,
+    first come first served: the pool's own queue lets a newcomer take a connection from under the
     waiter it was handed to, and that waiter goes to the back of the queue again (under 64
     concurrent requests some waited 40 times as long as the median)."""
 
@@ -91,6 +91,11 @@ class Database:
         self.engine = create_engine_for(self.url, settings, pool_size=pool_size)
         # One turn per pooled connection: a request holds at most one connection at a time.
         self._turns = asyncio.Semaphore(pool_size or settings.db_pool_size)
+        # SQLite has one writer at a time. This process's writers queue here, in order,
+        # rather than in SQLite's busy handler, which retries after growing sleeps (up to
+        # 100 ms each) and let an unlucky writer wait seconds under 64 concurrent requests.
+        # (Taken before a turn: a queued writer holds no connection.)
+        self._writer = asyncio.Lock() if self.is_sqlite else None
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
         # On Postgres, autocommit: a read or a single-statement write needs no BEGIN and COMMIT
         # round trips (the same pool, its connections switched while checked out).
@@ -101,42 +106,50 @@ class Database:
         )
 
     @asynccontextmanager
-    async def turn(self) -> AsyncIterator[None]:
-        """Wait for a connection to be free (at most DB_POOL_TIMEOUT seconds), in order of
-        arrival."""
-        if self._turns.locked():
+    async def _wait_for(self, gate: asyncio.Semaphore | asyncio.Lock | None) -> AsyncIterator[None]:
+        """Hold `gate`, waiting in order of arrival for at most DB_POOL_TIMEOUT seconds."""
+        if gate is None:
+            yield
+            return
+        if gate.locked():
             try:
                 async with asyncio.timeout(self.settings.db_pool_timeout):
-                    await self._turns.acquire()
+                    await gate.acquire()
             except TimeoutError:
                 raise PoolTimeout("no database connection was free in time") from None
         else:
-            await self._turns.acquire()
+            await gate.acquire()
         try:
             yield
         finally:
-            self._turns.release()
+            gate.release()
 
     @asynccontextmanager
     async def connect(self) -> AsyncIterator[AsyncConnection]:
         """A Core connection for the hottest paths (no ORM session to set up and close), back
         in the pool on exit. On Postgres each statement commits on its own; on SQLite, for
         reads only (the transaction begun by the first statement is rolled back)."""
-        async with self.turn(), self._autocommit.connect() as conn:
+        async with self._wait_for(self._turns), self._autocommit.connect() as conn:
             yield conn
 
     @asynccontextmanager
-    async def new_session(self) -> AsyncIterator[AsyncSession]:
-        """A session, on its turn at the pool; the caller ends its transaction."""
-        async with self.turn(), self.sessionmaker() as session:
+    async def new_session(self, *, write: bool = False) -> AsyncIterator[AsyncSession]:
+        """A session on its turn at the pool (a writer's transaction begun as one); the caller
+        ends its transaction."""
+        writer = self._writer if write else None
+        async with (
+            self._wait_for(writer),
+            self._wait_for(self._turns),
+            self.sessionmaker() as session,
+        ):
+            if write:
+                await begin_write(session)
             yield session
 
     @asynccontextmanager
     async def session(self, *, write: bool = False) -> AsyncIterator[AsyncSession]:
         """A session whose transaction commits on success and rolls back on error."""
-        async with self.new_session() as session:
-            if write:
-                await begin_write(session)
+        async with self.new_session(write=write) as session:
             try:
                 yield session
                 await session.commit()

@@ -7,7 +7,7 @@ from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from notes_api.core.config import Settings
-from notes_api.core.db import Database, begin_read, begin_write
+from notes_api.core.db import Database, begin_read
 from notes_api.core.errors import AppError
 
 _READ_ONLY = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -28,11 +28,10 @@ async def get_settings_dep(request: Request) -> Settings:
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     """One transaction per request, committed before the response is sent."""
     db: Database = request.app.state.db
-    async with db.new_session() as session:
-        if request.method in _READ_ONLY:
+    read_only = request.method in _READ_ONLY
+    async with db.new_session(write=not read_only) as session:
+        if read_only:
             await begin_read(session)
-        else:
-            await begin_write(session)
         try:
             yield session
         except AppError as exc:
