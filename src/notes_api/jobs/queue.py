@@ -12,7 +12,6 @@ from sqlalchemy import (
     CTE,
     Select,
     Table,
-    and_,
     bindparam,
     delete,
     func,
@@ -185,16 +184,25 @@ async def claim(
     return list((await session.scalars(stmt)).all())
 
 
-def _fenced(job: Job) -> Any:
-    return and_(
-        Job.id == job.id, Job.lease_token == job.lease_token, Job.status == JobStatus.PROCESSING
-    )
+# A write to a claimed job, fenced by its lease: it changes nothing once the lease is lost.
+# The SET clause is the statement's other parameters (built once; compiled once per set).
+_FENCED_UPDATE = update(jobs).where(
+    jobs.c.id == bindparam("job_id"),
+    jobs.c.lease_token == bindparam("fence_token"),
+    jobs.c.status == JobStatus.PROCESSING,
+)
+
+
+async def _update_fenced(session: AsyncSession, job: Job, values: dict[str, Any]) -> bool:
+    conn = await session.connection()
+    params = {**values, "job_id": job.id, "fence_token": job.lease_token}
+    result = await conn.execute(_FENCED_UPDATE, params)
+    return result.rowcount == 1
 
 
 async def renew(session: AsyncSession, job: Job, lease_seconds: float) -> bool:
     expires = utcnow() + timedelta(seconds=lease_seconds)
-    result = await session.execute(update(Job).where(_fenced(job)).values(lease_expires_at=expires))
-    return int(getattr(result, "rowcount", 0)) == 1
+    return await _update_fenced(session, job, {"lease_expires_at": expires})
 
 
 async def complete(session: AsyncSession, job: Job) -> bool:
@@ -228,7 +236,7 @@ async def fail(
 async def release(session: AsyncSession, job: Job) -> bool:
     """Give an interrupted attempt back (graceful shutdown); it does not count as a try."""
     released = await _transition(
-        session, job, status=JobStatus.QUEUED, run_after=utcnow(), attempts=Job.attempts - 1
+        session, job, status=JobStatus.QUEUED, run_after=utcnow(), attempts=job.attempts - 1
     )
     if released:
         job.attempts -= 1
@@ -237,13 +245,7 @@ async def release(session: AsyncSession, job: Job) -> bool:
 
 async def _transition(session: AsyncSession, job: Job, **values: Any) -> bool:
     values.update(lease_token=None, lease_expires_at=None, updated_at=utcnow())
-    result = await session.execute(
-        update(Job)
-        .where(_fenced(job))
-        .values(**values)
-        .execution_options(synchronize_session=False)
-    )
-    return int(getattr(result, "rowcount", 0)) == 1
+    return await _update_fenced(session, job, values)
 
 
 async def expired(session: AsyncSession, *, limit: int = 100) -> list[Job]:

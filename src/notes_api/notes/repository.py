@@ -232,18 +232,26 @@ async def status_of(session: AsyncSession, note_ids: list[uuid.UUID]) -> dict[uu
     return {row_id: str(st) for row_id, st in rows.all()}
 
 
+_MARK_PROCESSING = (
+    update(notes)
+    .where(notes.c.id == bindparam("note_id"))
+    .returning(notes.c.raw_text, notes.c.title)
+)
+_RECORD_JOB_STATE = update(notes).where(notes.c.id == bindparam("note_id"))
+
+
 async def mark_processing(
     session: AsyncSession, note_id: uuid.UUID, attempts: int
 ) -> tuple[str, str | None] | None:
     """The job engine claimed this note's job: show it, and hand back the text to summarize."""
-    row = (
-        await session.execute(
-            update(Note)
-            .where(Note.id == note_id)
-            .values(status=NoteStatus.PROCESSING, attempts=attempts, updated_at=utcnow())
-            .returning(Note.raw_text, Note.title)
-        )
-    ).one_or_none()
+    conn = await session.connection()
+    params = {
+        "note_id": note_id,
+        "status": NoteStatus.PROCESSING,
+        "attempts": attempts,
+        "updated_at": utcnow(),
+    }
+    row = (await conn.execute(_MARK_PROCESSING, params)).one_or_none()
     return None if row is None else (row[0], row[1])
 
 
@@ -258,6 +266,7 @@ async def record_job_state(
 ) -> None:
     now = utcnow()
     values: dict[str, Any] = {
+        "note_id": note_id,
         "status": status,
         "attempts": attempts,
         "updated_at": now,
@@ -265,4 +274,5 @@ async def record_job_state(
     }
     if status is NoteStatus.DONE:
         values.update(summary=summary, summarized_at=now)
-    await session.execute(update(Note).where(Note.id == note_id).values(**values))
+    conn = await session.connection()
+    await conn.execute(_RECORD_JOB_STATE, values)
