@@ -80,9 +80,9 @@ def _sqlite_engine(url: str, size: int, timeout: float) -> AsyncEngine:
 
 class Database:
     """The engine, and turns at its pool. Every session and connection takes a turn first,
-    first come first served: the pool's own queue lets a newcomer take a connection from under the
-    waiter it was handed to, and that waiter goes to the back of the queue again (under 64
-    concurrent requests some waited 40 times as long as the median)."""
+    first come first served: the pool's own queue lets a newcomer take a connection from
+    under the waiter it was handed to, and that waiter goes to the back of the queue again
+    (under 64 concurrent requests, p99 was 27 times p50)."""
 
     def __init__(self, settings: Settings, *, pool_size: int | None = None) -> None:
         self.settings = settings

@@ -31,18 +31,6 @@ from notes_api.jobs.models import Job, JobStatus
 ACTIVE = (JobStatus.QUEUED, JobStatus.PROCESSING)
 MAX_ERROR_LENGTH = 1000
 jobs = cast(Table, Job.__table__)
-JOB_COLUMNS = (
-    "id",
-    "kind",
-    "payload",
-    "dedupe_key",
-    "status",
-    "attempts",
-    "max_attempts",
-    "run_after",
-    "created_at",
-    "updated_at",
-)
 _INSERT_JOB = insert(jobs)
 _NOTIFY = text("SELECT pg_notify(:channel, :payload)")
 
@@ -71,6 +59,9 @@ def new_job(
     }
 
 
+_NEW_JOB_COLUMNS = tuple(new_job("any", {}, max_attempts=1))  # what `new_job` fills in
+
+
 def enqueue_after(step: CTE) -> Select[Any]:
     """Postgres: the job of `new_job(...)` (as parameters `job_<column>`) inserted once for
     each row `step` returns, and its NOTIFY sent, in the statement `step` belongs to. The
@@ -78,9 +69,9 @@ def enqueue_after(step: CTE) -> Select[Any]:
     job = (
         insert(jobs)
         .from_select(
-            list(JOB_COLUMNS),
+            list(_NEW_JOB_COLUMNS),
             select(
-                *(bindparam(f"job_{name}", type_=jobs.c[name].type) for name in JOB_COLUMNS)
+                *(bindparam(f"job_{name}", type_=jobs.c[name].type) for name in _NEW_JOB_COLUMNS)
             ).select_from(step),
         )
         .returning(jobs.c.id)
@@ -91,6 +82,7 @@ def enqueue_after(step: CTE) -> Select[Any]:
 
 
 def job_params(job: dict[str, Any]) -> dict[str, Any]:
+    """A row of `new_job(...)` as the parameters of an `enqueue_after` statement."""
     return {f"job_{name}": value for name, value in job.items()}
 
 
