@@ -245,3 +245,29 @@ async def test_an_edit_during_summarizing_discards_the_stale_result(
     finally:
         assert stop(worker) == 0
         await db.dispose()
+
+
+async def test_a_created_note_wakes_an_idle_worker_process_at_once(
+    api: tuple[FastAPI, httpx.AsyncClient], pg_settings: Settings
+) -> None:
+    # The worker would look on its own only every 30 s (its poll, and its lease reaper every
+    # half lease): the NOTIFY sent by the statement that creates the note is what wakes it.
+    _, client = api
+    who = await signup(client)
+    db = Database(pg_settings)
+    worker = start_worker(
+        pg_settings, summarizer="extractive", job_poll_interval=30, job_lease_seconds=60
+    )
+    try:
+        first = await post(client, who, "Warm-up. The worker is listening once this is done.")
+        await wait_until(lambda: _all_done(db, 1), timeout=30)
+        await asyncio.sleep(0.5)  # idle again
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        second = await post(client, who, "Woken at once. Not thirty seconds later.")
+        await wait_until(lambda: _all_done(db, 2), timeout=10)
+        assert loop.time() - started < 2
+        assert {(await note(db, i)).status.value for i in (first, second)} == {"done"}
+    finally:
+        assert stop(worker) == 0
+        await db.dispose()
