@@ -183,7 +183,12 @@ async def test_concurrency_limit_is_respected(db: Database) -> None:
 
     handler = Recorder(work)
     async with running(db, handler):
-        jobs = [await enqueue(db) for _ in range(12)]
+        # All twelve at once, so the worker always has more than it may run: queued one by
+        # one, they could arrive slower than jobs finish (on SQLite the enqueues and the
+        # worker's writes take turns at the one write lock).
+        async with db.session(write=True) as s:
+            ids = [await queue.enqueue(s, "rec", {}, max_attempts=3) for _ in range(12)]
+            jobs = [await s.get_one(Job, job_id) for job_id in ids]
         for job in jobs:
             await wait_status(db, job, JobStatus.DONE)
     assert peak == FAST.concurrency
