@@ -19,7 +19,6 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from notes_api.core.config import Settings
-from notes_api.core.sql import dialect_name
 
 _IMMEDIATE = "sqlite_begin_immediate"
 
@@ -104,6 +103,7 @@ class Database:
             if self.is_sqlite
             else self.engine.execution_options(isolation_level="AUTOCOMMIT")
         )
+        self._read_sessionmaker = async_sessionmaker(self._autocommit, expire_on_commit=False)
 
     @asynccontextmanager
     async def _wait_for(self, gate: asyncio.Semaphore | asyncio.Lock | None) -> AsyncIterator[None]:
@@ -133,14 +133,18 @@ class Database:
             yield conn
 
     @asynccontextmanager
-    async def new_session(self, *, write: bool = False) -> AsyncIterator[AsyncSession]:
-        """A session on its turn at the pool (a writer's transaction begun as one); the caller
-        ends its transaction."""
+    async def new_session(
+        self, *, write: bool = False, read_only: bool = False
+    ) -> AsyncIterator[AsyncSession]:
+        """A session on its turn at the pool; the caller ends its transaction. A writer's
+        transaction is begun as one; a read-only session runs outside any transaction on
+        Postgres, like `connect` (half the round trips of a simple GET)."""
         writer = self._writer if write else None
+        sessions = self._read_sessionmaker if read_only else self.sessionmaker
         async with (
             self._wait_for(writer),
             self._wait_for(self._turns),
-            self.sessionmaker() as session,
+            sessions() as session,
         ):
             if write:
                 await begin_write(session)
@@ -159,13 +163,6 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
-
-
-async def begin_read(session: AsyncSession) -> None:
-    """A read-only request needs no transaction: on Postgres, autocommit saves the BEGIN and
-    COMMIT round trips (half of a simple GET's)."""
-    if dialect_name(session) == "postgresql":
-        await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
 
 
 async def begin_write(session: AsyncSession) -> None:

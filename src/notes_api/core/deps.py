@@ -7,7 +7,7 @@ from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from notes_api.core.config import Settings
-from notes_api.core.db import Database, begin_read
+from notes_api.core.db import Database
 from notes_api.core.errors import AppError
 
 _READ_ONLY = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -29,9 +29,7 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     """One transaction per request, committed before the response is sent."""
     db: Database = request.app.state.db
     read_only = request.method in _READ_ONLY
-    async with db.new_session(write=not read_only) as session:
-        if read_only:
-            await begin_read(session)
+    async with db.new_session(write=not read_only, read_only=read_only) as session:
         try:
             yield session
         except AppError as exc:
