@@ -111,7 +111,8 @@ async def create_note(
         signals.wake_workers()  # a worker in this process; NOTIFY wakes the others
         return Created(note, replayed=False)
     async with db.session(write=True) as session:
-        member = await confirm_caller(await session.connection(), claims)
+        conn = await session.connection()
+        member = await confirm_caller(conn, claims)
         claim: IdempotencyKey | None = None
         if idempotency_key is not None:
             fingerprint = hashlib.sha256(
@@ -121,7 +122,6 @@ async def create_note(
             if isinstance(replay, Note):
                 return Created(NotePublic.model_validate(replay), replayed=True)
             claim = replay
-        conn = await session.connection()
         await conn.execute(
             _INSERT_NOTE, {**note.model_dump(), "organization_id": member.organization_id}
         )
