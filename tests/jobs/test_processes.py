@@ -71,6 +71,14 @@ def start_worker(settings: Settings, **env: Any) -> subprocess.Popen[bytes]:
 
 
 @pytest.fixture
+async def db(pg_settings: Settings) -> AsyncIterator[Database]:
+    """The test's own view of the database the API and the workers share."""
+    database = Database(pg_settings)
+    yield database
+    await database.dispose()
+
+
+@pytest.fixture
 async def api(pg_settings: Settings) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
     async with running_app(pg_settings) as app, client_for(app) as client:
         yield app, client
@@ -114,11 +122,10 @@ def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> int:
 
 
 async def test_two_workers_share_a_burst_and_finish_each_job_once(
-    api: tuple[FastAPI, httpx.AsyncClient], pg_settings: Settings
+    api: tuple[FastAPI, httpx.AsyncClient], pg_settings: Settings, db: Database
 ) -> None:
     _, client = api
     who = await signup(client)
-    db = Database(pg_settings)
     workers = [start_worker(pg_settings, summarizer="extractive") for _ in range(2)]
     try:
         ids = [
@@ -133,7 +140,6 @@ async def test_two_workers_share_a_burst_and_finish_each_job_once(
         assert len({j.worker_id for j in jobs}) == 2  # both processes took a share
     finally:
         assert [stop(w) for w in workers] == [0, 0]
-        await db.dispose()
 
 
 async def _all_done(db: Database, count: int) -> bool:
@@ -141,11 +147,13 @@ async def _all_done(db: Database, count: int) -> bool:
 
 
 async def test_sigkilled_workers_job_is_taken_over_after_its_lease(
-    api: tuple[FastAPI, httpx.AsyncClient], pg_settings: Settings, model: FakeModel
+    api: tuple[FastAPI, httpx.AsyncClient],
+    pg_settings: Settings,
+    model: FakeModel,
+    db: Database,
 ) -> None:
     _, client = api
     who = await signup(client)
-    db = Database(pg_settings)
     first = start_worker(pg_settings)
     second = None
     try:
@@ -161,7 +169,6 @@ async def test_sigkilled_workers_job_is_taken_over_after_its_lease(
     finally:
         if second is not None:
             assert stop(second) == 0
-        await db.dispose()
 
 
 async def _status_is(db: Database, note_id: str, status: str) -> bool:
@@ -169,45 +176,36 @@ async def _status_is(db: Database, note_id: str, status: str) -> bool:
 
 
 async def test_sigterm_lets_the_running_job_finish_then_exits(
-    api: tuple[FastAPI, httpx.AsyncClient], pg_settings: Settings
+    api: tuple[FastAPI, httpx.AsyncClient], pg_settings: Settings, db: Database
 ) -> None:
     _, client = api
     who = await signup(client)
-    db = Database(pg_settings)
     worker = start_worker(pg_settings)
-    try:
-        note_id = await post(client, who, "Finish before exit [slow:1]")
-        await wait_until(lambda: _status_is(db, note_id, "processing"))
-        assert stop(worker, signal.SIGTERM) == 0
-        final = await note(db, note_id)
-        assert (final.status.value, final.attempts) == ("done", 1)
-    finally:
-        await db.dispose()
+    note_id = await post(client, who, "Finish before exit [slow:1]")
+    await wait_until(lambda: _status_is(db, note_id, "processing"))
+    assert stop(worker, signal.SIGTERM) == 0
+    final = await note(db, note_id)
+    assert (final.status.value, final.attempts) == ("done", 1)
 
 
 async def test_sigterm_gives_back_a_job_longer_than_the_grace_period(
-    api: tuple[FastAPI, httpx.AsyncClient], pg_settings: Settings
+    api: tuple[FastAPI, httpx.AsyncClient], pg_settings: Settings, db: Database
 ) -> None:
     _, client = api
     who = await signup(client)
-    db = Database(pg_settings)
     worker = start_worker(pg_settings, job_shutdown_grace=0.2)
-    try:
-        note_id = await post(client, who, "Too slow for the grace period [slow:3]")
-        await wait_until(lambda: _status_is(db, note_id, "processing"))
-        assert stop(worker, signal.SIGTERM) == 0
-        back = await note(db, note_id)
-        assert (back.status.value, back.attempts) == ("queued", 0)
-    finally:
-        await db.dispose()
+    note_id = await post(client, who, "Too slow for the grace period [slow:3]")
+    await wait_until(lambda: _status_is(db, note_id, "processing"))
+    assert stop(worker, signal.SIGTERM) == 0
+    back = await note(db, note_id)
+    assert (back.status.value, back.attempts) == ("queued", 0)
 
 
 async def test_transient_model_errors_are_retried_and_permanent_ones_fail_at_once(
-    api: tuple[FastAPI, httpx.AsyncClient], pg_settings: Settings
+    api: tuple[FastAPI, httpx.AsyncClient], pg_settings: Settings, db: Database
 ) -> None:
     _, client = api
     who = await signup(client)
-    db = Database(pg_settings)
     worker = start_worker(pg_settings)
     try:
         flaky = await post(client, who, "Overloaded twice [transient:2]")
@@ -220,15 +218,13 @@ async def test_transient_model_errors_are_retried_and_permanent_ones_fail_at_onc
         assert failed.summary is None
     finally:
         assert stop(worker) == 0
-        await db.dispose()
 
 
 async def test_an_edit_during_summarizing_discards_the_stale_result(
-    api: tuple[FastAPI, httpx.AsyncClient], pg_settings: Settings
+    api: tuple[FastAPI, httpx.AsyncClient], pg_settings: Settings, db: Database
 ) -> None:
     _, client = api
     who = await signup(client)
-    db = Database(pg_settings)
     worker = start_worker(pg_settings)
     try:
         note_id = await post(client, who, "Old text [slow:1]")
@@ -244,17 +240,15 @@ async def test_an_edit_during_summarizing_discards_the_stale_result(
         assert final.summary == "summary: New text"
     finally:
         assert stop(worker) == 0
-        await db.dispose()
 
 
 async def test_a_created_note_wakes_an_idle_worker_process_at_once(
-    api: tuple[FastAPI, httpx.AsyncClient], pg_settings: Settings
+    api: tuple[FastAPI, httpx.AsyncClient], pg_settings: Settings, db: Database
 ) -> None:
     # The worker would look on its own only every 30 s (its poll, and its lease reaper every
     # half lease): the NOTIFY sent by the statement that creates the note is what wakes it.
     _, client = api
     who = await signup(client)
-    db = Database(pg_settings)
     worker = start_worker(
         pg_settings, summarizer="extractive", job_poll_interval=30, job_lease_seconds=60
     )
@@ -270,4 +264,3 @@ async def test_a_created_note_wakes_an_idle_worker_process_at_once(
         assert {(await note(db, i)).status.value for i in (first, second)} == {"done"}
     finally:
         assert stop(worker) == 0
-        await db.dispose()
