@@ -10,6 +10,7 @@ import re
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import workload as wl
 from container import CPUS, MEMORY, Container, memory_limit_probe
@@ -173,16 +174,7 @@ def _run_demo(ctx: Context, box: Container, phase: str) -> None:
     env = dict(os.environ, BASE_URL=box.base_url, NO_COLOR="1")
     env.pop("DEMO_FAIL_NOTE_TEXT", None)
     started = time.monotonic()
-    demo = subprocess.run(
-        [sys.executable, str(ctx.root / "scripts" / "demo.py")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=ctx.root,
-        check=False,
-    )
-    (ctx.logs / "demo.txt").write_text(demo.stdout + demo.stderr)
+    demo = _run_script(ctx, sys.executable, "scripts/demo.py", env, 600)
     last = (demo.stdout.strip().splitlines() or ["(no output)"])[-1]
     r = ctx.report
     r.check(
@@ -192,22 +184,31 @@ def _run_demo(ctx: Context, box: Container, phase: str) -> None:
         f"{last.strip()} ({time.monotonic() - started:.0f} s); the failed-summary step needs "
         "a model server that refuses a note, which the offline summarizer is not",
     )
-    check = subprocess.run(
-        ["bash", str(ctx.root / "scripts" / "container-check.sh")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=ctx.root,
-        check=False,
-    )
-    (ctx.logs / "container-check.txt").write_text(check.stdout + check.stderr)
+    check = _run_script(ctx, "bash", "scripts/container-check.sh", env, 300)
     r.check(
         phase,
         "scripts/container-check.sh passes against it",
         check.returncode == 0,
         (check.stdout.strip().splitlines() or ["?"])[-1],
     )
+
+
+def _run_script(
+    ctx: Context, interpreter: str, script: str, env: dict[str, str], timeout: int
+) -> subprocess.CompletedProcess[str]:
+    """A script of the repository, run from its root; its output kept in logs/<name>.txt."""
+    done = subprocess.run(
+        [interpreter, str(ctx.root / script)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ctx.root,
+        check=False,
+    )
+    log = ctx.logs / (Path(script).stem + ".txt")
+    log.write_text(done.stdout + done.stderr)
+    return done
 
 
 def _load(ctx: Context, box: Container, phase: str, *, users: int, notes: int) -> None:
