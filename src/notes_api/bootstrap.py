@@ -6,7 +6,7 @@ import structlog
 from sqlalchemy import select
 
 from notes_api.auth.passwords import Passwords
-from notes_api.auth.service import AuthContext, create_user
+from notes_api.auth.service import create_user
 from notes_api.core.config import Settings
 from notes_api.core.db import Database
 from notes_api.core.errors import Conflict
@@ -22,16 +22,16 @@ async def create_admin(
 ) -> bool:
     """Create an ADMIN in the default organization; False if the email is already taken."""
     email = normalize_email(email)
-    async with db.session(write=True) as session:
+    password_hash = await passwords.hash(password)
+    async with db.session() as session:
         if await session.scalar(select(User.id).where(User.email == email)) is not None:
             return False
         org_id = await ensure_default_organization(session)
         try:
             await create_user(
                 session,
-                AuthContext(settings, passwords),
                 email=email,
-                password=password,
+                password_hash=password_hash,
                 role=Role.ADMIN,
                 organization_id=org_id,
             )

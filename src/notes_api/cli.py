@@ -14,7 +14,7 @@ import structlog
 from notes_api.core.config import Settings, get_settings
 from notes_api.core.logging import configure_logging
 from notes_api.core.migrations import upgrade
-from notes_api.server import SERVER_OPTIONS
+from notes_api.server import SERVER_OPTIONS, Server
 
 log = structlog.get_logger("notes_api.cli")
 
@@ -38,13 +38,15 @@ def serve(settings: Settings, *, migrate_first: bool = True) -> None:
 
     if migrate_first:
         migrate(settings)
-    uvicorn.run(
+    config = uvicorn.Config(
         create_app(settings),
         host=settings.host,
         port=settings.port,
         **SERVER_OPTIONS,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
         timeout_graceful_shutdown=int(settings.job_shutdown_grace) + 5,
     )
+    Server(config).run()
 
 
 def worker(settings: Settings) -> None:

@@ -20,11 +20,11 @@ from notes_api.core import handlers
 from notes_api.core.config import Settings, get_settings
 from notes_api.core.db import Database
 from notes_api.core.logging import configure_logging
-from notes_api.core.middleware import BodyLimit, RequestContext
+from notes_api.core.middleware import BodyLimit, Deadline, RequestContext
 from notes_api.core.migrations import head_revision
 from notes_api.jobs.listener import listen_forever
+from notes_api.notes.models import SUMMARIZE
 from notes_api.notes.router import router as notes_router
-from notes_api.notes.service import SUMMARIZE
 from notes_api.notes.watcher import NoteWatcher
 from notes_api.ops import router as ops_router
 from notes_api.runtime import make_summarizer, make_worker
@@ -50,6 +50,10 @@ Agents see their own notes; admins see all notes of their organization. Errors a
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Shutdown runs in this order: on the signal (`server.Server`), `begin_shutdown` stops
+    the embedded worker claiming and answers the long polls; uvicorn then drains the open
+    requests; then the code after `yield` lets running jobs finish or hands them back within
+    JOB_SHUTDOWN_GRACE, and closes the rest."""
     settings: Settings = app.state.settings
     db = Database(settings)
     app.state.db = db
@@ -57,28 +61,36 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.migration_head = head_revision()
     watcher = NoteWatcher(db, kind=SUMMARIZE)
     app.state.note_watcher = watcher
-    tasks: list[asyncio.Task[None]] = []
+    background: list[asyncio.Task[None]] = []
     await bootstrap_admin(db, settings, app.state.passwords)
     watcher.start()
     if not db.is_sqlite:
-        tasks.append(asyncio.create_task(listen_forever(settings.async_direct_url)))
-    summarizer = worker = None
+        background.append(asyncio.create_task(listen_forever(settings.async_direct_url)))
+    summarizer = worker = worker_task = None
     if settings.worker_embedded:
         summarizer = make_summarizer(settings)
         worker = make_worker(db, settings, summarizer)
-        tasks.append(asyncio.create_task(worker.run(), name="embedded-worker"))
+        worker_task = asyncio.create_task(worker.run(), name="embedded-worker")
+    loop = asyncio.get_running_loop()
+
+    def stop_taking_work() -> None:
+        if worker is not None:
+            worker.stop()
+        watcher.close()
+
+    # Called from a signal handler: hand the work to the event loop.
+    app.state.begin_shutdown = lambda: loop.call_soon_threadsafe(stop_taking_work)
     log.info(
         "app.started", database=db.engine.dialect.name, embedded_worker=settings.worker_embedded
     )
     try:
         yield
     finally:
-        if worker is not None:
-            worker.stop()
-        for task in tasks:
-            if task.get_name() != "embedded-worker":
-                task.cancel()
-        for task in tasks:
+        stop_taking_work()
+        if worker_task is not None:
+            await worker_task  # running jobs finish or are handed back within the grace
+        for task in background:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         if summarizer is not None:
@@ -119,5 +131,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             expose_headers=["Location", "Idempotent-Replayed", "Retry-After", "X-Request-ID"],
         )
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES, read_timeout=BODY_READ_TIMEOUT)
+    app.add_middleware(Deadline, seconds=settings.request_timeout)
     app.add_middleware(RequestContext)
     return app

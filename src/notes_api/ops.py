@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import hmac
+
 import structlog
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
+from notes_api.core.config import Settings
 from notes_api.core.db import Database
-from notes_api.core.errors import ServiceUnavailable
+from notes_api.core.errors import ServiceUnavailable, Unauthorized
 from notes_api.core.migrations import current_revision
 from notes_api.core.openapi import errors
 from notes_api.jobs import queue
 from notes_api.jobs.metrics import QUEUE_DEPTH
-from notes_api.jobs.models import JobStatus
 
 log = structlog.get_logger("notes_api.ops")
 
@@ -42,8 +44,8 @@ async def readyz(request: Request) -> Ready:
     db: Database = request.app.state.db
     head: str | None = request.app.state.migration_head
     try:
-        async with db.connect() as conn:
-            current = await current_revision(conn)
+        async with db.session(write=False) as session:
+            current = await current_revision(await session.connection())
     except Exception:
         raise ServiceUnavailable("The database is unreachable") from None
     if current != head:
@@ -54,16 +56,26 @@ async def readyz(request: Request) -> Ready:
 @router.get(
     "/metrics",
     response_class=Response,
-    responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text"}},
+    responses={
+        200: {"content": {"text/plain": {}}, "description": "Prometheus text"},
+        **errors(401),
+    },
 )
 async def metrics(request: Request) -> Response:
-    """Prometheus metrics: HTTP traffic, queue depth by status, job durations and outcomes."""
+    """Prometheus metrics: HTTP traffic, jobs waiting and running, job durations and outcomes.
+    With METRICS_TOKEN set, send it as a bearer token."""
+    settings: Settings = request.app.state.settings
+    if settings.metrics_token is not None:
+        sent = request.headers.get("authorization", "")
+        expected = "Bearer " + settings.metrics_token.get_secret_value()
+        if not hmac.compare_digest(sent.encode(), expected.encode()):
+            raise Unauthorized("This endpoint needs the metrics token")
     db: Database = request.app.state.db
     try:
-        async with db.session() as session:
-            depth = await queue.depth_by_status(session)
-        for status in JobStatus:
-            QUEUE_DEPTH.labels(status.value).set(depth.get(status.value, 0))
+        async with db.session(write=False) as session:
+            depth = await queue.active_depth(session)
+        for status, count in depth.items():
+            QUEUE_DEPTH.labels(status).set(count)
     except Exception as exc:  # metrics must still answer while the database is away
         log.warning("metrics.queue_depth_unavailable", error=type(exc).__name__)
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

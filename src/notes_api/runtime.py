@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from notes_api.auth.service import purge_expired
 from notes_api.core.config import Settings
 from notes_api.core.db import Database
 from notes_api.jobs.worker import Worker, WorkerConfig
@@ -37,4 +38,5 @@ def make_worker(db: Database, settings: Settings, summarizer: Summarizer) -> Wor
     )
     worker = Worker(db, [SummarizeHandler(summarizer)], config)
     worker.add_periodic(300.0, purge_expired_keys)
+    worker.add_periodic(300.0, lambda session: purge_expired(session, settings))
     return worker

@@ -1,5 +1,7 @@
-"""Who is calling. The caller is confirmed against the database on every request, so
-deactivation and role changes take effect at once, not when the access token expires."""
+"""Who is calling: the one way a request learns its caller. The token names a user, an
+organization and a role; the database confirms them on every request, in the request's own
+unit of work, so deactivation and role changes take effect at once, not when the access
+token expires."""
 
 from __future__ import annotations
 
@@ -10,50 +12,41 @@ from fastapi.security import OAuth2PasswordBearer
 from sqlalchemy import select
 
 from notes_api.auth.passwords import Passwords
-from notes_api.auth.service import AuthContext, confirm_caller
-from notes_api.auth.tokens import AccessClaims, Caller, decode_access_token
+from notes_api.auth.service import AuthContext
+from notes_api.auth.tokens import Caller, decode_access_token
 from notes_api.core.deps import SessionDep, SettingsDep
 from notes_api.core.errors import Forbidden, Unauthorized
-from notes_api.users.models import ACTIVE_MEMBER, Role, User, member_params
+from notes_api.users.models import ACTIVE_MEMBER, Role, member_params, users
 
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/auth/token", auto_error=False)
 
-_ACTIVE_USER = select(User).where(ACTIVE_MEMBER)
+# Built once: the caller check of every request, a primary-key lookup of one column.
+_ACTIVE_ROLE = select(users.c.role).where(ACTIVE_MEMBER)
 
 
-async def access_claims(
-    request: Request, token: Annotated[str | None, Depends(oauth2_scheme)]
-) -> AccessClaims:
+async def current_caller(
+    request: Request,
+    session: SessionDep,
+    token: Annotated[str | None, Depends(oauth2_scheme)],
+) -> Caller:
+    """The token's user while it is an active member of the token's organization, with the
+    role it holds now; 401 otherwise."""
     if not token:
         raise Unauthorized("Not signed in")
-    secret = request.app.state.settings.jwt_secret.get_secret_value()
-    claims = decode_access_token(secret, token)
+    claims = decode_access_token(request.app.state.settings.jwt_secret.get_secret_value(), token)
     if claims is None:
         raise Unauthorized("Invalid or expired access token")
-    return claims
-
-
-ClaimsDep = Annotated[AccessClaims, Depends(access_claims)]
-
-
-async def current_caller(session: SessionDep, claims: ClaimsDep) -> Caller:
-    """The caller, confirmed in the request's transaction."""
-    return await confirm_caller(await session.connection(), claims)
-
-
-async def current_user(session: SessionDep, claims: ClaimsDep) -> User:
-    """The caller's whole row, for the routes that show or change the account itself."""
     params = member_params(claims.user_id, claims.organization_id)
-    user = await session.scalar(_ACTIVE_USER, params)
-    if user is None:
+    role = (await session.execute(_ACTIVE_ROLE, params)).scalar_one_or_none()
+    if role is None:
         raise Unauthorized("Invalid or expired access token")
-    return user
+    return Caller(claims.user_id, claims.organization_id, role)
 
 
-async def admin_user(user: Annotated[User, Depends(current_user)]) -> User:
-    if user.role is not Role.ADMIN:
+async def admin_caller(caller: Annotated[Caller, Depends(current_caller)]) -> Caller:
+    if caller.role is not Role.ADMIN:
         raise Forbidden("Administrators only")
-    return user
+    return caller
 
 
 async def auth_context(request: Request, settings: SettingsDep) -> AuthContext:
@@ -62,6 +55,5 @@ async def auth_context(request: Request, settings: SettingsDep) -> AuthContext:
 
 
 CurrentCaller = Annotated[Caller, Depends(current_caller)]
-CurrentUser = Annotated[User, Depends(current_user)]
-AdminUser = Annotated[User, Depends(admin_user)]
+AdminCaller = Annotated[Caller, Depends(admin_caller)]
 AuthDep = Annotated[AuthContext, Depends(auth_context)]

@@ -21,17 +21,17 @@ class RefreshToken(Base):
     family_id: Mapped[uuid.UUID] = mapped_column(Uuid, index=True)
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
-    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
     used_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
 class LoginAttempt(Base):
-    """Failed logins per e-mail, shared by every API process through the database."""
+    """Login attempts in the current window, per key (see auth/throttle.py), shared by every
+    API process through the database."""
 
     __tablename__ = "login_attempts"
 
     key: Mapped[str] = mapped_column(String(300), primary_key=True)
     failures: Mapped[int] = mapped_column(Integer, default=0)
-    window_started_at: Mapped[datetime] = mapped_column(UTCDateTime())
-    blocked_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    window_started_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)

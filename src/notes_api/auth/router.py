@@ -2,11 +2,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Response, status
+from fastapi import APIRouter, Depends, Request, Response, status
 from fastapi.security import OAuth2PasswordRequestForm
 
 from notes_api.auth import service
-from notes_api.auth.deps import AuthDep, CurrentUser
+from notes_api.auth.deps import AuthDep, CurrentCaller
 from notes_api.auth.schemas import (
     LoginRequest,
     RefreshRequest,
@@ -16,6 +16,7 @@ from notes_api.auth.schemas import (
 )
 from notes_api.core.deps import DatabaseDep, SessionDep, SettingsDep
 from notes_api.core.openapi import errors
+from notes_api.users import service as users
 from notes_api.users.schemas import UserPublic
 
 router = APIRouter(tags=["auth"])
@@ -32,18 +33,23 @@ async def signup(body: SignupRequest, session: SessionDep, auth: AuthDep) -> Sig
 
 
 @router.post("/auth/login", responses=errors(400, 401, 413, 422, 429))
-async def login(body: LoginRequest, db: DatabaseDep, auth: AuthDep) -> TokenPair:
+async def login(body: LoginRequest, request: Request, db: DatabaseDep, auth: AuthDep) -> TokenPair:
     """Exchange email and password for an access token and a refresh token."""
-    return await service.login(db, auth, body.email, body.password)
+    return await service.login(db, auth, body.email, body.password, client=_client(request))
 
 
 @router.post("/auth/token", responses=errors(400, 401, 413, 422, 429))
 async def token(
-    form: Annotated[OAuth2PasswordRequestForm, Depends()], db: DatabaseDep, auth: AuthDep
+    form: Annotated[OAuth2PasswordRequestForm, Depends()],
+    request: Request,
+    db: DatabaseDep,
+    auth: AuthDep,
 ) -> TokenPair:
     """The same as `/auth/login` as an OAuth2 password form (for Swagger UI's Authorize):
     put the email in `username`."""
-    return await service.login(db, auth, form.username[:254], form.password[:128])
+    return await service.login(
+        db, auth, form.username[:254], form.password[:128], client=_client(request)
+    )
 
 
 @router.post("/auth/refresh", responses=errors(400, 401, 413, 422))
@@ -56,13 +62,19 @@ async def refresh(body: RefreshRequest, session: SessionDep, settings: SettingsD
 @router.post(
     "/auth/logout", status_code=status.HTTP_204_NO_CONTENT, responses=errors(400, 401, 413, 422)
 )
-async def logout(body: RefreshRequest, user: CurrentUser, session: SessionDep) -> Response:
+async def logout(body: RefreshRequest, caller: CurrentCaller, session: SessionDep) -> Response:
     """Sign out: the refresh token (and every token rotated from it) stops working."""
-    await service.logout(session, user, body.refresh_token)
+    await service.logout(session, caller, body.refresh_token)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.get("/users/me", responses=errors(401), tags=["users"])
-async def me(user: CurrentUser) -> UserPublic:
+async def me(caller: CurrentCaller, session: SessionDep) -> UserPublic:
     """The signed-in user."""
-    return UserPublic.model_validate(user)
+    return UserPublic.model_validate(await users.get_me(session, caller))
+
+
+def _client(request: Request) -> str:
+    """The client's address: the proxy's X-Forwarded-For only when the proxy is trusted
+    (uvicorn applies it for FORWARDED_ALLOW_IPS)."""
+    return request.client.host if request.client else "unknown"

@@ -4,16 +4,15 @@ import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from notes_api.auth import throttle
 from notes_api.auth.models import RefreshToken
 from notes_api.auth.passwords import Passwords
 from notes_api.auth.schemas import SignupRequest, TokenPair
 from notes_api.auth.tokens import (
-    AccessClaims,
     Caller,
     create_access_token,
     hash_refresh_token,
@@ -25,12 +24,10 @@ from notes_api.core.errors import Conflict, Forbidden, TooManyRequests, Unauthor
 from notes_api.core.models import utcnow
 from notes_api.core.schemas import is_storable_text
 from notes_api.organizations.service import create_organization, ensure_default_organization
-from notes_api.users.models import ACTIVE_MEMBER, Role, User, member_params
+from notes_api.users.models import Role, User
 
 
 class InvalidCredentials(Unauthorized):
-    keep_writes = True  # the failure count must survive the refusal
-
     def __init__(self) -> None:
         super().__init__("Incorrect email or password")
 
@@ -43,18 +40,6 @@ class RefreshReused(Unauthorized):
 
 
 _STILL_ACTIVE = select(User.is_active).where(User.id == bindparam("id"), User.is_active)
-# Built once: the caller check of every write to notes, a primary-key lookup of one column.
-_ACTIVE_ROLE = select(User.role).where(ACTIVE_MEMBER)
-
-
-async def confirm_caller(conn: AsyncConnection, claims: AccessClaims) -> Caller:
-    """The token's user while it is an active member of the token's organization, with the
-    role it holds now (one small Core statement, no ORM object); 401 otherwise."""
-    params = member_params(claims.user_id, claims.organization_id)
-    role = (await conn.execute(_ACTIVE_ROLE, params)).scalar_one_or_none()
-    if role is None:
-        raise Unauthorized("Invalid or expired access token")
-    return Caller(claims.user_id, claims.organization_id, role)
 
 
 @dataclass
@@ -65,16 +50,17 @@ class AuthContext:
 
 async def create_user(
     session: AsyncSession,
-    ctx: AuthContext,
     *,
     email: str,
-    password: str,
+    password_hash: str,
     role: Role,
     organization_id: uuid.UUID,
 ) -> User:
+    """Add a user whose password was hashed before the unit of work took a connection (a
+    hash costs tens of milliseconds of CPU; a connection is the pool's scarcest thing)."""
     user = User(
         email=email,
-        password_hash=await ctx.passwords.hash(password),
+        password_hash=password_hash,
         role=role,
         organization_id=organization_id,
         is_active=True,
@@ -95,40 +81,43 @@ async def signup(
 ) -> tuple[User, TokenPair]:
     if not ctx.settings.signup_open:
         raise Forbidden("Sign-up is closed; ask an administrator for an account")
+    password_hash = await ctx.passwords.hash(body.password)  # before the first statement
     if body.organization_name:
         org_id, role = (await create_organization(session, body.organization_name)).id, Role.ADMIN
     else:
         org_id, role = await ensure_default_organization(session), Role.AGENT
     user = await create_user(
-        session, ctx, email=body.email, password=body.password, role=role, organization_id=org_id
+        session, email=body.email, password_hash=password_hash, role=role, organization_id=org_id
     )
     return user, await issue_tokens(session, ctx.settings, user, family_id=uuid.uuid4())
 
 
-async def login(db: Database, ctx: AuthContext, email: str, password: str) -> TokenPair:
-    """The password is checked between two short transactions, holding no connection and no
-    lock: a hash costs ~27 ms of CPU, and on SQLite a writer's lock held across it would let
-    one login in at a time."""
+async def login(
+    db: Database, ctx: AuthContext, email: str, password: str, *, client: str
+) -> TokenPair:
+    """Three steps, so no connection or lock is held while the password is checked (a hash
+    costs ~27 ms of CPU; on SQLite a writer's lock held across it would let one login in at a
+    time): count the attempt and read the user, check the password, then issue tokens."""
     if not is_storable_text(email):  # no account has such an email; the database would refuse it
         raise InvalidCredentials()
+    attempt = throttle.Attempt(email, client)
+    limit, window = ctx.settings.login_max_failures, ctx.settings.login_lockout_seconds
     async with db.session() as session:
-        blocked = await throttle.seconds_blocked(session, email)
-        if blocked:
-            raise TooManyRequests("Too many failed logins; try again later", retry_after=blocked)
-        user = await session.scalar(select(User).where(User.email == email.strip().lower()))
-    ok = await ctx.passwords.verify(password, user.password_hash if user else None)
-    async with db.session(write=True) as session:
+        blocked = await throttle.reserve(session, attempt, limit=limit, window=window)
+        user = None
+        if not blocked:
+            user = await session.scalar(select(User).where(User.email == email.strip().lower()))
+    if blocked:
+        raise TooManyRequests("Too many failed logins; try again later", retry_after=blocked)
+    if not await ctx.passwords.verify(password, user.password_hash if user else None):
+        raise InvalidCredentials()
+    assert user is not None  # verify() is False without a hash
+    async with db.session() as session:
         # Still active now, not only when read above.
-        if ok and user is not None and await session.scalar(_STILL_ACTIVE, {"id": user.id}):
-            await throttle.clear(session, email)
-            return await issue_tokens(session, ctx.settings, user, family_id=uuid.uuid4())
-        await throttle.record_failure(
-            session,
-            email,
-            max_failures=ctx.settings.login_max_failures,
-            window_seconds=ctx.settings.login_lockout_seconds,
-        )
-    raise InvalidCredentials()
+        if not await session.scalar(_STILL_ACTIVE, {"id": user.id}):
+            raise InvalidCredentials()
+        await throttle.clear(session, attempt)
+        return await issue_tokens(session, ctx.settings, user, family_id=uuid.uuid4())
 
 
 async def refresh(session: AsyncSession, settings: Settings, token: str) -> TokenPair:
@@ -151,10 +140,10 @@ async def refresh(session: AsyncSession, settings: Settings, token: str) -> Toke
     return await issue_tokens(session, settings, user, family_id=row.family_id)
 
 
-async def logout(session: AsyncSession, user: User, token: str) -> None:
+async def logout(session: AsyncSession, caller: Caller, token: str) -> None:
     row = await session.scalar(
         select(RefreshToken).where(
-            RefreshToken.token_hash == hash_refresh_token(token), RefreshToken.user_id == user.id
+            RefreshToken.token_hash == hash_refresh_token(token), RefreshToken.user_id == caller.id
         )
     )
     if row is not None:
@@ -202,3 +191,10 @@ async def issue_tokens(
     return TokenPair(
         access_token=access, refresh_token=refresh_token, expires_in=settings.access_token_ttl
     )
+
+
+async def purge_expired(session: AsyncSession, settings: Settings) -> None:
+    """House-keeping: refresh tokens past their expiry (a spent one is kept until then, to
+    recognise its reuse) and login counters whose window has ended."""
+    await session.execute(delete(RefreshToken).where(RefreshToken.expires_at < utcnow()))
+    await throttle.purge(session, settings.login_lockout_seconds)

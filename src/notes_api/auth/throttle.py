@@ -1,65 +1,69 @@
-"""Failed-login throttling kept in the database, so it holds across every API process.
+"""Login attempts, counted in the database so the count holds across every API process.
 
-After `max_failures` wrong passwords for one e-mail within the lockout window, further
-attempts for it get 429 until the window ends, without spending a hash on them."""
+An attempt is reserved (counted) before its password is checked, in a transaction of its own
+that commits first: however many arrive at once, at most `limit` per window are ever checked.
+Two counters are kept per attempt: one for the email from this client address, with the
+configured limit, and one for the email from anywhere, with a ten times higher ceiling, so a
+stranger's guesses use up their own allowance, not the owner's. A correct password clears
+both."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import case, delete, literal, select
+from sqlalchemy import case, delete, literal
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from notes_api.auth.models import LoginAttempt
 from notes_api.core.models import UTCDateTime, utcnow
 from notes_api.core.sql import upsert_insert
 
+ACCOUNT_CEILING = 10  # the account-wide limit, in multiples of the per-client one
 
-def _key(email: str) -> str:
-    return "email:" + email.strip().lower()[:290]
-
-
-async def seconds_blocked(session: AsyncSession, email: str) -> int:
-    row = await session.scalar(select(LoginAttempt).where(LoginAttempt.key == _key(email)))
-    if row is None or row.blocked_until is None:
-        return 0
-    left = (row.blocked_until - utcnow()).total_seconds()
-    return math.ceil(left) if left > 0 else 0
+_table = LoginAttempt.__table__
 
 
-async def record_failure(
-    session: AsyncSession, email: str, *, max_failures: int, window_seconds: int
-) -> None:
+@dataclass(frozen=True)
+class Attempt:
+    email: str
+    client: str
+
+    @property
+    def keys(self) -> tuple[str, str]:
+        email = self.email.strip().lower()[:254]
+        return f"client:{self.client[:45]}:{email}", f"email:{email}"
+
+
+async def reserve(session: AsyncSession, attempt: Attempt, *, limit: int, window: int) -> int:
+    """Count this attempt; the seconds to wait when it is over a limit, else 0."""
     now = utcnow()
-    window_start = now - timedelta(seconds=window_seconds)
-    blocked_until = now + timedelta(seconds=window_seconds)
-    table = LoginAttempt.__table__
-    # The first failure is an insert: it must block at once when one failure is the limit.
-    stmt = upsert_insert(session, table).values(
-        key=_key(email),
-        failures=1,
-        window_started_at=now,
-        blocked_until=blocked_until if max_failures <= 1 else None,
-    )
-    excluded = stmt.excluded
-    stale = table.c.window_started_at < window_start
-    failures = case((stale, 1), else_=table.c.failures + 1)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[table.c.key],
-        set_={
-            "failures": failures,
-            "window_started_at": case(
-                (stale, excluded.window_started_at), else_=table.c.window_started_at
-            ),
-            "blocked_until": case(
-                (failures >= max_failures, literal(blocked_until, UTCDateTime())),
-                else_=None,
-            ),
-        },
-    )
-    await session.execute(stmt)
+    stale = _table.c.window_started_at < now - timedelta(seconds=window)
+    wait = 0.0
+    for key, key_limit in zip(attempt.keys, (limit, limit * ACCOUNT_CEILING), strict=True):
+        stmt = upsert_insert(session, _table).values(key=key, failures=1, window_started_at=now)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[_table.c.key],
+            set_={
+                "failures": case((stale, 1), else_=_table.c.failures + 1),
+                "window_started_at": case(
+                    (stale, literal(now, UTCDateTime())), else_=_table.c.window_started_at
+                ),
+            },
+        ).returning(_table.c.failures, _table.c.window_started_at)
+        count, started = (await session.execute(stmt)).one()
+        if count > key_limit:
+            left = (started + timedelta(seconds=window) - now).total_seconds()
+            wait = max(wait, left)
+    return math.ceil(wait) if wait > 0 else 0
 
 
-async def clear(session: AsyncSession, email: str) -> None:
-    await session.execute(delete(LoginAttempt).where(LoginAttempt.key == _key(email)))
+async def clear(session: AsyncSession, attempt: Attempt) -> None:
+    await session.execute(delete(LoginAttempt).where(LoginAttempt.key.in_(attempt.keys)))
+
+
+async def purge(session: AsyncSession, window: int) -> None:
+    """House-keeping: counters whose window has ended count nothing any more."""
+    ended = utcnow() - timedelta(seconds=window)
+    await session.execute(delete(LoginAttempt).where(LoginAttempt.window_started_at < ended))

@@ -52,6 +52,12 @@ class Settings(BaseSettings):
     database_url_direct: str | None = None
     db_pool_size: int = Field(default=10, ge=1, le=200)
     db_pool_timeout: float = Field(default=10.0, gt=0)
+    # Seconds a request has to begin its answer (long polls: plus their `wait`).
+    request_timeout: float = Field(default=8.0, gt=0)
+    # Proxies whose X-Forwarded-For is believed (uvicorn's list: addresses, networks or *).
+    forwarded_allow_ips: str = "127.0.0.1"
+    # When set, /metrics asks for `Authorization: Bearer <METRICS_TOKEN>`.
+    metrics_token: SecretStr | None = None
 
     jwt_secret: SecretStr = SecretStr(DEV_JWT_SECRET)
     access_token_ttl: int = Field(default=900, ge=30, description="seconds")
@@ -91,7 +97,11 @@ class Settings(BaseSettings):
         return value
 
     @field_validator(
-        "bootstrap_admin_email", "bootstrap_admin_password", "database_url_direct", mode="before"
+        "bootstrap_admin_email",
+        "bootstrap_admin_password",
+        "database_url_direct",
+        "metrics_token",
+        mode="before",
     )
     @classmethod
     def _blank_is_none(cls, value: object) -> object:

@@ -1,4 +1,10 @@
-"""Engine and sessions. One `Database` per process, shared by the API and the worker."""
+"""Engine and units of work. One `Database` per process, shared by the API and the worker.
+
+Every transaction, a request's or a job's, is a `Database.session()`: it commits when its
+block ends and rolls back on an error. A session takes its turn at the pool (and, on SQLite,
+a writer takes the process's write lock) only at its first statement, and gives both back
+when its transaction ends: work done before the first statement (hashing a password, say)
+holds no connection."""
 
 from __future__ import annotations
 
@@ -11,14 +17,16 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import (
-    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.orm import Session, SessionTransaction
+from sqlalchemy.util import await_only
 
 from notes_api.core.config import Settings
+from notes_api.core.errors import AppError
 
 _IMMEDIATE = "sqlite_begin_immediate"
 
@@ -34,6 +42,8 @@ def create_engine_for(url: str, settings: Settings, *, pool_size: int | None = N
         max_overflow=0,
         pool_timeout=settings.db_pool_timeout,
         pool_recycle=1800,
+        # Statement parameters (emails, hashes, note text) never reach an error or a log.
+        hide_parameters=True,
         connect_args={
             # PgBouncer in transaction mode (Neon's pooled URL) cannot keep prepared statements.
             "prepare_threshold": None,
@@ -55,6 +65,7 @@ def _sqlite_engine(url: str, size: int, timeout: float) -> AsyncEngine:
         pool_size=size,
         max_overflow=0,
         pool_timeout=timeout,
+        hide_parameters=True,
         connect_args={"timeout": 30},
     )
 
@@ -77,94 +88,112 @@ def _sqlite_engine(url: str, size: int, timeout: float) -> AsyncEngine:
     return engine
 
 
-class Database:
-    """The engine, and turns at its pool. Every session and connection takes a turn first,
-    first come first served: the pool's own queue lets a newcomer take a connection from
-    under the waiter it was handed to, and that waiter goes to the back of the queue again
-    (under 64 concurrent requests, p99 was 27 times p50)."""
+class _Gates:
+    """Turns at the pool, first come first served, and SQLite's one writer at a time.
 
+    The pool's own queue lets a newcomer take a connection from under the waiter it was
+    handed to, and that waiter goes to the back of the queue again (under 64 concurrent
+    requests, p99 was 27 times p50). SQLite writers queue here, in order, rather than in
+    SQLite's busy handler, which retries after growing sleeps; a queued writer holds no
+    connection, since the write lock is taken before the turn."""
+
+    def __init__(self, size: int, timeout: float, *, sqlite: bool) -> None:
+        self.timeout = timeout
+        self.turns = asyncio.Semaphore(size)
+        self.writer = asyncio.Lock() if sqlite else None
+
+    async def _acquire(self, gate: asyncio.Semaphore | asyncio.Lock) -> None:
+        if not gate.locked():
+            await gate.acquire()
+            return
+        try:
+            async with asyncio.timeout(self.timeout):
+                await gate.acquire()
+        except TimeoutError:
+            raise PoolTimeout("no database connection was free in time") from None
+
+    async def enter(self, write: bool) -> None:
+        writer = self.writer if write else None
+        if writer is not None:
+            await self._acquire(writer)
+        try:
+            await self._acquire(self.turns)
+        except BaseException:
+            if writer is not None:
+                writer.release()
+            raise
+
+    def leave(self, write: bool) -> None:
+        self.turns.release()
+        if write and self.writer is not None:
+            self.writer.release()
+
+
+class _TurnTakingSession(Session):
+    """A session that passes its `_Gates` just before its first connection (see module doc)."""
+
+    def _connection_for_bind(
+        self, engine: Any, execution_options: Any = None, **kw: Any
+    ) -> Connection:
+        gates: _Gates | None = self.info.get("gates")
+        if gates is not None and not self.info.get("holding"):
+            write = bool(self.info.get("write"))
+            await_only(gates.enter(write))
+            self.info["holding"] = True
+            if write:
+                execution_options = {**(execution_options or {}), _IMMEDIATE: True}
+        return super()._connection_for_bind(engine, execution_options, **kw)
+
+
+@event.listens_for(_TurnTakingSession, "after_transaction_end")
+def _give_back(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.parent is None and session.info.pop("holding", False):
+        session.info["gates"].leave(bool(session.info.get("write")))
+
+
+class Database:
     def __init__(self, settings: Settings, *, pool_size: int | None = None) -> None:
         self.settings = settings
         self.url = settings.async_database_url
         self.is_sqlite = self.url.startswith("sqlite")
         self.engine = create_engine_for(self.url, settings, pool_size=pool_size)
-        # One turn per pooled connection: a request holds at most one connection at a time.
-        self._turns = asyncio.Semaphore(pool_size or settings.db_pool_size)
-        # SQLite has one writer at a time. This process's writers queue here, in order,
-        # rather than in SQLite's busy handler, which retries after growing sleeps (up to
-        # 100 ms each) and let an unlucky writer wait seconds under 64 concurrent requests.
-        # (Taken before a turn: a queued writer holds no connection.)
-        self._writer = asyncio.Lock() if self.is_sqlite else None
-        self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
-        # On Postgres, autocommit: a read or a single-statement write needs no BEGIN and COMMIT
-        # round trips (the same pool, its connections switched while checked out).
-        self._autocommit = (
+        # One turn per pooled connection: a session holds at most one connection at a time.
+        self._gates = _Gates(
+            pool_size or settings.db_pool_size, settings.db_pool_timeout, sqlite=self.is_sqlite
+        )
+        self._sessions = async_sessionmaker(
+            self.engine, expire_on_commit=False, sync_session_class=_TurnTakingSession
+        )
+        # On Postgres a read-only unit runs in autocommit: no BEGIN and COMMIT round trips
+        # (the same pool, its connections switched while checked out).
+        reader = (
             self.engine
             if self.is_sqlite
             else self.engine.execution_options(isolation_level="AUTOCOMMIT")
         )
-        self._read_sessionmaker = async_sessionmaker(self._autocommit, expire_on_commit=False)
+        self._read_sessions = async_sessionmaker(
+            reader, expire_on_commit=False, sync_session_class=_TurnTakingSession
+        )
 
     @asynccontextmanager
-    async def _wait_for(self, gate: asyncio.Semaphore | asyncio.Lock | None) -> AsyncIterator[None]:
-        """Hold `gate`, waiting in order of arrival for at most DB_POOL_TIMEOUT seconds."""
-        if gate is None:
-            yield
-            return
-        if gate.locked():
-            try:
-                async with asyncio.timeout(self.settings.db_pool_timeout):
-                    await gate.acquire()
-            except TimeoutError:
-                raise PoolTimeout("no database connection was free in time") from None
-        else:
-            await gate.acquire()
-        try:
-            yield
-        finally:
-            gate.release()
-
-    @asynccontextmanager
-    async def connect(self) -> AsyncIterator[AsyncConnection]:
-        """A Core connection for the hottest paths (no ORM session to set up and close), back
-        in the pool on exit. On Postgres each statement commits on its own; on SQLite, for
-        reads only (the transaction begun by the first statement is rolled back)."""
-        async with self._wait_for(self._turns), self._autocommit.connect() as conn:
-            yield conn
-
-    @asynccontextmanager
-    async def new_session(
-        self, *, write: bool = False, read_only: bool = False
-    ) -> AsyncIterator[AsyncSession]:
-        """A session on its turn at the pool; the caller ends its transaction. A writer's
-        transaction is begun as one; a read-only session runs outside any transaction on
-        Postgres, like `connect` (half the round trips of a simple GET)."""
-        writer = self._writer if write else None
-        sessions = self._read_sessionmaker if read_only else self.sessionmaker
-        async with (
-            self._wait_for(writer),
-            self._wait_for(self._turns),
-            sessions() as session,
-        ):
-            if write:
-                await begin_write(session)
-            yield session
-
-    @asynccontextmanager
-    async def session(self, *, write: bool = False) -> AsyncIterator[AsyncSession]:
-        """A session whose transaction commits on success and rolls back on error."""
-        async with self.new_session(write=write) as session:
+    async def session(self, *, write: bool = True) -> AsyncIterator[AsyncSession]:
+        """A unit of work: commits when the block ends, rolls back on an error (but commits
+        what an `AppError` with `keep_writes` asks to keep, a failed-login count say). A
+        writer's transaction is begun as one (BEGIN IMMEDIATE on SQLite); a reader's runs
+        outside any transaction on Postgres."""
+        sessions = self._sessions if write else self._read_sessions
+        async with sessions() as session:
+            session.info.update(gates=self._gates, write=write)
             try:
                 yield session
-                await session.commit()
+            except AppError as exc:
+                await (session.commit() if exc.keep_writes else session.rollback())
+                raise
             except BaseException:
                 await session.rollback()
                 raise
+            else:
+                await session.commit()
 
     async def dispose(self) -> None:
         await self.engine.dispose()
-
-
-async def begin_write(session: AsyncSession) -> None:
-    """Start the session's transaction as a writer (BEGIN IMMEDIATE on SQLite)."""
-    await session.connection(execution_options={_IMMEDIATE: True})

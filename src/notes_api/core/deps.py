@@ -8,7 +8,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from notes_api.core.config import Settings
 from notes_api.core.db import Database
-from notes_api.core.errors import AppError
 
 _READ_ONLY = frozenset({"GET", "HEAD", "OPTIONS"})
 
@@ -26,20 +25,10 @@ async def get_settings_dep(request: Request) -> Settings:
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """One transaction per request, committed before the response is sent."""
+    """The request's unit of work (`Database.session`): a writer for every method but GET."""
     db: Database = request.app.state.db
-    read_only = request.method in _READ_ONLY
-    async with db.new_session(write=not read_only, read_only=read_only) as session:
-        try:
-            yield session
-        except AppError as exc:
-            await (session.commit() if exc.keep_writes else session.rollback())
-            raise
-        except BaseException:
-            await session.rollback()
-            raise
-        else:
-            await session.commit()
+    async with db.session(write=request.method not in _READ_ONLY) as session:
+        yield session
 
 
 # scope="function": the commit happens before the response, so a client that gets 2xx

@@ -10,7 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import iter_route_contexts
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
 
@@ -84,7 +84,17 @@ async def database_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, DBAPIError)
     if exc.connection_invalidated or isinstance(exc, OperationalError):
         return await database_unavailable(request, exc)
+    if isinstance(exc, IntegrityError):
+        # A constraint refused a write that a concurrent request made first: the writes
+        # lock rows so this should not happen, but if it does the answer is a conflict.
+        log.warning("db.integrity_conflict", constraint=_constraint(exc))
+        return problem(409, "The request conflicts with a concurrent change; try again")
     return await unexpected(request, exc)
+
+
+def _constraint(exc: IntegrityError) -> str | None:
+    diag = getattr(exc.orig, "diag", None)
+    return getattr(diag, "constraint_name", None)
 
 
 async def unexpected(_: Request, exc: Exception) -> JSONResponse:

@@ -8,6 +8,7 @@ import re
 import time
 from secrets import token_hex
 from typing import Any
+from urllib.parse import parse_qs
 
 import structlog
 from prometheus_client import Counter, Histogram
@@ -139,6 +140,100 @@ class BodyLimit:
         await self.app(scope, limited_receive, send)
 
 
+class Deadline:
+    """A request has `seconds` to begin its answer (a long poll, its `wait` on top), time
+    spent receiving its body aside (BodyLimit bounds that). Past it the client gets a 503
+    problem at once and the handler is cancelled in the background: a database that stops
+    answering must not hold requests, and a driver's clean-up after a cancelled query (it
+    tries to cancel the query on the server first) can take seconds of its own."""
+
+    def __init__(self, app: ASGIApp, seconds: float) -> None:
+        self.app = app
+        self.seconds = seconds
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        loop = asyncio.get_running_loop()
+        receiving_since: float | None = None
+        received_for = 0.0  # seconds spent waiting for the body
+        answered = abandoned = False
+
+        async def timed_receive() -> Message:
+            nonlocal receiving_since, received_for
+            receiving_since = loop.time()
+            try:
+                return await receive()
+            finally:
+                received_for += loop.time() - receiving_since
+                receiving_since = None
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal answered
+            if abandoned:
+                return
+            answered = answered or message["type"] == "http.response.start"
+            await send(message)
+
+        task = asyncio.ensure_future(self.app(scope, timed_receive, guarded_send))
+        deadline = loop.time() + self.seconds + _wait_seconds(scope)
+        try:
+            while not task.done():
+                await asyncio.wait({task}, timeout=max(0.0, deadline - loop.time()))
+                if task.done():
+                    break
+                if answered:  # a stream: the deadline was for its start
+                    await asyncio.wait({task})
+                    break
+                now = loop.time()
+                if receiving_since is not None:
+                    received_for += now - receiving_since
+                    receiving_since = now
+                deadline += received_for  # the body's time does not count
+                received_for = 0.0
+                if now >= deadline:
+                    break
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        if task.done():
+            task.result()
+            return
+        abandoned = True
+        task.cancel()
+        _abandoned.add(task)
+        task.add_done_callback(_forget)
+        log.warning("http.deadline", path=scope["path"], seconds=self.seconds)
+        await _problem(
+            send,
+            503,
+            "Service unavailable",
+            "The request took too long; try again shortly",
+            headers=[(b"retry-after", b"2")],
+        )
+
+
+_abandoned: set[asyncio.Future[Any]] = set()
+
+
+def _forget(task: asyncio.Future[Any]) -> None:
+    _abandoned.discard(task)
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("http.abandoned_failed", error=type(task.exception()).__name__)
+
+
+def _wait_seconds(scope: Scope) -> float:
+    """The `wait` a long poll asks for (at most 30 s; the route validates it)."""
+    if b"wait=" not in scope["query_string"]:
+        return 0.0
+    values = parse_qs(scope["query_string"].decode("latin-1")).get("wait", [])
+    try:
+        return min(30.0, max(0.0, float(values[0]))) if values else 0.0
+    except ValueError:
+        return 0.0
+
+
 def _header(scope: Scope, name: bytes) -> str | None:
     for key, value in scope.get("headers", ()):
         if key == name:
@@ -149,7 +244,13 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-async def _problem(send: Send, status: int, title: str, detail: str) -> None:
+async def _problem(
+    send: Send,
+    status: int,
+    title: str,
+    detail: str,
+    headers: list[tuple[bytes, bytes]] | None = None,
+) -> None:
     body: dict[str, Any] = {
         "type": "about:blank",
         "title": title,
@@ -164,6 +265,7 @@ async def _problem(send: Send, status: int, title: str, detail: str) -> None:
             "headers": [
                 (b"content-type", PROBLEM_JSON.encode()),
                 (b"content-length", str(len(payload)).encode()),
+                *(headers or []),
             ],
         }
     )

@@ -23,15 +23,22 @@ def is_transient(exc: BaseException) -> bool:
 
 
 class JobHandler(Protocol):
-    """One kind of job. `started` and `finished` run inside the engine's own transactions,
-    so whatever they write commits together with the job's new state."""
+    """One kind of job. `lock`, `started` and `finished` run inside the engine's own
+    transactions, so whatever they write commits together with the job's new state.
+
+    Lock order: whatever a job is about (its subject: a note, say) is locked before the job
+    row, by every writer. The API changes a subject and then its jobs; so before the engine
+    changes a job's row it calls `lock`, and no two transactions can wait on each other."""
 
     kind: str
 
-    async def started(self, session: AsyncSession, job: Job) -> Any:
-        """The job was claimed; returns what `run` needs. Raise PermanentJobError to give up."""
+    async def lock(self, session: AsyncSession, job: Job) -> Any:
+        """Lock the job's subject and return what `run` needs; None when it is gone."""
 
-    async def run(self, job: Job, prepared: Any) -> Any:
+    async def started(self, session: AsyncSession, job: Job) -> None:
+        """The job was claimed and its subject is locked."""
+
+    async def run(self, job: Job, subject: Any) -> Any:
         """The work itself, outside any transaction."""
 
     async def finished(

@@ -8,4 +8,4 @@ JOB_DURATION = Histogram(
     ["kind"],
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
-QUEUE_DEPTH = Gauge("jobs_queue_depth", "Jobs by status", ["status"])
+QUEUE_DEPTH = Gauge("jobs_queue_depth", "Jobs queued and processing", ["status"])

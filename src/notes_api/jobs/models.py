@@ -19,7 +19,9 @@ class JobStatus(enum.StrEnum):
     CANCELLED = "cancelled"
 
 
-ACTIVE = "status IN ('queued', 'processing')"
+ACTIVE_STATUSES = (JobStatus.QUEUED, JobStatus.PROCESSING)
+FINISHED_STATUSES = (JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED)
+_ACTIVE = "status IN ({})".format(", ".join(f"'{s.value}'" for s in ACTIVE_STATUSES))
 
 
 class Job(TimestampMixin, Base):
@@ -45,8 +47,8 @@ class Job(TimestampMixin, Base):
             "kind",
             "dedupe_key",
             unique=True,
-            postgresql_where=text(ACTIVE),
-            sqlite_where=text(ACTIVE),
+            postgresql_where=text(_ACTIVE),
+            sqlite_where=text(_ACTIVE),
         ),
         Index("ix_jobs_finished_at", "finished_at"),
     )

@@ -9,14 +9,11 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import (
-    CTE,
-    Select,
     Table,
     bindparam,
     delete,
     func,
     insert,
-    literal,
     select,
     text,
     update,
@@ -26,64 +23,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from notes_api.core.models import utcnow
 from notes_api.core.sql import dialect_name
 from notes_api.jobs import signals
-from notes_api.jobs.models import Job, JobStatus
+from notes_api.jobs.models import ACTIVE_STATUSES, FINISHED_STATUSES, Job, JobStatus
 
-ACTIVE = (JobStatus.QUEUED, JobStatus.PROCESSING)
 MAX_ERROR_LENGTH = 1000
 jobs = cast(Table, Job.__table__)
 _INSERT_JOB = insert(jobs)
 _NOTIFY = text("SELECT pg_notify(:channel, :payload)")
-
-
-def new_job(
-    kind: str,
-    payload: dict[str, Any],
-    *,
-    max_attempts: int,
-    dedupe_key: str | None = None,
-    now: datetime | None = None,
-) -> dict[str, Any]:
-    """The row of a job queued to run at once."""
-    now = now or utcnow()
-    return {
-        "id": uuid.uuid4(),
-        "kind": kind,
-        "payload": payload,
-        "dedupe_key": dedupe_key,
-        "status": JobStatus.QUEUED,
-        "attempts": 0,
-        "max_attempts": max_attempts,
-        "run_after": now,
-        "created_at": now,
-        "updated_at": now,
-    }
-
-
-_NEW_JOB_COLUMNS = tuple(new_job("any", {}, max_attempts=1))  # what `new_job` fills in
-
-
-def enqueue_after(step: CTE) -> Select[Any]:
-    """Postgres: the job of `new_job(...)` (as parameters `job_<column>`) inserted once for
-    each row `step` returns, and its NOTIFY sent, in the statement `step` belongs to. The
-    statement returns a row for each job queued."""
-    job = (
-        insert(jobs)
-        .from_select(
-            list(_NEW_JOB_COLUMNS),
-            select(
-                *(bindparam(f"job_{name}", type_=jobs.c[name].type) for name in _NEW_JOB_COLUMNS)
-            ).select_from(step),
-        )
-        .returning(jobs.c.id)
-        .cte("job")
-    )
-    channel = literal(signals.QUEUED_CHANNEL)
-    return select(job.c.id, func.pg_notify(channel, bindparam("job_kind"))).select_from(job)
-
-
-def job_params(job: dict[str, Any]) -> dict[str, Any]:
-    """A row of `new_job(...)` as the parameters of an `enqueue_after` statement."""
-    return {f"job_{name}": value for name, value in job.items()}
 
 
 async def enqueue(
@@ -94,21 +39,28 @@ async def enqueue(
     max_attempts: int,
     dedupe_key: str | None = None,
 ) -> uuid.UUID:
-    """Add a job in the caller's transaction: it exists exactly when the caller's data does."""
-    job = new_job(kind, payload, max_attempts=max_attempts, dedupe_key=dedupe_key)
-    await enqueue_job(session, job)
-    return cast(uuid.UUID, job["id"])
-
-
-async def enqueue_job(session: AsyncSession, job: dict[str, Any]) -> None:
-    """Insert a row of `new_job(...)` in the caller's transaction (a plain Core insert: no
-    ORM object to build and flush), and wake the workers once it commits."""
-    conn = await session.connection()
-    await conn.execute(_INSERT_JOB, job)
+    """Add a job in the caller's transaction: it exists exactly when the caller's data does.
+    Workers are woken once it commits (in this process by a signal, in others by NOTIFY)."""
+    now = utcnow()
+    job_id = uuid.uuid4()
+    row = {
+        "id": job_id,
+        "kind": kind,
+        "payload": payload,
+        "dedupe_key": dedupe_key,
+        "status": JobStatus.QUEUED,
+        "attempts": 0,
+        "max_attempts": max_attempts,
+        "run_after": now,
+        "created_at": now,
+        "updated_at": now,
+    }
+    await session.execute(_INSERT_JOB, row)
     signals.mark_queued(session)
     if dialect_name(session) == "postgresql":
         # Delivered on commit, and only then; dropped on rollback.
-        await conn.execute(_NOTIFY, {"channel": signals.QUEUED_CHANNEL, "payload": job["kind"]})
+        await session.execute(_NOTIFY, {"channel": signals.QUEUED_CHANNEL, "payload": kind})
+    return job_id
 
 
 async def announce_finished(session: AsyncSession, job: Job) -> None:
@@ -125,7 +77,7 @@ async def cancel_active(session: AsyncSession, kind: str, dedupe_key: str) -> in
     now = utcnow()
     result = await session.execute(
         update(Job)
-        .where(Job.kind == kind, Job.dedupe_key == dedupe_key, Job.status.in_(ACTIVE))
+        .where(Job.kind == kind, Job.dedupe_key == dedupe_key, Job.status.in_(ACTIVE_STATUSES))
         .values(
             status=JobStatus.CANCELLED,
             lease_token=None,
@@ -247,7 +199,6 @@ async def expired(session: AsyncSession, *, limit: int = 100) -> list[Job]:
         .where(Job.status == JobStatus.PROCESSING, Job.lease_expires_at < utcnow())
         .order_by(Job.lease_expires_at)
         .limit(limit)
-        .with_for_update(skip_locked=True)
     )
     return list((await session.scalars(stmt)).all())
 
@@ -255,15 +206,18 @@ async def expired(session: AsyncSession, *, limit: int = 100) -> list[Job]:
 async def purge_finished(session: AsyncSession, older_than: datetime) -> int:
     result = await session.execute(
         delete(Job).where(
-            Job.status.in_((JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED)),
+            Job.status.in_(FINISHED_STATUSES),
             Job.finished_at < older_than,
         )
     )
     return int(getattr(result, "rowcount", 0))
 
 
-async def depth_by_status(session: AsyncSession) -> dict[str, int]:
-    from sqlalchemy import func
-
-    rows = await session.execute(select(Job.status, func.count()).group_by(Job.status))
-    return {str(status): int(count) for status, count in rows.all()}
+async def active_depth(session: AsyncSession) -> dict[str, int]:
+    """Jobs waiting and running: two counts over the partial indexes that hold exactly those
+    jobs (finished jobs are counted as they finish, in the outcome metrics)."""
+    counts = {}
+    for status in ACTIVE_STATUSES:
+        stmt = select(func.count()).select_from(Job).where(Job.status == status)
+        counts[status.value] = int(await session.scalar(stmt) or 0)
+    return counts

@@ -98,7 +98,7 @@ class Worker:
             return 0
 
     async def _claim(self, room: int) -> int:
-        async with self.db.session(write=True) as session:
+        async with self.db.session() as session:
             jobs = await queue.claim(
                 session,
                 list(self.handlers),
@@ -106,25 +106,27 @@ class Worker:
                 lease_seconds=self.config.lease_seconds,
                 limit=room,
             )
-            prepared: list[tuple[Job, Any]] = []
-            for job in jobs:
-                prepared.append((job, await self._start(session, job)))
-        for job, value in prepared:
-            if value is not _GAVE_UP:
-                task = asyncio.create_task(self._execute(job, value), name=f"job-{job.id}")
-                self._running[task] = job
-                task.add_done_callback(self._done)
+        if not jobs:
+            return 0
+        # A second transaction, subjects first: the claim above locked job rows only, and
+        # locking a subject while holding its job would invert the order the API keeps.
+        ready: list[tuple[Job, Any]] = []
+        async with self.db.session() as session:
+            subjects = [await self.handlers[job.kind].lock(session, job) for job in jobs]
+            for job, subject in zip(jobs, subjects, strict=True):
+                JOB_ATTEMPTS.labels(job.kind).inc()
+                if not await queue.renew(session, job, self.config.lease_seconds):
+                    continue  # cancelled since the claim (its note was edited or deleted)
+                if subject is None:
+                    await self._record_failure(session, job, SubjectGone(), transient=False)
+                    continue
+                await self.handlers[job.kind].started(session, job)
+                ready.append((job, subject))
+        for job, subject in ready:
+            task = asyncio.create_task(self._execute(job, subject), name=f"job-{job.id}")
+            self._running[task] = job
+            task.add_done_callback(self._done)
         return len(jobs)
-
-    async def _start(self, session: AsyncSession, job: Job) -> Any:
-        JOB_ATTEMPTS.labels(job.kind).inc()
-        try:
-            async with session.begin_nested():
-                return await self.handlers[job.kind].started(session, job)
-        except Exception as exc:
-            # The subject is gone or unusable: record that now, in the claim's transaction.
-            await self._record_failure(session, job, exc, transient=False)
-            return _GAVE_UP
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._running.pop(task, None)
@@ -152,7 +154,7 @@ class Worker:
         while True:
             await asyncio.sleep(self.config.lease_seconds / 3)
             try:
-                async with self.db.session(write=True) as session:
+                async with self.db.session() as session:
                     held = await queue.renew(session, job, self.config.lease_seconds)
             except Exception:
                 log.warning("worker.renew_failed", job_id=str(job.id))
@@ -165,7 +167,8 @@ class Worker:
 
     async def _finish_done(self, job: Job, result: Any) -> None:
         try:
-            async with self.db.session(write=True) as session:
+            async with self.db.session() as session:
+                await self.handlers[job.kind].lock(session, job)
                 if await queue.complete(session, job):
                     await self.handlers[job.kind].finished(
                         session, job, JobStatus.DONE, result, None
@@ -180,7 +183,8 @@ class Worker:
 
     async def _finish_failed(self, job: Job, exc: Exception) -> None:
         try:
-            async with self.db.session(write=True) as session:
+            async with self.db.session() as session:
+                await self.handlers[job.kind].lock(session, job)
                 await self._record_failure(session, job, exc, transient=is_transient(exc))
         except Exception:
             log.exception("worker.fail_record_failed", job_id=str(job.id))
@@ -216,7 +220,7 @@ class Worker:
                 for i, (interval, fn) in enumerate(self._periodic):
                     if now - last.get(i, 0.0) >= interval:
                         last[i] = now
-                        async with self.db.session(write=True) as session:
+                        async with self.db.session() as session:
                             await fn(session)
             except Exception:
                 log.exception("worker.maintenance_failed")
@@ -225,11 +229,15 @@ class Worker:
         await queue.purge_finished(session, utcnow() - self.config.retention)
 
     async def _reap(self) -> None:
-        async with self.db.session(write=True) as session:
-            for job in await queue.expired(session):
-                if job.kind not in self.handlers:
-                    continue
-                log.warning("worker.lease_expired", job_id=str(job.id), worker=job.worker_id)
+        async with self.db.session(write=False) as session:
+            expired = await queue.expired(session)
+        for job in expired:
+            if job.kind not in self.handlers:
+                continue
+            log.warning("worker.lease_expired", job_id=str(job.id), worker=job.worker_id)
+            # Fenced by the token read above: a job renewed or finished meanwhile is left be.
+            async with self.db.session() as session:
+                await self.handlers[job.kind].lock(session, job)
                 await self._record_failure(session, job, LeaseExpired(), transient=True)
         # Look again now: jobs put back by the reaper, and retries whose backoff has passed
         # (nothing notifies about those), are due.
@@ -248,7 +256,8 @@ class Worker:
             if job is None:
                 continue
             try:
-                async with self.db.session(write=True) as session:
+                async with self.db.session() as session:
+                    await self.handlers[job.kind].lock(session, job)
                     if await queue.release(session, job):
                         await self.handlers[job.kind].finished(
                             session, job, JobStatus.QUEUED, None, None
@@ -265,4 +274,8 @@ class LeaseExpired(Exception):
         return "the worker running this attempt stopped responding (lease expired)"
 
 
-_GAVE_UP = object()
+class SubjectGone(Exception):
+    transient = False
+
+    def __str__(self) -> str:
+        return "what this job was about no longer exists"

@@ -9,6 +9,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from notes_api.core.models import Base, TimestampMixin, UTCDateTime, new_id, text_enum, utcnow
 
+SUMMARIZE = "summarize"  # the job kind that summarizes a note
+
 
 class NoteStatus(enum.StrEnum):
     QUEUED = "queued"

@@ -5,8 +5,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response, status
 
-from notes_api.auth.deps import ClaimsDep, CurrentCaller
-from notes_api.core.deps import DatabaseDep, SessionDep, SettingsDep
+from notes_api.auth.deps import CurrentCaller
+from notes_api.core.deps import SessionDep, SettingsDep
 from notes_api.core.openapi import errors
 from notes_api.core.schemas import SearchText, UTCTimestamp
 from notes_api.notes import service
@@ -36,8 +36,8 @@ def _watcher(request: Request) -> NoteWatcher:
 @router.post("", status_code=status.HTTP_202_ACCEPTED, responses=errors(400, 401, 409, 413, 422))
 async def create_note(
     body: NoteCreate,
-    claims: ClaimsDep,
-    db: DatabaseDep,
+    caller: CurrentCaller,
+    session: SessionDep,
     settings: SettingsDep,
     response: Response,
     idempotency_key: IdempotencyKey = None,
@@ -45,8 +45,8 @@ async def create_note(
     """Save a note and queue its summary. Answers at once with `status: queued`; follow
     `Location` (with `?wait=10`, say) to get the summary."""
     created = await service.create_note(
-        db,
-        claims,
+        session,
+        caller,
         body,
         idempotency_key=idempotency_key,
         max_attempts=settings.job_max_attempts,
@@ -59,8 +59,8 @@ async def create_note(
 
 @router.get("", responses=errors(401, 422))
 async def list_notes(
-    claims: ClaimsDep,
-    db: DatabaseDep,
+    caller: CurrentCaller,
+    session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=100, description="page size")] = 20,
     cursor: Annotated[str | None, Query(max_length=200, description="from `next_cursor`")] = None,
     status: Annotated[NoteStatus | None, Query()] = None,
@@ -79,21 +79,20 @@ async def list_notes(
         created_before=created_before,
         owner_id=owner_id,
     )
-    return await service.list_notes(db, claims, filters, limit=limit, cursor=cursor)
+    return await service.list_notes(session, caller, filters, limit=limit, cursor=cursor)
 
 
 @router.get("/{note_id}", responses=errors(401, 404, 422))
 async def get_note(
     note_id: uuid.UUID,
-    claims: ClaimsDep,
-    db: DatabaseDep,
+    caller: CurrentCaller,
+    session: SessionDep,
     request: Request,
     wait: Annotated[float, Query(ge=0, le=30, description="seconds to wait for done/failed")] = 0,
 ) -> NotePublic:
     """One note. With `wait`, the answer is held until the summary is done or failed, or
     `wait` seconds pass, whichever comes first."""
-    note = await service.wait_for_note(db, claims, note_id, _watcher(request), wait)
-    return NotePublic.model_validate(note)
+    return await service.get_note(session, caller, note_id, watcher=_watcher(request), wait=wait)
 
 
 @router.patch("/{note_id}", responses=errors(400, 401, 404, 413, 422))
@@ -106,10 +105,9 @@ async def update_note(
 ) -> NotePublic:
     """Edit a note. New `raw_text` queues a new summary; a summary still being made for the
     old text is discarded."""
-    note = await service.update_note(
+    return await service.update_note(
         session, caller, note_id, body, max_attempts=settings.job_max_attempts
     )
-    return NotePublic.model_validate(note)
 
 
 @router.post(
@@ -122,10 +120,9 @@ async def retry_note(
     settings: SettingsDep,
 ) -> NotePublic:
     """Queue a new summary for a `failed` note (409 for any other status)."""
-    note = await service.retry_note(
+    return await service.retry_note(
         session, caller, note_id, max_attempts=settings.job_max_attempts
     )
-    return NotePublic.model_validate(note)
 
 
 @router.delete(

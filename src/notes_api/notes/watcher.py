@@ -30,10 +30,17 @@ class NoteWatcher:
         self.poll_interval = poll_interval
         self._waiters: defaultdict[uuid.UUID, set[asyncio.Future[None]]] = defaultdict(set)
         self._task: asyncio.Task[None] | None = None
+        # Set when the process begins to shut down: every wait, now or later, returns at once.
+        self.closing = False
 
     def start(self) -> None:
         signals.add_finished_listener(self._on_finished)
         self._task = asyncio.create_task(self._poll(), name="note-watcher")
+
+    def close(self) -> None:
+        """Shutdown has begun: answer every long poll now, and let no new one wait."""
+        self.closing = True
+        self._resolve_all()
 
     async def stop(self) -> None:
         signals.remove_finished_listener(self._on_finished)
@@ -44,6 +51,8 @@ class NoteWatcher:
         self._resolve_all()
 
     async def wait(self, note_id: uuid.UUID, seconds: float) -> None:
+        if self.closing:
+            return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters[note_id].add(future)
         try:
@@ -78,7 +87,7 @@ class NoteWatcher:
             if not self._waiters:
                 continue
             try:
-                async with self.db.session() as session:
+                async with self.db.session(write=False) as session:
                     statuses = await repository.status_of(session, list(self._waiters)[:500])
             except Exception:
                 log.warning("watcher.poll_failed")

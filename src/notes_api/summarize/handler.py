@@ -9,10 +9,9 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from notes_api.jobs.handler import PermanentJobError
 from notes_api.jobs.models import Job, JobStatus
 from notes_api.notes import repository
-from notes_api.notes.models import NoteStatus
+from notes_api.notes.models import SUMMARIZE, NoteStatus
 from notes_api.summarize.base import Summarizer
 
 _NOTE_STATUS = {
@@ -23,19 +22,21 @@ _NOTE_STATUS = {
 
 
 class SummarizeHandler:
-    kind = "summarize"
+    kind = SUMMARIZE
 
     def __init__(self, summarizer: Summarizer) -> None:
         self.summarizer = summarizer
 
-    async def started(self, session: AsyncSession, job: Job) -> Any:
-        found = await repository.mark_processing(session, _note_id(job), job.attempts)
-        if found is None:
-            raise PermanentJobError("the note no longer exists")
-        return found
+    async def lock(self, session: AsyncSession, job: Job) -> Any:
+        return await repository.lock_for_job(session, _note_id(job))
 
-    async def run(self, job: Job, prepared: Any) -> Any:
-        text, title = prepared
+    async def started(self, session: AsyncSession, job: Job) -> None:
+        await repository.record_job_state(
+            session, _note_id(job), NoteStatus.PROCESSING, attempts=job.attempts
+        )
+
+    async def run(self, job: Job, subject: Any) -> Any:
+        text, title = subject
         return await self.summarizer.summarize(text, title=title)
 
     async def finished(

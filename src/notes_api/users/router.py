@@ -5,7 +5,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, status
 
-from notes_api.auth.deps import AdminUser, AuthDep
+from notes_api.auth.deps import AdminCaller, AuthDep
 from notes_api.core.deps import SessionDep
 from notes_api.core.openapi import errors
 from notes_api.users import service
@@ -16,7 +16,7 @@ router = APIRouter(prefix="/users", tags=["users"])
 
 @router.get("", responses=errors(401, 403, 422))
 async def list_users(
-    admin: AdminUser,
+    admin: AdminCaller,
     session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
@@ -29,7 +29,7 @@ async def list_users(
     "", status_code=status.HTTP_201_CREATED, responses=errors(400, 401, 403, 409, 413, 422)
 )
 async def create_user(
-    body: UserCreate, admin: AdminUser, session: SessionDep, auth: AuthDep
+    body: UserCreate, admin: AdminCaller, session: SessionDep, auth: AuthDep
 ) -> UserPublic:
     """Provision an agent or an admin in your organization (admins only)."""
     return UserPublic.model_validate(await service.provision(session, auth, admin, body))
@@ -37,7 +37,7 @@ async def create_user(
 
 @router.patch("/{user_id}", responses=errors(400, 401, 403, 404, 409, 413, 422))
 async def update_user(
-    user_id: uuid.UUID, body: UserUpdate, admin: AdminUser, session: SessionDep
+    user_id: uuid.UUID, body: UserUpdate, admin: AdminCaller, session: SessionDep
 ) -> UserPublic:
     """Change a user's role or deactivate them (admins only). Deactivation signs them out
     everywhere at once. An organization always keeps one active admin."""

@@ -6,6 +6,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from notes_api.auth.service import AuthContext, create_user, revoke_user_tokens
+from notes_api.auth.tokens import Caller
 from notes_api.core.errors import Conflict, NotFound
 from notes_api.core.pagination import decode_cursor, split_page
 from notes_api.organizations.models import Organization
@@ -13,8 +14,14 @@ from notes_api.users.models import Role, User
 from notes_api.users.schemas import UserCreate, UserPage, UserPublic, UserUpdate
 
 
+async def get_me(session: AsyncSession, caller: Caller) -> User:
+    user = await session.get(User, caller.id)
+    assert user is not None  # the caller was confirmed in this unit of work
+    return user
+
+
 async def list_users(
-    session: AsyncSession, admin: User, *, limit: int, cursor: str | None
+    session: AsyncSession, admin: Caller, *, limit: int, cursor: str | None
 ) -> UserPage:
     stmt = select(User).where(User.organization_id == admin.organization_id)
     if cursor:
@@ -29,19 +36,21 @@ async def list_users(
     return UserPage(items=[UserPublic.model_validate(u) for u in page], next_cursor=next_cursor)
 
 
-async def provision(session: AsyncSession, ctx: AuthContext, admin: User, body: UserCreate) -> User:
+async def provision(
+    session: AsyncSession, ctx: AuthContext, admin: Caller, body: UserCreate
+) -> User:
+    password_hash = await ctx.passwords.hash(body.password)
     return await create_user(
         session,
-        ctx,
         email=body.email,
-        password=body.password,
+        password_hash=password_hash,
         role=body.role,
         organization_id=admin.organization_id,
     )
 
 
 async def update_user(
-    session: AsyncSession, admin: User, user_id: uuid.UUID, body: UserUpdate
+    session: AsyncSession, admin: Caller, user_id: uuid.UUID, body: UserUpdate
 ) -> User:
     # Lock the organization so two admins demoting each other cannot both succeed.
     await session.execute(
