@@ -213,3 +213,23 @@ async def test_admin_of_organization_sees_note_after_agent_is_provisioned(
     assert seen.status_code == 200
     hidden = await client.get(f"/notes/{note['id']}", headers=world.owner.headers)
     assert hidden.status_code == 404
+
+
+@pytest.mark.parametrize(("method", "path"), ROUTES, ids=[f"{m} {p}" for m, p in ROUTES])
+async def test_every_note_route_reaches_notes_only_through_the_tenancy_rule(
+    client: httpx.AsyncClient, world: World, method: str, path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With `visible_to` made to admit nothing, the owner's own note must be out of reach on
+    every route: a query that bypassed the rule would still find it."""
+    from sqlalchemy import false
+
+    from notes_api.notes import repository
+
+    note = await create_note(client, world.owner, title="original")
+    monkeypatch.setattr(repository, "visible_to", lambda caller: false())
+    response = await call(client, method, path, note["id"], world.owner.headers)
+    assert response.status_code == 404, response.text
+    listed = await client.get("/notes", headers=world.owner.headers)
+    assert ids_of(listed) == set()
+    monkeypatch.undo()
+    assert (await client.get(f"/notes/{note['id']}", headers=world.owner.headers)).json() == note

@@ -1,4 +1,5 @@
-"""Turns at the connection pool: first come, first served, and bounded in time."""
+"""Units of work: turns at the connection pool, first come first served and bounded in time,
+taken at a session's first statement and not before."""
 
 from __future__ import annotations
 
@@ -29,11 +30,12 @@ async def test_a_newcomer_does_not_take_the_connection_from_a_waiter(
     db, served = one_connection, []
 
     async def read(name: str) -> None:
-        async with db.connect() as conn:
-            await conn.execute(text("SELECT 1"))
+        async with db.session(write=False) as session:
+            await session.execute(text("SELECT 1"))
             served.append(name)
 
-    async with db.connect():
+    async with db.session(write=False) as holder:
+        await holder.execute(text("SELECT 1"))
         waiter = asyncio.create_task(read("waiter"))
         await asyncio.sleep(0.05)  # the waiter is queued for the only connection
     # Handed back: a request arriving in this very moment comes after the waiter. (The
@@ -47,14 +49,30 @@ async def test_no_turn_within_the_pool_timeout_is_a_pool_timeout(
     one_connection: Database,
 ) -> None:
     db = one_connection
-    async with db.session():
+    async with db.session() as holder:
+        await holder.execute(text("SELECT 1"))
         started = time.monotonic()
         with pytest.raises(PoolTimeout):
-            async with db.connect():
-                pass
+            async with db.session(write=False) as session:
+                await session.execute(text("SELECT 1"))
         assert 0.4 < time.monotonic() - started < 2
-    async with db.connect() as conn:  # and the turn that timed out was not lost
-        assert (await conn.execute(text("SELECT 1"))).scalar_one() == 1
+    async with db.session(write=False) as session:  # and the turn that timed out was not lost
+        assert (await session.execute(text("SELECT 1"))).scalar_one() == 1
+
+
+async def test_a_session_holds_no_turn_before_its_first_statement(
+    one_connection: Database,
+) -> None:
+    db = one_connection
+    async with db.session() as idle:
+        # Work before the first statement (a password hash, say) leaves the pool to others.
+        async with db.session(write=False) as other:
+            assert (await other.execute(text("SELECT 1"))).scalar_one() == 1
+        assert (await idle.execute(text("SELECT 2"))).scalar_one() == 2
+        # Its turn is held from its first statement until its transaction ends.
+        with pytest.raises(PoolTimeout):
+            async with db.session(write=False) as other:
+                await other.execute(text("SELECT 3"))
 
 
 async def test_sqlite_writers_queue_in_order_without_holding_a_connection(
@@ -78,8 +96,8 @@ async def test_sqlite_writers_queue_in_order_without_holding_a_connection(
         # The queued writers wait for their turn to write, not on a connection: a reader
         # still gets the second connection at once.
         started = time.monotonic()
-        async with db.connect() as conn:
-            assert (await conn.execute(text("SELECT 1"))).scalar_one() == 1
+        async with db.session(write=False) as reader:
+            assert (await reader.execute(text("SELECT 1"))).scalar_one() == 1
         assert time.monotonic() - started < 0.2
         assert done == []
         await asyncio.gather(first, *queued)

@@ -14,7 +14,7 @@ from notes_api.core.db import Database
 from notes_api.jobs import queue
 from notes_api.jobs.handler import PermanentJobError
 from notes_api.jobs.models import Job, JobStatus
-from notes_api.jobs.worker import Worker, WorkerConfig
+from notes_api.jobs.worker import SubjectGone, Worker, WorkerConfig
 
 FAST = WorkerConfig(
     concurrency=4,
@@ -33,10 +33,11 @@ class Recorder:
         self.work = work
         self.states: list[tuple[str, JobStatus, Any, str | None]] = []
 
-    async def started(self, session: AsyncSession, job: Job) -> Any:
-        if job.payload.get("gone"):
-            raise PermanentJobError("subject is gone")
-        return job.payload
+    async def lock(self, session: AsyncSession, job: Job) -> Any:
+        return None if job.payload.get("gone") else job.payload
+
+    async def started(self, session: AsyncSession, job: Job) -> None:
+        return None
 
     async def run(self, job: Job, prepared: Any) -> Any:
         result = self.work(job)
@@ -126,7 +127,7 @@ async def test_job_whose_subject_is_gone_fails_without_running(db: Database) -> 
     async with running(db, handler):
         job = await enqueue(db, {"gone": True})
         failed = await wait_status(db, job, JobStatus.FAILED)
-    assert ran == [] and failed.last_error == "subject is gone"
+    assert ran == [] and failed.last_error == str(SubjectGone())
 
 
 async def test_a_long_job_keeps_its_lease_by_renewing_it(db: Database) -> None:

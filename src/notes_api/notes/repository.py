@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Row, Table, delete, insert, or_, select, update
+from sqlalchemy import ColumnElement, Row, Select, Table, delete, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from notes_api.auth.tokens import Caller
@@ -37,12 +37,16 @@ class NoteFilters:
     after: tuple[datetime, uuid.UUID] | None = None  # keyset position, newest first
 
 
+def one_statement(caller: Caller, note_id: uuid.UUID) -> Select[Any]:
+    return select(notes).where(notes.c.id == note_id, visible_to(caller))
+
+
 async def get(
     session: AsyncSession, caller: Caller, note_id: uuid.UUID, *, for_update: bool = False
 ) -> Row[Any] | None:
     """The note, if the caller may see it. `for_update` locks its row until the transaction
     ends: every change of a note starts here, so changes of one note take turns."""
-    stmt = select(notes).where(notes.c.id == note_id, visible_to(caller))
+    stmt = one_statement(caller, note_id)
     if for_update:
         stmt = stmt.with_for_update()
     return (await session.execute(stmt)).one_or_none()
@@ -53,9 +57,7 @@ def _like_pattern(text: str) -> str:
     return f"%{escaped}%"
 
 
-async def page(
-    session: AsyncSession, caller: Caller, filters: NoteFilters, limit: int
-) -> list[Row[Any]]:
+def page_statement(caller: Caller, filters: NoteFilters, limit: int) -> Select[Any]:
     """Up to `limit` notes the caller may see, newest first (keyset pagination: an index
     scan in key order that stops after `limit` rows)."""
     at = notes.c.created_at
@@ -79,8 +81,13 @@ async def page(
     if filters.after is not None:
         after_at, after_id = filters.after
         stmt = stmt.where(or_(at < after_at, (at == after_at) & (notes.c.id < after_id)))
-    stmt = stmt.order_by(at.desc(), notes.c.id.desc()).limit(limit)
-    return list((await session.execute(stmt)).all())
+    return stmt.order_by(at.desc(), notes.c.id.desc()).limit(limit)
+
+
+async def page(
+    session: AsyncSession, caller: Caller, filters: NoteFilters, limit: int
+) -> list[Row[Any]]:
+    return list((await session.execute(page_statement(caller, filters, limit))).all())
 
 
 async def add(session: AsyncSession, caller: Caller, values: dict[str, Any]) -> Row[Any]:
@@ -123,9 +130,7 @@ async def remove(session: AsyncSession, caller: Caller, note_id: uuid.UUID) -> N
 # ----------------------------------------------------------------------- the summarize job
 
 
-async def lock_for_job(
-    session: AsyncSession, note_id: uuid.UUID
-) -> Row[Any, Any] | None:
+async def lock_for_job(session: AsyncSession, note_id: uuid.UUID) -> Row[Any, Any] | None:
     """The job engine is about to change this note's job: lock the note first, as every
     writer does (note before job), and hand back its text and title (None: it is gone)."""
     stmt = select(notes.c.raw_text, notes.c.title).where(notes.c.id == note_id).with_for_update()
