@@ -216,25 +216,28 @@ async def test_signups_hashing_slowly_hold_no_connection_from_note_creation(
         return "$argon2id$v=19$m=1024,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA"
 
     settings = make_settings(database_url, db_pool_size=2, db_pool_timeout=0.5)
-    async with running_app(settings) as app, serve(app) as url:
-        async with httpx.AsyncClient(base_url=url, timeout=30) as http:
-            who = await signup(http)
-            monkeypatch.setattr(Passwords, "hash", slow_hash)
-            signups = [
-                http.post(
-                    "/auth/signup",
-                    json={
-                        "email": f"burst-{uuid.uuid4().hex[:8]}@example.com",
-                        "password": "x" * 12,
-                    },
-                )
-                for _ in range(8)
-            ]
-            notes = [
-                http.post("/notes", headers=who.headers, json={"raw_text": f"Note {i}."})
-                for i in range(8)
-            ]
-            answers = await together(*signups, *notes)
+    async with (
+        running_app(settings) as app,
+        serve(app) as url,
+        httpx.AsyncClient(base_url=url, timeout=30) as http,
+    ):
+        who = await signup(http)
+        monkeypatch.setattr(Passwords, "hash", slow_hash)
+        signups = [
+            http.post(
+                "/auth/signup",
+                json={
+                    "email": f"burst-{uuid.uuid4().hex[:8]}@example.com",
+                    "password": "x" * 12,
+                },
+            )
+            for _ in range(8)
+        ]
+        notes = [
+            http.post("/notes", headers=who.headers, json={"raw_text": f"Note {i}."})
+            for i in range(8)
+        ]
+        answers = await together(*signups, *notes)
     assert [a.status_code for a in answers[8:]] == [202] * 8, [a.text for a in answers[8:]]
     assert {a.status_code for a in answers[:8]} == {201}
 

@@ -49,7 +49,8 @@ async def get(
     stmt = one_statement(caller, note_id)
     if for_update:
         stmt = stmt.with_for_update()
-    return (await session.execute(stmt)).one_or_none()
+    note: Row[Any] | None = (await session.execute(stmt)).one_or_none()
+    return note
 
 
 def _like_pattern(text: str) -> str:
