@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError, ProgrammingError
 
 from notes_api.notes import service as notes_service
 from tests.conftest import PASSWORD, client_for, make_settings, running_app, signup
@@ -135,19 +135,24 @@ async def test_an_unexpected_error_is_a_bare_500_problem(
     assert after.status_code == 200  # one broken request does not break the next
 
 
-async def test_an_error_inside_the_database_layer_is_a_bare_500_problem(
-    app: FastAPI, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("error", "status"), [(ProgrammingError, 500), (IntegrityError, 409)], ids=["500", "409"]
+)
+async def test_an_error_inside_the_database_layer_is_a_bare_problem(
+    app: FastAPI, monkeypatch: pytest.MonkeyPatch, error: type[DBAPIError], status: int
 ) -> None:
+    """A constraint's refusal is a conflict (409); anything else a 500; neither tells more."""
+
     async def broken(*args: object, **kwargs: object) -> None:
-        raise IntegrityError("INSERT INTO notes -- " + SECRET, {"raw_text": SECRET}, Exception())
+        raise error("INSERT INTO notes -- " + SECRET, {"raw_text": SECRET}, Exception())
 
     async with unraised_client(app) as client:
         account = await signup(client)
         monkeypatch.setattr(notes_service, "create_note", broken)
         response = await client.post("/notes", headers=account.headers, json={"raw_text": "x"})
-    assert response.status_code == 500
+    assert response.status_code == status
     assert response.headers["content-type"].startswith("application/problem+json")
-    for leak in ("INSERT", "hunter2", "IntegrityError", "Traceback"):
+    for leak in ("INSERT", "hunter2", error.__name__, "Traceback"):
         assert leak not in response.text
 
 

@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session, SessionTransaction
 from sqlalchemy.util import await_only
 
 from notes_api.core.config import Settings
+from notes_api.core.deadline import excused
 from notes_api.core.errors import AppError
 
 _IMMEDIATE = "sqlite_begin_immediate"
@@ -107,8 +108,10 @@ class _Gates:
             await gate.acquire()
             return
         try:
-            async with asyncio.timeout(self.timeout):
-                await gate.acquire()
+            # Bounded here, so it does not count against the request's own deadline.
+            with excused():
+                async with asyncio.timeout(self.timeout):
+                    await gate.acquire()
         except TimeoutError:
             raise PoolTimeout("no database connection was free in time") from None
 

@@ -15,6 +15,7 @@ from prometheus_client import Counter, Histogram
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from notes_api.core.deadline import Budget, current_budget
 from notes_api.core.errors import PROBLEM_JSON
 
 log = structlog.get_logger("notes_api.http")
@@ -142,7 +143,8 @@ class BodyLimit:
 
 class Deadline:
     """A request has `seconds` to begin its answer (a long poll, its `wait` on top), time
-    spent receiving its body aside (BodyLimit bounds that). Past it the client gets a 503
+    spent receiving its body or waiting its turn at the database aside (see core/deadline.py).
+    Past it the client gets a 503
     problem at once and the handler is cancelled in the background: a database that stops
     answering must not hold requests, and a driver's clean-up after a cancelled query (it
     tries to cancel the query on the server first) can take seconds of its own."""
@@ -156,18 +158,12 @@ class Deadline:
             await self.app(scope, receive, send)
             return
         loop = asyncio.get_running_loop()
-        receiving_since: float | None = None
-        received_for = 0.0  # seconds spent waiting for the body
+        budget = Budget()
         answered = abandoned = False
 
         async def timed_receive() -> Message:
-            nonlocal receiving_since, received_for
-            receiving_since = loop.time()
-            try:
+            with budget.excused():
                 return await receive()
-            finally:
-                received_for += loop.time() - receiving_since
-                receiving_since = None
 
         async def guarded_send(message: Message) -> None:
             nonlocal answered
@@ -176,7 +172,11 @@ class Deadline:
             answered = answered or message["type"] == "http.response.start"
             await send(message)
 
-        task = asyncio.ensure_future(self.app(scope, timed_receive, guarded_send))
+        token = current_budget.set(budget)  # the handler's task starts with this context
+        try:
+            task = asyncio.ensure_future(self.app(scope, timed_receive, guarded_send))
+        finally:
+            current_budget.reset(token)
         deadline = loop.time() + self.seconds + _wait_seconds(scope)
         try:
             while not task.done():
@@ -186,13 +186,8 @@ class Deadline:
                 if answered:  # a stream: the deadline was for its start
                     await asyncio.wait({task})
                     break
-                now = loop.time()
-                if receiving_since is not None:
-                    received_for += now - receiving_since
-                    receiving_since = now
-                deadline += received_for  # the body's time does not count
-                received_for = 0.0
-                if now >= deadline:
+                deadline += budget.take_excused()
+                if loop.time() >= deadline:
                     break
         except asyncio.CancelledError:
             task.cancel()

@@ -15,20 +15,17 @@ from sqlalchemy import (
     func,
     insert,
     select,
-    text,
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from notes_api.core.models import utcnow
-from notes_api.core.sql import dialect_name
 from notes_api.jobs import signals
 from notes_api.jobs.models import ACTIVE_STATUSES, FINISHED_STATUSES, Job, JobStatus
 
 MAX_ERROR_LENGTH = 1000
 jobs = cast(Table, Job.__table__)
 _INSERT_JOB = insert(jobs)
-_NOTIFY = text("SELECT pg_notify(:channel, :payload)")
 
 
 async def enqueue(
@@ -40,7 +37,8 @@ async def enqueue(
     dedupe_key: str | None = None,
 ) -> uuid.UUID:
     """Add a job in the caller's transaction: it exists exactly when the caller's data does.
-    Workers are woken once it commits (in this process by a signal, in others by NOTIFY)."""
+    Workers are woken once it commits: in this process by a signal, in others by the NOTIFY
+    a trigger sends on Postgres (see the migration 20261130_0001)."""
     now = utcnow()
     job_id = uuid.uuid4()
     row = {
@@ -57,19 +55,13 @@ async def enqueue(
     }
     await session.execute(_INSERT_JOB, row)
     signals.mark_queued(session)
-    if dialect_name(session) == "postgresql":
-        # Delivered on commit, and only then; dropped on rollback.
-        await session.execute(_NOTIFY, {"channel": signals.QUEUED_CHANNEL, "payload": kind})
     return job_id
 
 
-async def announce_finished(session: AsyncSession, job: Job) -> None:
-    """Tell waiters (in this process after commit, in others through NOTIFY) the job ended."""
+def announce_finished(session: AsyncSession, job: Job) -> None:
+    """Tell this process's waiters, once the session commits, that the job ended (other
+    processes hear it from the trigger's NOTIFY)."""
     signals.mark_finished(session, job.kind, job.dedupe_key)
-    if dialect_name(session) == "postgresql":
-        payload = f"{job.kind}:{job.dedupe_key or ''}"
-        conn = await session.connection()
-        await conn.execute(_NOTIFY, {"channel": signals.FINISHED_CHANNEL, "payload": payload})
 
 
 async def cancel_active(session: AsyncSession, kind: str, dedupe_key: str) -> int:

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
+# Postgres NOTIFY channels; a trigger on the jobs table sends on them (migration 20261130_0001).
 QUEUED_CHANNEL = "notes_api_jobs_queued"
 FINISHED_CHANNEL = "notes_api_jobs_finished"
 

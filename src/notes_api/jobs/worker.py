@@ -173,7 +173,7 @@ class Worker:
                     await self.handlers[job.kind].finished(
                         session, job, JobStatus.DONE, result, None
                     )
-                    await queue.announce_finished(session, job)
+                    queue.announce_finished(session, job)
                     JOB_OUTCOMES.labels(job.kind, "done").inc()
                 else:
                     log.info("worker.result_discarded", job_id=str(job.id))
@@ -208,7 +208,7 @@ class Worker:
         JOB_OUTCOMES.labels(job.kind, outcome).inc()
         log.info("worker.job_" + outcome, job_id=str(job.id), attempts=job.attempts, error=error)
         if status is JobStatus.FAILED:
-            await queue.announce_finished(session, job)
+            queue.announce_finished(session, job)
 
     async def _maintenance(self) -> None:
         last: dict[int, float] = {}

@@ -42,6 +42,10 @@ async def _queue_summary(session: AsyncSession, note_id: uuid.UUID, max_attempts
     """A new summary job for the note; a job still live for it is cancelled first (clearing
     its lease token fences the attempt running it: its result can no longer land)."""
     await queue.cancel_active(session, SUMMARIZE, str(note_id))
+    await _enqueue_summary(session, note_id, max_attempts)
+
+
+async def _enqueue_summary(session: AsyncSession, note_id: uuid.UUID, max_attempts: int) -> None:
     await queue.enqueue(
         session,
         SUMMARIZE,
@@ -75,7 +79,7 @@ async def create_note(
     note = await repository.add(
         session, caller, {"title": body.title or None, "raw_text": body.raw_text}
     )
-    await _queue_summary(session, note.id, max_attempts)
+    await _enqueue_summary(session, note.id, max_attempts)  # a new note has no job to cancel
     if claim is not None:
         claim.note_id = note.id
         await session.flush()
