@@ -316,3 +316,36 @@ async def test_missing_token_is_401_problem_with_bearer_challenge(
     response = await client.get("/notes")
     assert_problem(response, 401)
     assert response.headers["www-authenticate"] == "Bearer"
+
+
+@pytest.mark.parametrize(
+    "content_type", ["application/x-www-form-urlencoded", "text/plain", "text/plain; charset=utf-8"]
+)
+async def test_json_body_without_json_content_type_is_told_which_header_to_send(
+    client: httpx.AsyncClient, account: Account, content_type: str
+) -> None:
+    body = json.dumps({"raw_text": "Call Dana back."}).encode()
+    response = await client.post(
+        "/notes", content=body, headers={**account.headers, "Content-Type": content_type}
+    )
+    problem = assert_problem(response, 415)
+    assert "Content-Type: application/json" in problem["detail"]
+    assert content_type in problem["detail"]
+
+
+async def test_a_json_array_sent_as_json_is_still_invalid_input(
+    client: httpx.AsyncClient, account: Account
+) -> None:
+    response = await client.post("/notes", json=["not", "an", "object"], headers=account.headers)
+    assert_problem(response, 422)
+
+
+async def test_allow_on_users_me_names_only_its_own_methods(
+    client: httpx.AsyncClient, account: Account
+) -> None:
+    response = await client.delete("/users/me", headers=account.headers)
+    assert_problem(response, 405)
+    assert response.headers["Allow"] == "GET"
+    response = await client.patch("/users/me", headers=account.headers, json={"role": "ADMIN"})
+    assert_problem(response, 405)
+    assert response.headers["Allow"] == "GET"

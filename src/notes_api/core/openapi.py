@@ -31,6 +31,7 @@ _DESCRIPTIONS = {
     404: "Not found, or not visible to you",
     409: "Conflicts with the current state",
     413: "Request body too large",
+    415: "The body is not sent as `Content-Type: application/json`",
     422: "Invalid input",
     429: "Too many attempts; see Retry-After",
     503: "Database unavailable; see Retry-After",
