@@ -62,7 +62,7 @@ async def logout(body: RefreshRequest, user: CurrentUser, session: SessionDep) -
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.get("/users/me", responses=errors(401), tags=["users"])
+@router.get("/users/me", responses=errors(401))
 async def me(user: CurrentUser) -> UserPublic:
     """The signed-in user."""
     return UserPublic.model_validate(user)
