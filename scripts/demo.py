@@ -14,6 +14,7 @@ import json
 import os
 import re
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -61,16 +62,39 @@ def short(value: str, keep: int = 10) -> str:
     return value if len(value) <= keep + 2 else value[:keep] + "…"
 
 
-def as_curl(method: str, path: str, headers: dict[str, str], body: Any) -> str:
-    """The request as curl would be written, with secrets abbreviated."""
-    curl = ["curl"] + (["-X", method] if method != "GET" else []) + [f"$BASE_URL{path}"]
-    for name, value in headers.items():
-        shown = "Bearer " + short(value[7:]) if name == "Authorization" else value
-        curl += ["-H", f"'{name}: {shown}'"]
+@dataclass
+class Actor:
+    """Someone the walkthrough acts as: named, so that each call says whose it is."""
+
+    name: str
+    role: str
+    email: str
+    token: str = ""
+    refresh: str = ""
+
+    @property
+    def var(self) -> str:
+        return f"{self.name.upper()}_TOKEN"
+
+    @property
+    def tag(self) -> str:
+        """A short tag that tells one person's token from another's."""
+        return f"<{self.name}'s token …{self.token[-6:]}>"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.role.lower()})"
+
+
+def as_curl(base_url: str, method: str, path: str, actor: Actor | None, body: Any) -> str:
+    """The request as a curl command that can be pasted into a shell as it is, once the
+    actor's token variable has been set (the demo prints that line when the token arrives)."""
+    curl = ["curl", "-s"] + (["-X", method] if method != "GET" else [])
+    curl.append(shlex.quote(base_url + path))
+    if actor is not None:
+        curl += ["-H", f'"Authorization: Bearer ${actor.var}"']
     if body is not None:
-        secret = {"password": "…", "refresh_token": short(body.get("refresh_token", ""))}
-        shown_body = {k: secret.get(k) or short(v, 40) for k, v in body.items()}
-        curl += ["--json", f"'{json.dumps(shown_body, ensure_ascii=False)}'"]
+        payload = json.dumps(body, ensure_ascii=False)
+        curl += ["-H", "'Content-Type: application/json'", "-d", shlex.quote(payload)]
     return " ".join(curl)
 
 
@@ -92,24 +116,35 @@ class Demo:
     fake: FakeModel | None  # the demo's own model server, when it runs the service itself
     password: str = field(default_factory=lambda: secrets.token_urlsafe(12))
     run_id: str = field(default_factory=lambda: secrets.token_hex(4))
+    people: dict[str, Actor] = field(default_factory=dict)
     state: dict[str, Any] = field(default_factory=dict)
+
+    def person(self, name: str, role: str) -> Actor:
+        actor = Actor(name, role, f"{name}-{self.run_id}@example.com")
+        self.people[name] = actor
+        return actor
 
     def call(
         self,
         request: str,
         expect: int,
-        token: str = "",
+        actor: Actor | None = None,
         body: Any = None,
         key: str = "",
         quiet: bool = False,
     ) -> httpx.Response:
-        """`request` is "METHOD /path"; anything but the `expect`ed status is a failure."""
+        """`request` is "METHOD /path", sent with `actor`'s access token when one is given;
+        anything but the `expect`ed status is a failure."""
         method, path = request.split(" ", 1)
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        headers = {"Authorization": f"Bearer {actor.token}"} if actor else {}
         if key:
             headers["Idempotency-Key"] = key
         if not quiet:
-            print("  " + dim("$ " + as_curl(method, path, headers, body)))
+            who = f"as {actor}" if actor else "anonymous"
+            command = as_curl(str(self.http.base_url).rstrip("/"), method, path, actor, body)
+            if key:
+                command += f" -H 'Idempotency-Key: {key}'"
+            print(f"  {cyan(who)} {dim('$ ' + command)}")
         response = self.http.request(method, path, json=body, headers=headers)
         ok = response.status_code == expect
         detail = problem_detail(response) if response.status_code >= 400 else ""
@@ -125,10 +160,16 @@ class Demo:
             )
         return response
 
-    def wait_note(self, token: str, note_id: str, rounds: int = 4) -> Any:
+    def signed_in(self, actor: Actor, tokens: Any) -> None:
+        """Keep `actor`'s tokens, and print the line that sets them in a shell."""
+        actor.token, actor.refresh = tokens["access_token"], tokens["refresh_token"]
+        print("  " + dim(f"$ {actor.var}={actor.token}"))
+        show(access_token=actor.tag, expires_in=tokens["expires_in"])
+
+    def wait_note(self, actor: Actor, note_id: str, rounds: int = 4) -> Any:
         """`GET /notes/{id}?wait=15` until the note is done or failed."""
         for i in range(rounds):
-            note = self.call(f"GET /notes/{note_id}?wait=15", 200, token, quiet=i > 0).json()
+            note = self.call(f"GET /notes/{note_id}?wait=15", 200, actor, quiet=i > 0).json()
             if note["status"] in ("done", "failed"):
                 return note
         raise DemoFailure(
@@ -144,47 +185,47 @@ def step_health(demo: Demo) -> None:
 
 
 def step_accounts(demo: Demo) -> None:
-    print("  An admin signs up and creates an organization; it provisions an agent there.")
-    admin_email = f"demo-admin-{demo.run_id}@example.com"
+    grace = demo.person("grace", "ADMIN")
+    print(f"  {grace.name} signs up and creates an organization, which makes her its admin.")
     body = {
-        "email": admin_email,
+        "email": grace.email,
         "password": demo.password,
         "organization_name": f"Demo Org {demo.run_id}",
     }
-    admin = demo.call("POST /auth/signup", 201, body=body).json()
-    user = admin["user"]
+    signup = demo.call("POST /auth/signup", 201, body=body).json()
+    user = signup["user"]
     equal("the organization creator's role", user["role"], "ADMIN")
-    show(admin=admin_email, role=user["role"], organization=user["organization_id"])
-    demo.state.update(admin=admin["access_token"], org=user["organization_id"])
-    email = f"demo-agent-{demo.run_id}@example.com"
-    agent = provision_agent(demo, email)
-    demo.state.update(agent=agent["access_token"], agent_refresh=agent["refresh_token"])
-    demo.state.update(agent_email=email)
+    show(email=grace.email, role=user["role"], organization=user["organization_id"])
+    demo.signed_in(grace, signup)
+    demo.state["org"] = user["organization_id"]
+    ada = demo.person("ada", "AGENT")
+    provision_agent(demo, ada)
 
 
-def provision_agent(demo: Demo, email: str) -> Any:
-    body = {"email": email, "password": demo.password, "role": "AGENT"}
-    user = demo.call("POST /users", 201, token=demo.state["admin"], body=body).json()
+def provision_agent(demo: Demo, agent: Actor) -> None:
+    grace = demo.people["grace"]
+    print(f"  {grace.name} provisions an agent, {agent.name}, in her organization.")
+    body = {"email": agent.email, "password": demo.password, "role": "AGENT"}
+    user = demo.call("POST /users", 201, grace, body).json()
     equal("the agent's organization", user["organization_id"], demo.state["org"])
-    show(agent=email, role=user["role"])
-    print("  The agent logs in.")
-    login = {"email": email, "password": demo.password}
-    tokens = demo.call("POST /auth/login", 200, body=login).json()
-    show(access_token=short(tokens["access_token"]), expires_in=tokens["expires_in"])
-    return {**tokens, "id": user["id"]}
+    show(email=agent.email, role=user["role"])
+    demo.state[f"{agent.name}_id"] = user["id"]
+    print(f"  {agent.name} logs in.")
+    login = {"email": agent.email, "password": demo.password}
+    demo.signed_in(agent, demo.call("POST /auth/login", 200, body=login).json())
 
 
 def step_me(demo: Demo) -> None:
+    ada = demo.people["ada"]
     print("  The access token says who is calling.")
-    me = demo.call("GET /users/me", 200, token=demo.state["agent"]).json()
-    equal("email", me["email"], demo.state["agent_email"])
+    me = demo.call("GET /users/me", 200, ada).json()
+    equal("email", me["email"], ada.email)
     equal("role", me["role"], "AGENT")
     show(id=me["id"], email=me["email"], role=me["role"])
-    demo.state["agent_id"] = me["id"]
 
 
 def step_create(demo: Demo) -> None:
-    print("  The agent writes a note: accepted at once, the summary is queued.")
+    print("  ada writes a note: accepted at once, its summary queued.")
     demo.state["key"] = f"demo-{demo.run_id}"
     demo.state["body"] = {"title": "Acme call", "raw_text": TEXT}
     response = post_keyed_note(demo)
@@ -197,30 +238,32 @@ def step_create(demo: Demo) -> None:
 
 def post_keyed_note(demo: Demo) -> httpx.Response:
     state = demo.state
-    return demo.call("POST /notes", 202, state["agent"], state["body"], key=state["key"])
+    return demo.call("POST /notes", 202, demo.people["ada"], state["body"], key=state["key"])
 
 
 def step_watch(demo: Demo) -> None:
+    ada = demo.people["ada"]
     print("  Watch the background job: a few quick polls, then a long poll until done.")
-    token, path = demo.state["agent"], f"/notes/{demo.state['note']}"
+    path = f"/notes/{demo.state['note']}"
+    command = as_curl(str(demo.http.base_url).rstrip("/"), "GET", path, ada, None)
+    print(f"  {cyan(f'as {ada}')} {dim('$ ' + command)}  {dim('# five times')}")
     seen: list[str] = []
-    print("  " + dim(f"$ curl $BASE_URL{path} -H 'Authorization: Bearer {short(token)}'  # x5"))
     for _ in range(5):
-        status = demo.call(f"GET {path}", 200, token, quiet=True).json()["status"]
+        status = demo.call(f"GET {path}", 200, ada, quiet=True).json()["status"]
         if not seen or seen[-1] != status:
             seen.append(status)
         if status in ("done", "failed"):
             break
         time.sleep(0.2)
     show(seen=" → ".join(seen))
-    note = demo.wait_note(token, demo.state["note"])
+    note = demo.wait_note(ada, demo.state["note"])
     equal("status", (note["status"], note["error"]), ("done", None))
     check(bool(note["summary"]), "a summary", note["summary"])
     show(status=green(note["status"]), attempts=note["attempts"], summary=bold(note["summary"]))
 
 
 def step_replay(demo: Demo) -> None:
-    print("  The client retries the same POST with the same key: the same note, not a new one.")
+    print("  ada's client retries the same POST with the same key: the same note, no new one.")
     response = post_keyed_note(demo)
     replayed = response.headers.get("Idempotent-Replayed")
     equal("header Idempotent-Replayed", replayed, "true")
@@ -229,53 +272,63 @@ def step_replay(demo: Demo) -> None:
 
 
 def step_tenancy(demo: Demo) -> None:
-    print("  A second agent of the same organization cannot see the first agent's note.")
-    other = provision_agent(demo, f"demo-agent2-{demo.run_id}@example.com")
-    demo.state.update(agent2=other["access_token"], agent2_refresh=other["refresh_token"])
-    demo.call(f"GET /notes/{demo.state['note']}", 404, token=other["access_token"])
-    print("  It writes its own note; the admin sees both agents' notes.")
+    alan = demo.person("alan", "AGENT")
+    provision_agent(demo, alan)
+    print("  alan, an agent of the same organization, cannot see ada's note.")
+    demo.call(f"GET /notes/{demo.state['note']}", 404, alan)
+    print("  alan writes a note of his own; grace, the admin, sees both agents' notes.")
     body = {"title": "Globex renewal", "raw_text": "Globex renews in May. Send the contract."}
-    demo.call("POST /notes", 202, token=other["access_token"], body=body)
-    items = demo.call("GET /notes", 200, token=demo.state["admin"]).json()["items"]
+    demo.call("POST /notes", 202, alan, body)
+    items = demo.call("GET /notes", 200, demo.people["grace"]).json()["items"]
     owners = {item["owner_id"] for item in items}
-    check({demo.state["agent_id"], other["id"]} <= owners, "notes of both agents", owners)
-    show(notes=len(items), owners=", ".join(sorted(owners)))
+    check({demo.state["ada_id"], demo.state["alan_id"]} <= owners, "both agents' notes", owners)
+    names = {demo.state["ada_id"]: "ada", demo.state["alan_id"]: "alan"}
+    show(notes=len(items), owners=", ".join(sorted(names.get(o, o) for o in owners)))
 
 
 def step_failure(demo: Demo) -> str | None:
     text = os.environ.get("DEMO_FAIL_NOTE_TEXT")
     if demo.fake is None and not text:
         return "skipped (needs the demo's own server, or DEMO_FAIL_NOTE_TEXT)"
-    print("  A note the model server refuses: the summary fails, and is retried.")
+    ada = demo.people["ada"]
+    print("  ada writes a note the model server refuses: its summary fails.")
     body = {"raw_text": text or "Wire transfer details for Initech. [fail] Do not summarize."}
-    token = demo.state["agent"]
-    note = demo.call("POST /notes", 202, token=token, body=body).json()
-    note = demo.wait_note(token, note["id"])
+    note = demo.call("POST /notes", 202, ada, body).json()
+    note = demo.wait_note(ada, note["id"])
     equal("status", note["status"], "failed")
-    show(status=red(note["status"]), attempts=note["attempts"], error=note["error"])
+    failed_attempts = note["attempts"]
+    show(status=red(note["status"]), attempts=failed_attempts, error=note["error"])
     if demo.fake is not None:
         print("  " + dim("(the demo's model server now accepts this note)"))
         demo.fake.failing = False
-    retried = demo.call(f"POST /notes/{note['id']}/retry", 202, token=token).json()
+    print("  ada retries it: a fresh job, whose attempts are counted from zero again.")
+    retried = demo.call(f"POST /notes/{note['id']}/retry", 202, ada).json()
     equal("status after the retry", retried["status"], "queued")
-    show(status=yellow(retried["status"]))
-    note = demo.wait_note(token, note["id"])
+    show(status=yellow(retried["status"]), attempts=retried["attempts"])
+    note = demo.wait_note(ada, note["id"])
     if demo.fake is not None:
         equal("status once the model accepts the note", note["status"], "done")
-    show(status=note["status"], attempts=note["attempts"], summary=note["summary"])
+    show(
+        status=note["status"],
+        attempts=f"{note['attempts']} since the retry "
+        f"({failed_attempts + note['attempts']} in all, {failed_attempts} before it failed)",
+        summary=note["summary"],
+    )
     return None
 
 
 def step_tokens(demo: Demo) -> None:
+    ada, alan = demo.people["ada"], demo.people["alan"]
     print("  Refresh tokens rotate: each works once, and reuse signs that session out.")
-    old = demo.state["agent_refresh"]
+    print("  ada's client trades her refresh token for a new pair, then tries the old one again.")
+    old = ada.refresh
     pair = demo.call("POST /auth/refresh", 200, body={"refresh_token": old}).json()
     check(pair["refresh_token"] != old, "a new refresh token", "the same one")
-    show(refresh_token=short(pair["refresh_token"]))
+    show(refresh_token=f"a new one for ada, …{pair['refresh_token'][-6:]}")
     demo.call("POST /auth/refresh", 401, body={"refresh_token": old})
-    print("  The second agent logs out; its refresh token stops working.")
-    refresh = {"refresh_token": demo.state["agent2_refresh"]}
-    demo.call("POST /auth/logout", 204, token=demo.state["agent2"], body=refresh)
+    print("  alan logs out; his refresh token stops working.")
+    refresh = {"refresh_token": alan.refresh}
+    demo.call("POST /auth/logout", 204, alan, refresh)
     demo.call("POST /auth/refresh", 401, body=refresh)
 
 
@@ -343,7 +396,7 @@ def local_service(fake: FakeModel) -> Iterator[str]:
     env = dict(os.environ, **dict(pair.split("=", 1) for pair in settings.split()))
     env["DATABASE_URL"] = f"sqlite:///{tmp}/demo.db"  # a temporary path may hold spaces
     log = tmp / "server.log"
-    print(dim(f"Starting the service on port {port} (log: {log}) ..."))
+    print(dim(f"Starting notes-api serve on port {port} with a throwaway SQLite database ..."))
     with log.open("wb") as out:
         command = [sys.executable, "-m", "notes_api.cli", "serve"]
         process = subprocess.Popen(command, env=env, cwd=tmp, stdout=out, stderr=out)
@@ -363,6 +416,7 @@ def local_service(fake: FakeModel) -> Iterator[str]:
         ok = True
     except (DemoFailure, httpx.HTTPError):
         print(dim("--- last lines of the service's log ---\n" + log.read_text()[-1500:]))
+        print(dim(f"(the whole log is kept at {log})"))
         raise
     finally:
         process.terminate()
@@ -378,6 +432,19 @@ def local_service(fake: FakeModel) -> Iterator[str]:
 def run(base_url: str, fake: FakeModel | None) -> int:
     started, skipped = time.monotonic(), 0
     print(bold(f"Notes API walkthrough against {base_url}"))
+    if fake is not None:
+        model = f"http://127.0.0.1:{fake.server_address[1]}/v1"
+        print(
+            "Summaries in this run come from SUMMARIZER=openai, pointed at a small fake\n"
+            f"OpenAI-compatible model server that the demo starts itself ({model}): it\n"
+            "refuses one note on purpose, so that step 8 can show a failed summary and its\n"
+            "retry. Its summary is the note's first sentence. `make run` uses the offline\n"
+            "extractive summarizer unless SUMMARIZER says otherwise."
+        )
+    print(
+        "People: grace (admin of a new organization), ada and alan (agents there). Each\n"
+        "command says whose token it sends; paste a NAME_TOKEN=... line to use it in a shell."
+    )
     with httpx.Client(base_url=base_url, timeout=httpx.Timeout(45, connect=15)) as http:
         demo = Demo(http, fake)
         for number, (title, step) in enumerate(STEPS, 1):

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import sqlite3
 import sys
+import time
 from contextlib import AsyncExitStack
 from pathlib import Path
 
@@ -223,3 +225,29 @@ def test_bootstrap_password_must_meet_the_password_rule(password: str) -> None:
         make_settings(
             "sqlite://", bootstrap_admin_email=ADMIN_EMAIL, bootstrap_admin_password=password
         )
+
+
+async def test_serve_on_a_taken_port_exits_at_once_naming_port_and_touches_no_database(
+    tmp_path: Path,
+) -> None:
+    existing = tmp_path / "live.db"
+    code, _, err = await cli("migrate", database_url=f"sqlite:///{existing}", cwd=tmp_path)
+    assert code == 0, err
+    before = (existing.read_bytes(), existing.stat().st_mtime_ns)
+    fresh = tmp_path / "never" / "created.db"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        for path in (existing, fresh):
+            started = time.monotonic()
+            code, out, err = await cli(
+                "serve", database_url=f"sqlite:///{path}", cwd=tmp_path, PORT=str(port)
+            )
+            assert code != 0
+            assert time.monotonic() - started < 10
+            assert f"127.0.0.1:{port}" in err
+            assert "PORT" in err, err
+            assert "migrate" not in out + err  # nothing was migrated or started
+    assert (existing.read_bytes(), existing.stat().st_mtime_ns) == before
+    assert not fresh.parent.exists()

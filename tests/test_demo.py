@@ -59,6 +59,28 @@ def test_demo_walks_through_every_step_against_its_own_service() -> None:
         assert seen in result.stdout, f"{seen!r} missing from:\n{output}"
     assert "\033[" not in output  # NO_COLOR is honoured
     assert "skipped" not in result.stdout
+    # It says which summarizer it runs, and why.
+    assert "SUMMARIZER=openai" in result.stdout
+    assert "fake" in result.stdout
+    assert "extractive" in result.stdout
+    # Every call says whose it is, and tokens are told apart by name.
+    for who in ("as grace (admin)", "as ada (agent)", "as alan (agent)"):
+        assert who in result.stdout
+    for name in ("grace", "ada", "alan"):
+        assert f"<{name}'s token …" in result.stdout
+        assert f"$ {name.upper()}_TOKEN=eyJ" in result.stdout
+    # Attempts add up across the failure and the retry.
+    assert "attempts: 1 since the retry (2 in all, 1 before it failed)" in result.stdout
+    # The printed commands are what a shell takes as they are.
+    commands = [line.split("$ ", 1)[1] for line in result.stdout.splitlines() if "$ curl" in line]
+    assert len(commands) > 20
+    for command in commands:
+        assert command.startswith("curl -s ")
+        assert "http://127.0.0.1:" in command
+        assert "$BASE_URL" not in command
+        assert "--json" not in command
+        assert "…" not in command
+    assert ".log" not in result.stdout  # no path to a log that is deleted on success
 
 
 def test_demo_fails_readably_when_the_service_does_not_answer() -> None:

@@ -7,6 +7,7 @@ import asyncio
 import getpass
 import os
 import signal
+import socket
 import sys
 
 import structlog
@@ -31,7 +32,33 @@ def migrate(settings: Settings) -> None:
     log.info("migrate.done")
 
 
-def serve(settings: Settings, *, migrate_first: bool = True) -> None:
+def port_taken(host: str, port: int) -> str | None:
+    """Why HOST:PORT cannot be listened on, or None when it can. Bound the way uvicorn binds
+    (SO_REUSEADDR), so a port left in TIME_WAIT by the last run counts as free."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(address)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None
+
+
+def serve(settings: Settings, *, migrate_first: bool = True) -> int:
+    # Checked before anything touches the database: a second `make run` must not migrate the
+    # first one's database or start a worker on it only to fail at the bind.
+    reason = port_taken(settings.host, settings.port)
+    if reason is not None:
+        print(
+            f"Cannot listen on {settings.host}:{settings.port} ({reason}): is another server "
+            f"running there? Stop it, or choose another port with PORT, "
+            f"e.g. PORT={settings.port + 1} make run",
+            file=sys.stderr,
+        )
+        return 1
     import uvicorn
 
     from notes_api.main import create_app
@@ -47,6 +74,7 @@ def serve(settings: Settings, *, migrate_first: bool = True) -> None:
         timeout_graceful_shutdown=int(settings.job_shutdown_grace) + 5,
     )
     Server(config).run()
+    return 0
 
 
 def worker(settings: Settings) -> None:
@@ -132,8 +160,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     configure_logging(settings.effective_log_format, settings.log_level)
     if args.command == "serve":
-        serve(settings, migrate_first=not args.no_migrate)
-    elif args.command == "worker":
+        return serve(settings, migrate_first=not args.no_migrate)
+    if args.command == "worker":
         worker(settings)
     elif args.command == "migrate":
         migrate(settings)

@@ -16,7 +16,7 @@ from notes_api import __version__
 from notes_api.auth.passwords import Passwords
 from notes_api.auth.router import router as auth_router
 from notes_api.bootstrap import bootstrap_admin
-from notes_api.core import handlers
+from notes_api.core import docs, handlers, openapi
 from notes_api.core.config import Settings, get_settings
 from notes_api.core.db import Database
 from notes_api.core.logging import configure_logging
@@ -109,7 +109,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         lifespan=lifespan,
         debug=False,
-        swagger_ui_parameters={"persistAuthorization": True},
+        # Swagger UI is served from the service's own files (core/docs.py), ReDoc not at all.
+        docs_url=None,
+        redoc_url=None,
+        swagger_ui_oauth2_redirect_url=None,
         openapi_tags=[{"name": tag} for tag in ("auth", "users", "notes", "operations")],
         # Metrics are Prometheus (/metrics); FastAPI's OpenTelemetry hooks would only cost
         # three provider look-ups per request.
@@ -117,10 +120,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     handlers.install(app)
+    openapi.install(app)
     # The notes routes are matched first: they carry the traffic, and each route tried
     # before the right one costs a pattern match. (`/users/me` must stay before `/users/{id}`.)
     for router in (notes_router, auth_router, users_router, ops_router):
         app.include_router(router)
+    docs.install(app)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

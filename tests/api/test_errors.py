@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -316,3 +317,69 @@ async def test_missing_token_is_401_problem_with_bearer_challenge(
     response = await client.get("/notes")
     assert_problem(response, 401)
     assert response.headers["www-authenticate"] == "Bearer"
+
+
+@pytest.mark.parametrize(
+    "content_type", ["application/x-www-form-urlencoded", "text/plain", "text/plain; charset=utf-8"]
+)
+async def test_json_body_without_json_content_type_is_told_which_header_to_send(
+    client: httpx.AsyncClient, account: Account, content_type: str
+) -> None:
+    body = json.dumps({"raw_text": "Call Dana back."}).encode()
+    response = await client.post(
+        "/notes", content=body, headers={**account.headers, "Content-Type": content_type}
+    )
+    problem = assert_problem(response, 415)
+    assert "Content-Type: application/json" in problem["detail"]
+    assert content_type in problem["detail"]
+
+
+async def test_a_json_array_sent_as_json_is_still_invalid_input(
+    client: httpx.AsyncClient, account: Account
+) -> None:
+    response = await client.post("/notes", json=["not", "an", "object"], headers=account.headers)
+    assert_problem(response, 422)
+
+
+async def test_allow_on_users_me_names_only_its_own_methods(
+    client: httpx.AsyncClient, account: Account
+) -> None:
+    response = await client.delete("/users/me", headers=account.headers)
+    assert_problem(response, 405)
+    assert response.headers["Allow"] == "GET"
+    response = await client.patch("/users/me", headers=account.headers, json={"role": "ADMIN"})
+    assert_problem(response, 405)
+    assert response.headers["Allow"] == "GET"
+
+
+@pytest.mark.parametrize("value", ["0.5", "1700000000", "2026-01-31", "yesterday"])
+async def test_time_filters_take_only_iso_8601_date_times(
+    client: httpx.AsyncClient, account: Account, value: str
+) -> None:
+    response = await client.get("/notes", params={"created_before": value}, headers=account.headers)
+    problem = assert_problem(response, 422)
+    assert "ISO 8601" in problem["errors"][0]["msg"]
+
+
+async def test_time_filters_accept_iso_8601_with_an_offset(
+    client: httpx.AsyncClient, account: Account
+) -> None:
+    for value in ("2026-01-31T09:00:00Z", "2026-01-31T09:00:00+02:00", "2026-01-31 09:00Z"):
+        response = await client.get(
+            "/notes", params={"created_after": value}, headers=account.headers
+        )
+        assert response.status_code == 200, response.text
+
+
+async def test_the_schema_says_a_password_may_not_hold_nul(
+    client: httpx.AsyncClient,
+) -> None:
+    schema = (await client.get("/openapi.json")).json()
+    for model in ("SignupRequest", "UserCreate"):
+        pattern = schema["components"]["schemas"][model]["properties"]["password"]["pattern"]
+        assert re.fullmatch(pattern, "correct horse")
+        assert not re.fullmatch(pattern, "correct\x00horse")
+    response = await client.post(
+        "/auth/signup", json={"email": "nul@example.com", "password": "correct\x00horse"}
+    )
+    assert_problem(response, 422)

@@ -103,17 +103,50 @@ async def test_openapi_documents_problem_responses(client: httpx.AsyncClient) ->
     spec = (await client.get("/openapi.json")).json()
     assert "Problem" in spec["components"]["schemas"]
     get_note = spec["paths"]["/notes/{note_id}"]["get"]["responses"]
-    assert "application/problem+json" in get_note["404"]["content"]
+    assert set(get_note["404"]["content"]) == {"application/problem+json"}
 
 
-async def test_docs_serves_swagger_ui_without_the_api_csp(client: httpx.AsyncClient) -> None:
+async def test_each_error_status_has_its_own_example(client: httpx.AsyncClient) -> None:
+    spec = (await client.get("/openapi.json")).json()
+    seen: dict[str, set[str]] = {}
+    for path in spec["paths"].values():
+        for operation in path.values():
+            for code, response in operation["responses"].items():
+                if int(code) < 400:
+                    continue
+                assert set(response["content"]) == {"application/problem+json"}
+                example = response["content"]["application/problem+json"]["example"]
+                assert example["status"] == int(code)
+                seen.setdefault(code, set()).add(example["title"])
+    assert seen["401"] == {"Unauthorized"}
+    assert seen["404"] == {"Not found"}
+    assert seen["409"] == {"Conflict"}
+    assert seen["422"] == {"Invalid input"}
+
+
+async def test_every_operation_is_listed_under_one_tag(client: httpx.AsyncClient) -> None:
+    spec = (await client.get("/openapi.json")).json()
+    for path, item in spec["paths"].items():
+        for method, operation in item.items():
+            assert len(operation.get("tags", [])) == 1, f"{method.upper()} {path}"
+
+
+async def test_docs_serves_swagger_ui_from_its_own_files_under_a_strict_csp(
+    client: httpx.AsyncClient,
+) -> None:
     response = await client.get("/docs")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/html")
     assert "swagger" in response.text.lower()
-    # The API's CSP (default-src 'none') would stop Swagger UI from loading.
-    assert "content-security-policy" not in response.headers
+    csp = response.headers["content-security-policy"]
+    assert "script-src 'self';" in csp
+    assert "http" not in csp  # no other origin
+    assert "http" not in response.text.replace('lang="en"', "")
     assert response.headers["x-content-type-options"] == "nosniff"
+    for name in ("swagger-ui-bundle.js", "swagger-ui.css", "init.js", "notes.css"):
+        asset = await client.get(f"/docs/static/{name}")
+        assert asset.status_code == 200, name
+        assert len(asset.content) > 100
 
 
 @pytest.mark.parametrize("path", ["/healthz", "/notes", "/nope", "/openapi.json"])

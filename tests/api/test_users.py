@@ -230,14 +230,18 @@ async def test_patch_user_of_another_organization_is_404(client: httpx.AsyncClie
     assert me.json()["is_active"] is True
 
 
-async def test_patch_unknown_user_is_404_and_bad_id_is_422(client: httpx.AsyncClient) -> None:
+async def test_patch_unknown_user_is_404_and_so_is_an_id_that_is_no_uuid(
+    client: httpx.AsyncClient,
+) -> None:
     admin = await signup(client, organization="Unknown")
     assert_problem(
         await client.patch(f"/users/{uuid.uuid4()}", headers=admin.headers, json={"role": "AGENT"}),
         404,
     )
+    # The route takes only UUIDs (so that /users/me is never read as an id): anything else
+    # names no user.
     assert_problem(
-        await client.patch("/users/not-a-uuid", headers=admin.headers, json={"role": "AGENT"}), 422
+        await client.patch("/users/not-a-uuid", headers=admin.headers, json={"role": "AGENT"}), 404
     )
 
 

@@ -68,7 +68,7 @@ async def logout(body: RefreshRequest, caller: CurrentCaller, session: SessionDe
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.get("/users/me", responses=errors(401), tags=["users"])
+@router.get("/users/me", responses=errors(401))
 async def me(caller: CurrentCaller, session: SessionDep) -> UserPublic:
     """The signed-in user."""
     return UserPublic.model_validate(await users.get_me(session, caller))

@@ -64,11 +64,29 @@ async def http_error(request: Request, exc: Exception) -> JSONResponse:
     return problem(exc.status_code, detail, headers=headers)
 
 
-async def validation_error(_: Request, exc: Exception) -> JSONResponse:
+def _sent_as_json(request: Request) -> bool:
+    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    return not media_type or media_type == "application/json" or media_type.endswith("+json")
+
+
+async def validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = exc.errors()
     if any(e.get("type") == "json_invalid" for e in errors):
         return problem(400, "The request body is not valid JSON", title="Malformed request")
+    # A JSON body under another media type (curl -d sends form-urlencoded) reaches the model
+    # as bytes, and pydantic's complaint would not say what to change.
+    if not _sent_as_json(request) and any(
+        tuple(e.get("loc", ())) == ("body",) and e.get("type") == "model_attributes_type"
+        for e in errors
+    ):
+        sent = request.headers.get("content-type", "")
+        return problem(
+            415,
+            f"Send the body as JSON with the header 'Content-Type: application/json' "
+            f"(this request said {sent!r})",
+            title="Unsupported media type",
+        )
     items = [{"loc": _loc(e.get("loc", ())), "msg": str(e.get("msg", "invalid"))} for e in errors]
     return problem(422, "The request is not valid; see errors", title="Invalid input", errors=items)
 

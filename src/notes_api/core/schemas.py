@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -10,7 +11,9 @@ from pydantic import (
     AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
+    Field,
     StringConstraints,
     WithJsonSchema,
 )
@@ -66,7 +69,14 @@ Email = Annotated[
     AfterValidator(normalize_email),
 ]
 Password = Annotated[
-    str, StringConstraints(min_length=8, max_length=128), AfterValidator(_clean_text)
+    str,
+    StringConstraints(min_length=8, max_length=128),
+    # The schema states what `_clean_text` enforces, so a client knows NUL is refused.
+    Field(
+        description="8 to 128 characters, any but NUL (U+0000)",
+        json_schema_extra={"pattern": "^[^\\u0000]*$"},
+    ),
+    AfterValidator(_clean_text),
 ]
 
 
@@ -91,8 +101,20 @@ Name = Annotated[
 SearchText = Annotated[
     str, StringConstraints(min_length=1, max_length=200), AfterValidator(_clean_text)
 ]
+_ISO_8601 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}")
+
+
+def _iso_8601_only(value: object) -> object:
+    """pydantic would read `0.5` or `1700000000` as Unix time, which `date-time` does not say."""
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or not _ISO_8601.match(value):
+        raise ValueError("must be an ISO 8601 date-time with an offset, e.g. 2026-01-31T09:00:00Z")
+    return value
+
+
 # A naive time would be guessed at; the columns compare instants, so an offset is required.
-UTCTimestamp = Annotated[AwareDatetime, AfterValidator(_to_utc)]
+UTCTimestamp = Annotated[AwareDatetime, BeforeValidator(_iso_8601_only), AfterValidator(_to_utc)]
 
 
 class RequestModel(BaseModel):

@@ -61,6 +61,7 @@ _SPACELESS_CHUNK_CHARS = 100
 _FIRST_UNIT_BONUS = 1.1  # notes tend to open with what they are about
 _MIN_TOKENS = 4  # shorter units ("OK.", "Thanks!") are scaled down
 _NEAR_DUPLICATE = 0.7  # Jaccard overlap of token sets above which a unit repeats another
+_KEPT_SHARE = 3  # a summary keeps about one sentence in three
 _THREAD_THRESHOLD = 20_000  # characters; above this the work would stall the event loop
 
 
@@ -75,8 +76,10 @@ def summarize_text(text: str, *, max_sentences: int = 3, max_chars: int = 600) -
     if not text.strip():
         raise PermanentSummarizerError("note text is empty")
     units = _split_units(text)
-    if len(units) <= max_sentences and len(_join(units)) <= max_chars:
-        return _join(units)
+    if len(units) == 1 and len(units[0].text) <= max_chars:
+        return units[0].text
+    # A summary as long as its note shows nothing: keep about a third of the sentences.
+    max_sentences = min(max_sentences, _share(len(units)))
 
     token_sets = [Counter(_tokens(unit.text)) for unit in units]
     scores = _scores(token_sets)
@@ -118,6 +121,11 @@ class ExtractiveSummarizer:
 
     async def aclose(self) -> None:
         return None
+
+
+def _share(units: int) -> int:
+    """About a third of the note's sentences, and at least one."""
+    return max(1, round(units / _KEPT_SHARE))
 
 
 def _check_limits(max_sentences: int, max_chars: int) -> None:

@@ -35,7 +35,7 @@ async def create_user(
     return UserPublic.model_validate(await service.provision(session, auth, admin, body))
 
 
-@router.patch("/{user_id}", responses=errors(400, 401, 403, 404, 409, 413, 422))
+@router.patch("/{user_id:uuid}", responses=errors(400, 401, 403, 404, 409, 413, 422))
 async def update_user(
     user_id: uuid.UUID, body: UserUpdate, admin: AdminCaller, session: SessionDep
 ) -> UserPublic:
