@@ -179,9 +179,9 @@ class Demo:
         block = self.page.locator(self.operation(method, path))
         if not block.locator(".opblock-body").count():
             block.locator(".opblock-summary").first.click()
-        try_out = block.locator("button.try-out__btn")
-        if try_out.count() and try_out.inner_text().strip() == "Try it out":
-            try_out.click()
+        try_out = block.locator("button.try-out__btn", has_text="Try it out")
+        if try_out.count():
+            try_out.first.click()
         return block
 
     def execute(
@@ -198,8 +198,12 @@ class Demo:
             block.locator(f'tr[data-param-name="{name}"] input').first.fill(value)
         if body is not None:
             block.locator("textarea.body-param__text").fill(json.dumps(body, indent=2))
+        clear = block.locator("button.btn-clear")
+        if clear.count():  # a previous answer would otherwise be read as this one's
+            clear.first.click()
+            block.locator(".live-responses-table").wait_for(state="detached")
         block.locator("button.execute").click()
-        status = block.locator(".live-responses-table .response-col_status").first
+        status = block.locator(".live-responses-table tr.response .response-col_status").first
         status.wait_for(timeout=30_000)
         got = int(status.inner_text().strip().split()[0])
         if got != expect:
@@ -307,12 +311,12 @@ def step_done(demo: Demo) -> None:
 
 def step_replay(demo: Demo) -> None:
     block, note = demo.execute(
-        "POST", "/notes", body=NOTE, params={"Idempotency-Key": demo.state["key"]}, expect=200
+        "POST", "/notes", body=NOTE, params={"Idempotency-Key": demo.state["key"]}, expect=202
     )
     headers = block.locator(".live-responses-table").inner_text().lower()
     if note["id"] != demo.state["note"] or "idempotent-replayed: true" not in headers:
         raise RuntimeError("the replay did not return the same note marked as replayed")
-    demo.shoot("replay", block.locator(".live-responses-table .response-col_description"), 150)
+    demo.shoot("replay", block.locator(".live-responses-table tr.response"), 40)
     demo.collapse_all()
 
 
