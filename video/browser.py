@@ -347,7 +347,7 @@ def step_admin_list(demo: Demo) -> None:
 
 def step_failed(demo: Demo) -> None:
     demo.model.failing = True
-    block, note = demo.execute("POST", "/notes", body=FAIL_NOTE, expect=202)
+    _, note = demo.execute("POST", "/notes", body=FAIL_NOTE, expect=202)
     demo.state["note"] = note["id"]
     demo.collapse_all()
     note = _get_note(demo, "failed", "failed", wait="10")
@@ -389,14 +389,22 @@ def step_events(demo: Demo) -> None:
                 break
     if not any(line.startswith("event:") for line in lines):
         raise RuntimeError("the event stream sent no event")
-    demo.cards["events"] = [f"$ curl -N {url.replace(demo.base, '')}", ""] + lines
+    demo.cards["events"] = [f"$ curl -N {url.replace(demo.base, '')}", "", *lines]
 
 
 def step_webhook(demo: Demo) -> None:
     receiver: Receiver = demo.state["receiver"]
     schema = demo.openapi["components"]["schemas"]
-    create = next((v for k, v in schema.items() if k.lower().startswith("webhook") and
-                   "url" in v.get("properties", {}) and "events" in v.get("required", [])), None)
+    create = next(
+        (
+            v
+            for k, v in schema.items()
+            if k.lower().startswith("webhook")
+            and "url" in v.get("properties", {})
+            and "events" in v.get("required", [])
+        ),
+        None,
+    )
     if create is None:
         raise RuntimeError("no webhook-create schema with url and events in /openapi.json")
     items = create["properties"]["events"].get("items", {})
@@ -418,7 +426,7 @@ def step_webhook(demo: Demo) -> None:
     wanted = ("webhook-id", "webhook-timestamp", "webhook-signature", "content-type")
     shown = [f"{k}: {v}" for k, v in headers.items() if k.lower() in wanted]
     pretty = json.dumps(json.loads(body), indent=2).splitlines()
-    demo.cards["webhook"] = [f"POST /hooks/notes  (received on 127.0.0.1)", *shown, "", *pretty]
+    demo.cards["webhook"] = ["POST /hooks/notes  (received on 127.0.0.1)", *shown, "", *pretty]
 
 
 STEPS = {
@@ -443,16 +451,18 @@ def routes_of(base: str) -> set[str]:
     return set(httpx.get(f"{base}/openapi.json", timeout=10).json()["paths"])
 
 
-def record(steps: list[str], requires: dict[str, list[str]], out: Path) -> tuple[
-    dict[str, Path], dict[str, list[str]], list[str]
-]:
+def record(
+    steps: list[str], requires: dict[str, list[str]], out: Path
+) -> tuple[dict[str, Path], dict[str, list[str]], list[str]]:
     """Screenshots of `steps`; returns (shots, cards, skipped steps)."""
     out.mkdir(parents=True, exist_ok=True)
     receiver = Receiver()
     threading.Thread(target=receiver.serve_forever, args=(0.1,), daemon=True).start()
-    with running_fake_model(delay=4.0) as model, running_service(
-        model, receiver.server_address[1]
-    ) as base, sync_playwright() as pw:
+    with (
+        running_fake_model(delay=4.0) as model,
+        running_service(model, receiver.server_address[1]) as base,
+        sync_playwright() as pw,
+    ):
         openapi = httpx.get(f"{base}/openapi.json", timeout=10).json()
         skipped = [s for s in steps if not set(requires.get(s, [])) <= set(openapi["paths"])]
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)

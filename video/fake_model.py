@@ -34,7 +34,7 @@ class _Handler(BaseHTTPRequestHandler):
             status, reply = 400, {"error": {"message": "the demo model refuses [fail] notes"}}
         else:
             time.sleep(self.server.delay)
-            summary = re.split(r"(?<=[.!?;])\s", text.replace("[fail] ", "").strip(), 1)[0]
+            summary = re.split(r"(?<=[.!?;])\s", text.replace("[fail] ", "").strip(), maxsplit=1)[0]
             status, reply = 200, {"choices": [{"message": {"content": summary}}]}
         payload = json.dumps(reply).encode()
         with contextlib.suppress(ConnectionError):

@@ -13,7 +13,6 @@ from PIL import Image, ImageDraw, ImageFont
 from pygments.lexers import get_lexer_for_filename
 from pygments.styles import get_style_by_name
 from pygments.token import Token
-
 from script import MAX_CODE_LINES, ROOT, Scene, code_span
 
 W, H, BAND = 1280, 720, 56
@@ -92,8 +91,9 @@ def code_image(scene: Scene, part: str, out: Path) -> Path:
         if lit:
             draw.rectangle((0, y - 3, W, y + step - 3), fill=LIT)
             draw.rectangle((0, y - 3, 6, y + step - 3), fill=ACCENT)
-        draw.text((gutter - 14, y), str(number), font=mono, fill=ACCENT if lit else "#475569",
-                  anchor="ra")
+        draw.text(
+            (gutter - 14, y), str(number), font=mono, fill=ACCENT if lit else "#475569", anchor="ra"
+        )
         x, used = float(gutter), 0
         for chunk, colour in rows[number - 1] if number - 1 < len(rows) else []:
             if used + len(chunk) > limit:
@@ -109,7 +109,7 @@ def code_image(scene: Scene, part: str, out: Path) -> Path:
 
 def _dim(colour: str) -> str:
     r, g, b = (int(colour[i : i + 2], 16) for i in (1, 3, 5))
-    return "#%02x%02x%02x" % tuple(int(c * 0.45 + 15 * 0.55) for c in (r, g, b))
+    return "#" + "".join(f"{int(c * 0.45 + 15 * 0.55):02x}" for c in (r, g, b))
 
 
 # ------------------------------------------------------------------------------ others
@@ -121,8 +121,11 @@ def tree_image(scene: Scene, part: str, out: Path) -> Path:
     draw.text((40, y), scene.data["file"] + "/", font=bold, fill=ACCENT)
     y += 36
     top = sorted(p.name for p in folder.glob("*.py"))
-    entries = [(d.name + "/", sorted(p.name for p in d.glob("*.py") if p.name != "__init__.py"))
-               for d in sorted(folder.iterdir()) if d.is_dir() and d.name != "__pycache__"]
+    entries = [
+        (d.name + "/", sorted(p.name for p in d.glob("*.py") if p.name != "__init__.py"))
+        for d in sorted(folder.iterdir())
+        if d.is_dir() and d.name != "__pycache__"
+    ]
     entries.append(("", [n for n in top if n != "__init__.py"]))
     for name, files in entries:
         text, x0 = "  ".join(files), 250
@@ -144,7 +147,7 @@ def _wrap(text: str, width: int) -> list[str]:
             row = word
         else:
             row = f"{row} {word}".strip()
-    return rows + [row] if row else rows
+    return [*rows, row] if row else rows
 
 
 def figures_image(scene: Scene, part: str, out: Path) -> Path:
@@ -175,8 +178,10 @@ def figures_image(scene: Scene, part: str, out: Path) -> Path:
             draw.text((64, y), row, font=cell, fill=ACCENT)
             y += 30
         y += 16
-    note = ("A rehearsal on our machines, not a live deployment: podman --memory 512m "
-            "--cpus 0.1, Postgres behind PgBouncer with TLS and SCRAM, as Neon gives them.")
+    note = (
+        "A rehearsal on our machines, not a live deployment: podman --memory 512m "
+        "--cpus 0.1, Postgres behind PgBouncer with TLS and SCRAM, as Neon gives them."
+    )
     for row in _wrap(note, 110):
         draw.text((40, y + 6), row, font=small, fill=MUTED)
         y += 26

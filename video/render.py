@@ -19,9 +19,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import images  # noqa: E402
-from script import ROOT, Scene, code_span, fingerprint, load, markdown, sentences  # noqa: E402
-from script import caption, spoken  # noqa: E402
+import images
+from script import ROOT, Scene, caption, code_span, fingerprint, load, markdown, sentences, spoken
 
 DOCS = ROOT / "docs"
 FPS = 5
@@ -46,9 +45,11 @@ class Voice:
             self.name = "Piper (en_US-joe-medium)"
             if self._piper.config.sample_rate != RATE:
                 raise RuntimeError(f"voice sample rate {self._piper.config.sample_rate}")
-        except Exception as exc:  # noqa: BLE001 - any failure to load means: fall back
+        except Exception as exc:
             if not shutil.which("espeak-ng"):
-                raise SystemExit(f"no voice: Piper failed ({exc}) and espeak-ng is missing")
+                raise SystemExit(
+                    f"no voice: Piper failed ({exc}) and espeak-ng is missing"
+                ) from exc
             print(f"video: Piper unavailable ({exc}); using espeak-ng", file=sys.stderr)
             self._piper = None
             self.name = "espeak-ng (fallback)"
@@ -59,16 +60,18 @@ class Voice:
             with wave.open(str(path), "wb") as out:
                 self._piper.synthesize_wav(text, out, syn_config=self._config)
         else:
-            subprocess.run(["espeak-ng", "-v", "en-us", "-s", "155", "-w", str(path), text],
-                           check=True)
+            subprocess.run(
+                ["espeak-ng", "-v", "en-us", "-s", "155", "-w", str(path), text], check=True
+            )
         with wave.open(str(path), "rb") as audio:
             if audio.getnchannels() != 1 or audio.getsampwidth() != 2:
                 raise SystemExit(f"unexpected audio from the voice: {audio.getparams()}")
             samples = array.array("h", audio.readframes(audio.getnframes()))
             if audio.getframerate() != RATE:  # espeak-ng speaks at 22050 Hz too; be sure
                 step = audio.getframerate() / RATE
-                samples = array.array("h", (samples[int(i * step)] for i in
-                                            range(int(len(samples) / step))))
+                samples = array.array(
+                    "h", (samples[int(i * step)] for i in range(int(len(samples) / step)))
+                )
         return samples
 
 
@@ -77,8 +80,9 @@ def silence(seconds: float) -> array.array[int]:
 
 
 # ------------------------------------------------------------------------------ frames
-def frame_for(scene: Scene, part: str, work: Path, shots: dict[str, Path],
-              cards: dict[str, list[str]]) -> Path:
+def frame_for(
+    scene: Scene, part: str, work: Path, shots: dict[str, Path], cards: dict[str, list[str]]
+) -> Path:
     out = work / f"{scene.id}.png"
     if scene.kind == "browser":
         return images.framed_screenshot(shots[scene.data["step"]], part, scene.show, out)
@@ -118,7 +122,8 @@ def main() -> int:
     requires = {s.data["step"]: s.requires for s in live}
     shots, cards, skipped = record([s.data["step"] for s in live], requires, work / "shots")
     scenes = [
-        s for s in script.scenes
+        s
+        for s in script.scenes
         if s.id not in skip and not (s.kind in ("browser", "card") and s.data["step"] in skipped)
     ]
     left_out = [s.id for s in script.scenes if s not in scenes]
@@ -150,12 +155,21 @@ def main() -> int:
         part = f"{list(script.parts).index(scene.part) + 1} · {script.parts[scene.part]}"
         picture = frame_for(scene, part, work, shots, cards)
         concat += [f"file '{picture}'", f"duration {frames * frame:.3f}"]
-        timeline.append({"id": scene.id, "kind": scene.kind, "part": scene.part,
-                         "start": round(start, 3), "end": round(end, 3)})
+        timeline.append(
+            {
+                "id": scene.id,
+                "kind": scene.kind,
+                "part": scene.part,
+                "start": round(start, 3),
+                "end": round(end, 3),
+            }
+        )
     concat.append(f"file '{picture}'")
     duration = len(audio) / RATE
-    print(f"video: narration {duration:.1f} s ({voice.name}, "
-          f"{time.monotonic() - started:.0f} s so far)")
+    print(
+        f"video: narration {duration:.1f} s ({voice.name}, "
+        f"{time.monotonic() - started:.0f} s so far)"
+    )
 
     narration = work / "narration.wav"
     with wave.open(str(narration), "wb") as out:
@@ -166,12 +180,46 @@ def main() -> int:
     (work / "frames.txt").write_text("\n".join(concat) + "\n")
     mp4 = DOCS / "walkthrough.mp4"
     subprocess.run(
-        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y",
-         "-f", "concat", "-safe", "0", "-i", str(work / "frames.txt"), "-i", str(narration),
-         "-vf", f"fps={FPS},format=yuv420p", "-c:v", "libx264", "-preset", "slow",
-         "-tune", "stillimage", "-crf", "26", "-g", str(FPS * 20),
-         "-c:a", "aac", "-b:a", "64k", "-ac", "1", "-ar", "44100",
-         "-t", f"{duration:.3f}", "-movflags", "+faststart", str(mp4)],
+        [
+            "ffmpeg",
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "concat",
+            "-safe",
+            "0",
+            "-i",
+            str(work / "frames.txt"),
+            "-i",
+            str(narration),
+            "-vf",
+            f"fps={FPS},format=yuv420p",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "slow",
+            "-tune",
+            "stillimage",
+            "-crf",
+            "26",
+            "-g",
+            str(FPS * 20),
+            "-c:a",
+            "aac",
+            "-b:a",
+            "64k",
+            "-ac",
+            "1",
+            "-ar",
+            "44100",
+            "-t",
+            f"{duration:.3f}",
+            "-movflags",
+            "+faststart",
+            str(mp4),
+        ],
         check=True,
     )
 
@@ -179,8 +227,9 @@ def main() -> int:
     for cue_id, begin, end, text in cues:
         vtt += [cue_id, f"{stamp(begin)} --> {stamp(end)}", text, ""]
     (DOCS / "walkthrough.vtt").write_text("\n".join(vtt))
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                            capture_output=True, text=True).stdout.strip()
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
     manifest = {
         "duration": round(duration, 3),
         "fps": FPS,
@@ -195,8 +244,10 @@ def main() -> int:
     shutil.copyfile(poster if poster.exists() else picture, DOCS / "walkthrough.png")
     (DOCS / "walkthrough.md").write_text(markdown(script, manifest))
     size = mp4.stat().st_size / 1e6
-    print(f"video: wrote docs/walkthrough.mp4 ({duration:.0f} s, {size:.1f} MB) in "
-          f"{time.monotonic() - started:.0f} s")
+    print(
+        f"video: wrote docs/walkthrough.mp4 ({duration:.0f} s, {size:.1f} MB) in "
+        f"{time.monotonic() - started:.0f} s"
+    )
     if os.environ.get("VIDEO_KEEP_WORK") != "1":
         shutil.rmtree(work, ignore_errors=True)
     return 0

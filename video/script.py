@@ -211,9 +211,11 @@ def _where(scene: Scene, root: Path) -> str:
     if kind == "slide":
         return "slide: " + scene.data["heading"]
     if kind == "card":
-        return "the live service (shown only where " + ", ".join(
-            f"`{r}`" for r in scene.requires
-        ) + " exists)"
+        return (
+            "the live service (shown only where "
+            + ", ".join(f"`{r}`" for r in scene.requires)
+            + " exists)"
+        )
     return "the live service in Swagger UI"
 
 
@@ -237,7 +239,7 @@ def markdown(script: Script, manifest: dict[str, Any] | None, root: Path = ROOT)
         mine = [s for s in script.scenes if s.part == part and s.id in times] or [
             s for s in script.scenes if s.part == part
         ]
-        start = _clock(times[mine[0].id]["start"]) if mine[0].id in times else "–"
+        start = _clock(times[mine[0].id]["start"]) if mine[0].id in times else "-"
         out.append(f"| {number}. {title} | {start} | {len(mine)} |")
     for number, (part, title) in enumerate(script.parts.items(), 1):
         out += ["", f"## Part {number}: {title}", ""]
@@ -246,7 +248,7 @@ def markdown(script: Script, manifest: dict[str, Any] | None, root: Path = ROOT)
                 continue
             stamp = times.get(scene.id)
             when = (
-                f"{_clock(stamp['start'])}–{_clock(stamp['end'])}"
+                f"{_clock(stamp['start'])} to {_clock(stamp['end'])}"
                 if stamp
                 else "not in the last render"
             )
