@@ -179,9 +179,11 @@ class Demo:
         block = self.page.locator(self.operation(method, path))
         if not block.locator(".opblock-body").count():
             block.locator(".opblock-summary").first.click()
+        block.locator("button.try-out__btn").first.wait_for()  # the body has rendered
         try_out = block.locator("button.try-out__btn", has_text="Try it out")
         if try_out.count():
             try_out.first.click()
+        block.locator("button.execute").wait_for()
         return block
 
     def execute(

@@ -148,9 +148,10 @@ def main() -> int:
             audio.extend(silence(GAP))
         audio.extend(silence(TAIL - GAP))
         # Whole frames: pad the scene's sound to the next frame boundary.
-        length = len(audio) / RATE - start
-        frames = -(-round(length * 1000) // round(frame * 1000))
-        audio.extend(silence(start + frames * frame - len(audio) / RATE))
+        per_frame = RATE // FPS  # samples; RATE is a multiple of FPS
+        length = len(audio) - round(start * RATE)
+        frames = -(-length // per_frame)
+        audio.extend(array.array("h", bytes(2 * (frames * per_frame - length))))
         end = start + frames * frame
         part = f"{list(script.parts).index(scene.part) + 1} · {script.parts[scene.part]}"
         picture = frame_for(scene, part, work, shots, cards)
