@@ -378,7 +378,12 @@ def step_events(demo: Demo) -> None:
     token = demo.login(ANA)
     note = demo.api("POST", "/notes", token, json=NOTE | {"title": "Events demo"})
     lines: list[str] = []
-    headers = {"Authorization": f"Bearer {token}", "Accept": "text/event-stream"}
+    # Last-Event-ID 0: the stream starts with every event the note has had, then goes live.
+    headers = {
+        "Authorization": f"Bearer {token}",
+        "Accept": "text/event-stream",
+        "Last-Event-ID": "0",
+    }
     url = f"{demo.base}/notes/{note['id']}/events"
     deadline = time.monotonic() + 20
     with httpx.stream("GET", url, headers=headers, timeout=30) as response:
@@ -387,11 +392,13 @@ def step_events(demo: Demo) -> None:
         for line in response.iter_lines():
             if line.startswith(("id:", "event:", "data:")) or (line == "" and lines):
                 lines.append(line)
-            if '"done"' in line or "summarized" in line or time.monotonic() > deadline:
+            finished = re.search(r'"type":\s*"note\.(done|failed)"', line)
+            if finished or time.monotonic() > deadline:
                 break
     if not any(line.startswith("event:") for line in lines):
         raise RuntimeError("the event stream sent no event")
-    demo.cards["events"] = [f"$ curl -N {url.replace(demo.base, '')}", "", *lines]
+    command = f"$ curl -N -H 'Last-Event-ID: 0' {url.replace(demo.base, '')}"
+    demo.cards["events"] = [command, "", *lines]
 
 
 def step_webhook(demo: Demo) -> None:
@@ -415,6 +422,7 @@ def step_webhook(demo: Demo) -> None:
     )
     if not types:
         raise RuntimeError("the webhook event types are not listed in /openapi.json")
+    types = ["note.done"] if "note.done" in types else types
     url = f"http://127.0.0.1:{receiver.server_address[1]}/hooks/notes"
     demo.api("POST", "/webhooks", demo.state["admin_token"], json={"url": url, "events": types})
     token = demo.login(ANA)

@@ -235,7 +235,7 @@ def main() -> int:
         "duration": round(duration, 3),
         "fps": FPS,
         "voice": voice.name,
-        "script": fingerprint(script),
+        "script": fingerprint(script, [s["id"] for s in timeline]),
         "commit": commit,
         "left_out": left_out,
         "scenes": timeline,

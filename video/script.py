@@ -64,9 +64,10 @@ def load(path: Path = SCRIPT) -> Script:
     return Script(raw["title"], raw["intro"].strip(), parts, scenes)
 
 
-def fingerprint(script: Script) -> str:
-    """What the video's sound and captions depend on: the scenes' ids and narration."""
-    said = [[s.id, s.say] for s in script.scenes]
+def fingerprint(script: Script, rendered: list[str]) -> str:
+    """What the video's sound and captions depend on: the rendered scenes and their narration
+    (a scene left out for a route the service lacks is not in the video)."""
+    said = [[s.id, s.say] for s in script.scenes if s.id in rendered]
     return hashlib.sha256(json.dumps(said).encode()).hexdigest()[:16]
 
 
