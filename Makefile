@@ -9,7 +9,7 @@ RUN_STAMP := $(VENV)/.synced-runtime
 BIN := $(VENV)/bin
 export TEST_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/notes_test
 
-.PHONY: run worker test lint format migrate demo demo-record fuzz soak bench bench-jobs clean
+.PHONY: run worker test lint format migrate demo demo-record fuzz soak bench bench-jobs clean video
 
 $(CURDIR)/.tools/bin/uv:
 	$(PYTHON) -m venv .tools
@@ -65,6 +65,10 @@ bench: $(STAMP) ## wrk load against a bare FastAPI baseline (SQLite, Postgres) +
 
 bench-jobs: $(STAMP) ## summaries/s with 1 and 2 workers, POST->done latency (Postgres, SQLite)
 	$(BIN)/python bench/jobs.py
+
+video: $(STAMP) ## render docs/walkthrough.{mp4,vtt,png,md} from video/script.toml (tools in .tools/video)
+	video/setup.sh
+	.tools/video/bin/python video/render.py
 
 clean:
 	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov
