@@ -115,6 +115,9 @@ async def test_a_double_clicked_retry_queues_once_and_the_second_click_gets_409(
         path = f"/notes/{note['id']}/retry"
         answers = await together(*(http.post(path, headers=who.headers) for _ in range(2)))
         assert sorted(a.status_code for a in answers) == [202, 409], [a.text for a in answers]
+        second = next(a for a in answers if a.status_code == 409)
+        # Refused because it came second (the note is queued by now), not by a constraint.
+        assert second.json()["detail"].startswith("Only a failed note can be retried")
         assert await active_jobs(db, note["id"]) == 1
 
 
