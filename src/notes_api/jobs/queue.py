@@ -19,6 +19,7 @@ from sqlalchemy import (
     literal,
     select,
     text,
+    union_all,
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -41,15 +42,18 @@ def new_job(
     *,
     max_attempts: int,
     dedupe_key: str | None = None,
+    fairness_key: str | None = None,
     now: datetime | None = None,
 ) -> dict[str, Any]:
-    """The row of a job queued to run at once."""
+    """The row of a job queued to run at once. Jobs of different `fairness_key`s share the
+    workers (see `share_out`); jobs without one share the key ""."""
     now = now or utcnow()
     return {
         "id": uuid.uuid4(),
         "kind": kind,
         "payload": payload,
         "dedupe_key": dedupe_key,
+        "fairness_key": fairness_key or "",
         "status": JobStatus.QUEUED,
         "attempts": 0,
         "max_attempts": max_attempts,
@@ -93,9 +97,16 @@ async def enqueue(
     *,
     max_attempts: int,
     dedupe_key: str | None = None,
+    fairness_key: str | None = None,
 ) -> uuid.UUID:
     """Add a job in the caller's transaction: it exists exactly when the caller's data does."""
-    job = new_job(kind, payload, max_attempts=max_attempts, dedupe_key=dedupe_key)
+    job = new_job(
+        kind,
+        payload,
+        max_attempts=max_attempts,
+        dedupe_key=dedupe_key,
+        fairness_key=fairness_key,
+    )
     await enqueue_job(session, job)
     return cast(uuid.UUID, job["id"])
 
@@ -137,21 +148,87 @@ async def cancel_active(session: AsyncSession, kind: str, dedupe_key: str) -> in
     return int(getattr(result, "rowcount", 0))
 
 
-def claim_statement(
-    kinds: list[str], *, worker_id: str, lease_seconds: float, limit: int, now: datetime
-) -> Any:
-    """Due jobs, oldest first, locked and leased in one statement (the partial index
-    `ix_jobs_queued_run_after` holds exactly the queued jobs, in `run_after` order)."""
-    due = (
-        select(Job.id)
-        .where(Job.status == JobStatus.QUEUED, Job.run_after <= now, Job.kind.in_(kinds))
-        .order_by(Job.run_after)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
+def shares_statement(kinds: list[str], *, now: datetime) -> Select[Any]:
+    """Each fairness key with queued jobs: its oldest due job of `kinds` (None when it has
+    none due yet) and how many of its jobs are running. The keys are read from
+    `ix_jobs_queued_key_run_after` one probe per key (a loose index scan), never by reading
+    every queued job, so a backlog of thousands costs what one job does."""
+    queued = jobs.c.status == JobStatus.QUEUED
+    first = select(func.min(jobs.c.fairness_key).label("key")).where(queued)
+    keys = first.cte("fair_keys", recursive=True)
+    previous = keys.alias("previous")
+    following = (
+        select(func.min(jobs.c.fairness_key))
+        .where(queued, jobs.c.fairness_key > previous.c.key)
+        .scalar_subquery()
     )
+    keys = keys.union_all(select(following).where(previous.c.key.is_not(None)))
+    oldest = (
+        select(func.min(jobs.c.run_after))
+        .where(
+            queued,
+            jobs.c.fairness_key == keys.c.key,
+            jobs.c.run_after <= now,
+            jobs.c.kind.in_(kinds),
+        )
+        .scalar_subquery()
+    )
+    running = (
+        select(func.count())
+        .select_from(jobs)
+        .where(jobs.c.status == JobStatus.PROCESSING, jobs.c.fairness_key == keys.c.key)
+        .scalar_subquery()
+    )
+    return select(keys.c.key, oldest.label("oldest"), running.label("running")).where(
+        keys.c.key.is_not(None)
+    )
+
+
+def share_out(keys: list[tuple[str, datetime | None, int]], room: int) -> dict[str, int]:
+    """Round-robin: each of `room` slots goes to the key with the fewest jobs running or
+    already given a slot, the one waiting longest first on a tie. A key with a backlog
+    thus takes the slots that no other key wants, and a key with one new job gets the
+    next free slot, whatever the age of the backlog."""
+    load = {key: running for key, oldest, running in keys if oldest is not None}
+    since = {key: oldest for key, oldest, _ in keys if oldest is not None}
+    shares: dict[str, int] = {}
+    for _ in range(room if load else 0):
+        key = min(load, key=lambda k: (load[k], since[k]))
+        load[key] += 1
+        shares[key] = shares.get(key, 0) + 1
+    return shares
+
+
+def claim_statement(
+    kinds: list[str],
+    shares: dict[str, int],
+    *,
+    worker_id: str,
+    lease_seconds: float,
+    now: datetime,
+) -> Any:
+    """Each key's share of due jobs, oldest first, locked and leased in one statement (the
+    partial index `ix_jobs_queued_key_run_after` holds the queued jobs by key and age).
+    A job another worker holds is skipped, and the next one of that key taken instead."""
+    picks = [
+        select(Job.id)
+        .where(
+            Job.status == JobStatus.QUEUED,
+            Job.fairness_key == key,
+            Job.run_after <= now,
+            Job.kind.in_(kinds),
+        )
+        .order_by(Job.run_after)
+        .limit(count)
+        .with_for_update(skip_locked=True)
+        .subquery()
+        for key, count in shares.items()
+    ]
+    # Each key's pick locks in a subquery of its own (a UNION cannot lock as a whole).
+    chosen = union_all(*(select(pick.c.id) for pick in picks))
     return (
         update(Job)
-        .where(Job.id.in_(due.scalar_subquery()))
+        .where(Job.id.in_(chosen.scalar_subquery()))
         .values(
             status=JobStatus.PROCESSING,
             attempts=Job.attempts + 1,
@@ -168,11 +245,15 @@ def claim_statement(
 async def claim(
     session: AsyncSession, kinds: list[str], *, worker_id: str, lease_seconds: float, limit: int
 ) -> list[Job]:
-    """Take up to `limit` due jobs. SKIP LOCKED lets any number of workers share the queue on
-    Postgres; on SQLite the caller's BEGIN IMMEDIATE makes this the only writer."""
-    stmt = claim_statement(
-        kinds, worker_id=worker_id, lease_seconds=lease_seconds, limit=limit, now=utcnow()
-    )
+    """Take up to `limit` due jobs, shared between fairness keys. SKIP LOCKED lets any number
+    of workers share the queue on Postgres; on SQLite the caller's BEGIN IMMEDIATE makes
+    this the only writer."""
+    now = utcnow()
+    rows = (await session.execute(shares_statement(kinds, now=now))).all()
+    shares = share_out([(key, oldest, running) for key, oldest, running in rows], limit)
+    if not shares:
+        return []
+    stmt = claim_statement(kinds, shares, worker_id=worker_id, lease_seconds=lease_seconds, now=now)
     return list((await session.scalars(stmt)).all())
 
 
@@ -209,14 +290,23 @@ def backoff_delay(attempts: int, base: float, cap: float) -> float:
 
 
 async def fail(
-    session: AsyncSession, job: Job, error: str, *, transient: bool, base: float, cap: float
+    session: AsyncSession,
+    job: Job,
+    error: str,
+    *,
+    transient: bool,
+    base: float,
+    cap: float,
+    retry_after: float | None = None,
 ) -> JobStatus | None:
-    """Record a failed attempt: back to the queue with a delay, or failed for good.
+    """Record a failed attempt: back to the queue with a delay (never sooner than
+    `retry_after` seconds, when the failure said when to come back), or failed for good.
     Returns the new status, or None when the attempt no longer held the lease."""
     error = error[:MAX_ERROR_LENGTH]
     now = utcnow()
     if transient and job.attempts < job.max_attempts:
-        run_after = now + timedelta(seconds=backoff_delay(job.attempts, base, cap))
+        delay = max(backoff_delay(job.attempts, base, cap), retry_after or 0.0)
+        run_after = now + timedelta(seconds=delay)
         ok = await _transition(
             session, job, status=JobStatus.QUEUED, run_after=run_after, last_error=error
         )

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from notes_api.core.db import Database
 from notes_api.core.models import utcnow
 from notes_api.jobs import queue, signals
-from notes_api.jobs.handler import JobHandler, is_transient
+from notes_api.jobs.handler import JobHandler, is_transient, retry_after
 from notes_api.jobs.metrics import JOB_ATTEMPTS, JOB_DURATION, JOB_OUTCOMES
 from notes_api.jobs.models import Job, JobStatus
 
@@ -196,6 +196,7 @@ class Worker:
             transient=transient,
             base=self.config.backoff_base,
             cap=self.config.backoff_max,
+            retry_after=retry_after(exc),
         )
         if status is None:
             return

@@ -64,6 +64,7 @@ async def _queue_summary(session: AsyncSession, note: Note, max_attempts: int) -
         SUMMARIZE,
         {"note_id": str(note.id)},
         dedupe_key=str(note.id),
+        fairness_key=str(note.organization_id),
         max_attempts=max_attempts,
     )
     note.status, note.summary, note.summarized_at, note.attempts = NoteStatus.QUEUED, None, None, 0
@@ -96,6 +97,7 @@ async def create_note(
         {"note_id": str(note.id)},
         max_attempts=max_attempts,
         dedupe_key=str(note.id),
+        fairness_key=str(claims.organization_id),  # organizations share the workers
         now=now,
     )
     if idempotency_key is None and not db.is_sqlite:
