@@ -109,6 +109,9 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
         "job_backoff_max": 0.2,
         "job_shutdown_grace": 2.0,
         "db_pool_size": 10,
+        # Tests write far faster than a person; tests/limits turns the limits on.
+        "rate_limit_user_writes_per_minute": 0,
+        "rate_limit_org_writes_per_minute": 0,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

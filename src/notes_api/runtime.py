@@ -8,6 +8,7 @@ from datetime import timedelta
 from notes_api.core.config import Settings
 from notes_api.core.db import Database
 from notes_api.jobs.worker import Worker, WorkerConfig
+from notes_api.limits.counter import purge_old_windows
 from notes_api.notes.service import purge_expired_keys
 from notes_api.summarize.base import Summarizer
 from notes_api.summarize.factory import build_summarizer
@@ -37,4 +38,5 @@ def make_worker(db: Database, settings: Settings, summarizer: Summarizer) -> Wor
     )
     worker = Worker(db, [SummarizeHandler(summarizer)], config)
     worker.add_periodic(300.0, purge_expired_keys)
+    worker.add_periodic(3600.0, purge_old_windows)
     return worker
