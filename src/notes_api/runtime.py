@@ -23,6 +23,7 @@ def make_summarizer(settings: Settings) -> Summarizer:
         openai_api_key=key,
         openai_model=settings.openai_model,
         openai_timeout=settings.openai_timeout,
+        openai_max_input_tokens=settings.openai_max_input_tokens,
     )
 
 

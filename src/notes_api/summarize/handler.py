@@ -13,7 +13,8 @@ from notes_api.jobs.handler import PermanentJobError
 from notes_api.jobs.models import Job, JobStatus
 from notes_api.notes import repository
 from notes_api.notes.models import NoteStatus
-from notes_api.summarize.base import Summarizer
+from notes_api.summarize import usage
+from notes_api.summarize.base import MeteredSummarizer, Summarizer, Usage
 
 _NOTE_STATUS = {
     JobStatus.DONE: NoteStatus.DONE,
@@ -34,23 +35,28 @@ class SummarizeHandler:
             raise PermanentJobError("the note no longer exists")
         return found
 
-    async def run(self, job: Job, prepared: Any) -> Any:
+    async def run(self, job: Job, prepared: Any) -> tuple[str, Usage | None]:
         text, title = prepared
-        return await self.summarizer.summarize(text, title=title)
+        if isinstance(self.summarizer, MeteredSummarizer):
+            return await self.summarizer.summarize_metered(text, title=title)
+        return await self.summarizer.summarize(text, title=title), None
 
     async def finished(
         self, session: AsyncSession, job: Job, status: JobStatus, result: Any, error: str | None
     ) -> None:
         note_status = _NOTE_STATUS.get(status)
+        summary, used = result if result is not None else (None, None)
         if note_status is not None:
             await repository.record_job_state(
                 session,
                 _note_id(job),
                 note_status,
                 attempts=job.attempts,
-                summary=result,
+                summary=summary,
                 error=error,
             )
+        if used is not None:
+            await usage.record(session, _note_id(job), used)
 
 
 def _note_id(job: Job) -> uuid.UUID:
