@@ -17,7 +17,6 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 QUEUED = sa.text("status = 'queued'")
-PROCESSING = sa.text("status = 'processing'")
 
 
 def upgrade() -> None:
@@ -35,13 +34,6 @@ def upgrade() -> None:
             postgresql_where=QUEUED,
             sqlite_where=QUEUED,
         )
-        batch_op.create_index(
-            "ix_jobs_processing_key",
-            ["fairness_key"],
-            unique=False,
-            postgresql_where=PROCESSING,
-            sqlite_where=PROCESSING,
-        )
     op.create_table(
         "rate_limit_counters",
         sa.Column("key", sa.String(length=200), nullable=False),
@@ -49,9 +41,7 @@ def upgrade() -> None:
         sa.Column("count", sa.Integer(), nullable=False),
         sa.PrimaryKeyConstraint("key", "window_start", name=op.f("pk_rate_limit_counters")),
     )
-    op.create_index(
-        "ix_rate_limit_counters_window_start", "rate_limit_counters", ["window_start"]
-    )
+    op.create_index("ix_rate_limit_counters_window_start", "rate_limit_counters", ["window_start"])
     op.create_table(
         "organization_usage",
         sa.Column("organization_id", sa.Uuid(), nullable=False),
@@ -89,9 +79,6 @@ def downgrade() -> None:
     op.drop_index("ix_rate_limit_counters_window_start", table_name="rate_limit_counters")
     op.drop_table("rate_limit_counters")
     with op.batch_alter_table("jobs", schema=None) as batch_op:
-        batch_op.drop_index(
-            "ix_jobs_processing_key", postgresql_where=PROCESSING, sqlite_where=PROCESSING
-        )
         batch_op.drop_index(
             "ix_jobs_queued_key_run_after", postgresql_where=QUEUED, sqlite_where=QUEUED
         )

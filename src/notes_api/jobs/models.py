@@ -34,13 +34,6 @@ class Job(TimestampMixin, Base):
             postgresql_where=text("status = 'queued'"),
             sqlite_where=text("status = 'queued'"),
         ),
-        # How many jobs each key has running: a claim serves the keys with the fewest first.
-        Index(
-            "ix_jobs_processing_key",
-            "fairness_key",
-            postgresql_where=text("status = 'processing'"),
-            sqlite_where=text("status = 'processing'"),
-        ),
         # What the reaper scans: leases that may have run out.
         Index(
             "ix_jobs_processing_lease",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 import uuid
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any, cast
 
@@ -148,11 +149,11 @@ async def cancel_active(session: AsyncSession, kind: str, dedupe_key: str) -> in
     return int(getattr(result, "rowcount", 0))
 
 
-def shares_statement(kinds: list[str], *, now: datetime) -> Select[Any]:
-    """Each fairness key with queued jobs: its oldest due job of `kinds` (None when it has
-    none due yet) and how many of its jobs are running. The keys are read from
-    `ix_jobs_queued_key_run_after` one probe per key (a loose index scan), never by reading
-    every queued job, so a backlog of thousands costs what one job does."""
+def shares_statement(kinds: list[str], *, now: datetime, room: int) -> Select[Any]:
+    """Each fairness key with queued jobs: when its oldest due job of `kinds` was due (None
+    when it has none due yet), and how many due jobs it has, counted up to `room`. The keys
+    are read from `ix_jobs_queued_key_run_after` one probe per key (a loose index scan),
+    never by reading every queued job, so a backlog of thousands costs what one job does."""
     queued = jobs.c.status == JobStatus.QUEUED
     first = select(func.min(jobs.c.fairness_key).label("key")).where(queued)
     keys = first.cte("fair_keys", recursive=True)
@@ -163,39 +164,46 @@ def shares_statement(kinds: list[str], *, now: datetime) -> Select[Any]:
         .scalar_subquery()
     )
     keys = keys.union_all(select(following).where(previous.c.key.is_not(None)))
-    oldest = (
-        select(func.min(jobs.c.run_after))
+    due = (
+        select(jobs.c.run_after)
         .where(
             queued,
             jobs.c.fairness_key == keys.c.key,
             jobs.c.run_after <= now,
             jobs.c.kind.in_(kinds),
         )
-        .scalar_subquery()
+        .order_by(jobs.c.run_after)
+        .limit(room)
+        .correlate(keys)
+        .subquery()
     )
-    running = (
-        select(func.count())
-        .select_from(jobs)
-        .where(jobs.c.status == JobStatus.PROCESSING, jobs.c.fairness_key == keys.c.key)
-        .scalar_subquery()
-    )
-    return select(keys.c.key, oldest.label("oldest"), running.label("running")).where(
+    oldest = select(func.min(due.c.run_after)).scalar_subquery()
+    available = select(func.count()).select_from(due).scalar_subquery()
+    return select(keys.c.key, oldest.label("oldest"), available.label("due")).where(
         keys.c.key.is_not(None)
     )
 
 
-def share_out(keys: list[tuple[str, datetime | None, int]], room: int) -> dict[str, int]:
-    """Round-robin: each of `room` slots goes to the key with the fewest jobs running or
-    already given a slot, the one waiting longest first on a tie. A key with a backlog
-    thus takes the slots that no other key wants, and a key with one new job gets the
-    next free slot, whatever the age of the backlog."""
-    load = {key: running for key, oldest, running in keys if oldest is not None}
-    since = {key: oldest for key, oldest, _ in keys if oldest is not None}
+def share_out(
+    keys: list[tuple[str, datetime | None, int]], running: Mapping[str, int], room: int
+) -> dict[str, int]:
+    """Round-robin: each of `room` slots goes to the key with the fewest jobs `running` (in
+    the claiming worker) or already given a slot, the one waiting longest first on a tie,
+    among the keys with due jobs left. A key with a backlog thus takes the slots no other
+    key wants, and a key with one new job gets the next free slot, whatever the size and
+    age of the backlog."""
+    since = {key: oldest for key, oldest, due in keys if oldest is not None and due > 0}
+    left = {key: due for key, _, due in keys if key in since}
+    load = {key: running.get(key, 0) for key in since}
     shares: dict[str, int] = {}
-    for _ in range(room if load else 0):
+    for _ in range(room):
+        if not load:
+            break
         key = min(load, key=lambda k: (load[k], since[k]))
         load[key] += 1
         shares[key] = shares.get(key, 0) + 1
+        if shares[key] == left[key]:
+            del load[key]
     return shares
 
 
@@ -243,14 +251,22 @@ def claim_statement(
 
 
 async def claim(
-    session: AsyncSession, kinds: list[str], *, worker_id: str, lease_seconds: float, limit: int
+    session: AsyncSession,
+    kinds: list[str],
+    *,
+    worker_id: str,
+    lease_seconds: float,
+    limit: int,
+    running: Mapping[str, int] | None = None,
 ) -> list[Job]:
-    """Take up to `limit` due jobs, shared between fairness keys. SKIP LOCKED lets any number
-    of workers share the queue on Postgres; on SQLite the caller's BEGIN IMMEDIATE makes
-    this the only writer."""
+    """Take up to `limit` due jobs, shared between fairness keys given how many jobs of each
+    key the worker is `running` (each worker shares its own slots: no count of every
+    running job is read). SKIP LOCKED lets any number of workers share the queue on
+    Postgres; on SQLite the caller's BEGIN IMMEDIATE makes this the only writer."""
     now = utcnow()
-    rows = (await session.execute(shares_statement(kinds, now=now))).all()
-    shares = share_out([(key, oldest, running) for key, oldest, running in rows], limit)
+    rows = (await session.execute(shares_statement(kinds, now=now, room=limit))).all()
+    keys = [(key, oldest, due) for key, oldest, due in rows]
+    shares = share_out(keys, running or {}, limit)
     if not shares:
         return []
     stmt = claim_statement(kinds, shares, worker_id=worker_id, lease_seconds=lease_seconds, now=now)

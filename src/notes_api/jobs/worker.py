@@ -9,6 +9,7 @@ import os
 import secrets
 import socket
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -105,6 +106,7 @@ class Worker:
                 worker_id=self.worker_id,
                 lease_seconds=self.config.lease_seconds,
                 limit=room,
+                running=Counter(job.fairness_key for job in self._running.values()),
             )
             prepared: list[tuple[Job, Any]] = []
             for job in jobs:
