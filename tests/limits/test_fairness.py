@@ -87,3 +87,33 @@ async def test_concurrent_claims_never_take_one_job_twice(db: Database) -> None:
     while batch := await _claim(db, 8):
         ids += [job.id for job in batch]
     assert len(ids) == len(set(ids)) == 80
+
+
+async def test_a_workers_reading_of_the_keys_serves_a_new_key_within_its_ttl(
+    db: Database,
+) -> None:
+    await _backlog(db, "org-a", BACKLOG)
+    due_keys = queue.DueKeys(ttl=0.5)
+
+    async def claim(limit: int, running: Counter[str]) -> list[Job]:
+        async with db.session(write=True) as s:
+            return await queue.claim(
+                s,
+                [KIND],
+                worker_id="w",
+                lease_seconds=30,
+                limit=limit,
+                running=running,
+                due_keys=due_keys,
+            )
+
+    running = Counter(job.fairness_key for job in await claim(16, Counter()))
+    await _enqueue(db, "org-b")
+    started = asyncio.get_running_loop().time()
+    while True:
+        [job] = await claim(1, running)
+        running[job.fairness_key] += 1
+        if job.fairness_key == "org-b":
+            break
+        await asyncio.sleep(0.05)
+    assert asyncio.get_running_loop().time() - started < 1.0

@@ -4,8 +4,11 @@ attempt that lost its lease (expired, cancelled, taken over) cannot change anyth
 from __future__ import annotations
 
 import random
+import time
 import uuid
+from collections import Counter
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
 
@@ -250,6 +253,33 @@ def claim_statement(
     )
 
 
+@dataclass
+class DueKeys:
+    """A worker's last reading of `shares_statement`, reused for `ttl` seconds so that most
+    claims are one statement; a key that appears meanwhile waits at most `ttl` for its
+    first slot. Read again at once when it is empty or a claim found it out of date."""
+
+    ttl: float = 0.25
+    rows: list[tuple[str, datetime | None, int]] = field(default_factory=list)
+    read_at: float = float("-inf")
+
+    def fresh(self) -> bool:
+        return bool(self.rows) and time.monotonic() - self.read_at < self.ttl
+
+    def read(self, rows: list[tuple[str, datetime | None, int]]) -> None:
+        self.rows, self.read_at = rows, time.monotonic()
+
+    def took(self, shares: dict[str, int], claimed: Counter[str]) -> None:
+        if any(claimed[key] < count for key, count in shares.items()):
+            self.read_at = float("-inf")  # a key ran out, or others hold its jobs
+            return
+        left = [(key, oldest, due - claimed[key]) for key, oldest, due in self.rows]
+        self.rows = [row for row in left if row[2] > 0]
+
+
+_READ_AHEAD = 16  # due jobs counted per key at a reading, at least
+
+
 async def claim(
     session: AsyncSession,
     kinds: list[str],
@@ -258,19 +288,25 @@ async def claim(
     lease_seconds: float,
     limit: int,
     running: Mapping[str, int] | None = None,
+    due_keys: DueKeys | None = None,
 ) -> list[Job]:
     """Take up to `limit` due jobs, shared between fairness keys given how many jobs of each
     key the worker is `running` (each worker shares its own slots: no count of every
-    running job is read). SKIP LOCKED lets any number of workers share the queue on
-    Postgres; on SQLite the caller's BEGIN IMMEDIATE makes this the only writer."""
+    running job is read), from its `due_keys` while they are fresh. SKIP LOCKED lets any
+    number of workers share the queue on Postgres; on SQLite the caller's BEGIN IMMEDIATE
+    makes this the only writer."""
     now = utcnow()
-    rows = (await session.execute(shares_statement(kinds, now=now, room=limit))).all()
-    keys = [(key, oldest, due) for key, oldest, due in rows]
-    shares = share_out(keys, running or {}, limit)
+    due_keys = due_keys or DueKeys()
+    if not due_keys.fresh():
+        stmt = shares_statement(kinds, now=now, room=max(limit, _READ_AHEAD))
+        due_keys.read([(key, oldest, due) for key, oldest, due in await session.execute(stmt)])
+    shares = share_out(due_keys.rows, running or {}, limit)
     if not shares:
         return []
     stmt = claim_statement(kinds, shares, worker_id=worker_id, lease_seconds=lease_seconds, now=now)
-    return list((await session.scalars(stmt)).all())
+    jobs = list((await session.scalars(stmt)).all())
+    due_keys.took(shares, Counter(job.fairness_key for job in jobs))
+    return jobs
 
 
 # A write to a claimed job, fenced by its lease: it changes nothing once the lease is lost.

@@ -52,6 +52,7 @@ class Worker:
         self.wake = asyncio.Event()
         self._running: dict[asyncio.Task[None], Job] = {}
         self._stopping = asyncio.Event()
+        self._due_keys = queue.DueKeys()
         self._periodic: list[tuple[float, Periodic]] = [
             (config.maintenance_interval, self._purge_finished)
         ]
@@ -107,6 +108,7 @@ class Worker:
                 lease_seconds=self.config.lease_seconds,
                 limit=room,
                 running=Counter(job.fairness_key for job in self._running.values()),
+                due_keys=self._due_keys,
             )
             prepared: list[tuple[Job, Any]] = []
             for job in jobs:
