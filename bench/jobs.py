@@ -330,6 +330,7 @@ class JobFigures:
     two_workers: float | None = None
     pg_latency_ms: list[float] | None = None  # standalone idle worker
     sqlite_latency_ms: list[float] | None = None  # embedded idle worker
+    fairness: Fairness | None = None  # one organization's backlog, another's new notes
 
 
 async def measure(
@@ -340,11 +341,14 @@ async def measure(
     sqlite: bool = True,
     url: str = PG,
     log_dir: Path | None = None,
+    backlog: int = 5000,
+    probes: int = 20,
 ) -> JobFigures:
     figures = JobFigures(notes=notes, samples=samples)
     if postgres:
         figures.one_worker = await throughput(1, notes, url, log_dir)
         figures.two_workers = await throughput(2, notes, url, log_dir)
+        figures.fairness = await fairness(backlog, probes, url, log_dir)
         reset_pg(url)
         env = base_env(url, WORKER_EMBEDDED="false")
         figures.pg_latency_ms = await latency(env, samples, log_dir)
@@ -372,6 +376,8 @@ def describe(figures: JobFigures) -> list[str]:
                 f"POST -> done, {name}: p50 {pct(values, 50):.1f} ms, "
                 f"p99 {pct(values, 99):.1f} ms (n={len(values)})"
             )
+    if figures.fairness is not None:
+        lines += describe_fairness(figures.fairness)
     return lines
 
 
