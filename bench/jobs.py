@@ -392,7 +392,9 @@ async def main() -> None:
     if args.fairness:
         print("\n".join(describe_fairness(await fairness(args.backlog, args.probes))))
         return
-    figures = await measure(notes=args.notes, samples=args.latency_samples)
+    figures = await measure(
+        notes=args.notes, samples=args.latency_samples, backlog=args.backlog, probes=args.probes
+    )
     print("\n".join(describe(figures)))
 
 
