@@ -2,11 +2,15 @@
 the time from `POST /notes` to `done` with an idle worker on Postgres and SQLite.
 
     python bench/jobs.py [--notes 2000] [--latency-samples 200]
+    python bench/jobs.py --fairness [--backlog 5000] [--probes 20]
 
 Throughput: notes are queued with no worker running, then K `notes-api worker` processes
 start; the rate is measured between the first and the last `summarized_at`, so process
 start-up is left out. Latency: a real server (`notes-api serve`) with an idle worker takes
 one note at a time; each note's `summarized_at - created_at` is the time to done.
+Fairness: organization A queues a backlog with no worker running, one worker starts, then
+organization B creates notes one at a time; each of B's notes is timed from `POST` to `done`
+while A's backlog drains, and the drain rate of the whole queue is measured as above.
 
 `bench/run.py` imports this module: the process helpers below are shared with it."""
 
@@ -111,6 +115,9 @@ def base_env(url: str, **extra: str) -> dict[str, str]:
         "LOG_LEVEL": "WARNING",
         "LOG_FORMAT": "json",
         "SUMMARIZER": "extractive",
+        # Benchmarks measure the service at full load from one account: no write limits.
+        "RATE_LIMIT_USER_WRITES_PER_MINUTE": "0",
+        "RATE_LIMIT_ORG_WRITES_PER_MINUTE": "0",
         **extra,
     }
 
@@ -135,9 +142,14 @@ async def start_server(
     raise failure(proc, "the server did not answer /healthz within 60 s")
 
 
-async def signup(client: httpx.AsyncClient, base: str) -> dict[str, str]:
+async def signup(
+    client: httpx.AsyncClient, base: str, organization: str | None = None
+) -> dict[str, str]:
     email = f"bench-{random.getrandbits(40):x}@example.com"
-    r = await client.post(base + "/auth/signup", json={"email": email, "password": PASSWORD})
+    body = {"email": email, "password": PASSWORD}
+    if organization is not None:
+        body["organization_name"] = organization
+    r = await client.post(base + "/auth/signup", json=body)
     r.raise_for_status()
     return {"Authorization": "Bearer " + r.json()["access_token"]}
 
@@ -219,6 +231,93 @@ async def latency(env: dict[str, str], samples: int, log_dir: Path | None = None
         stop(server)
 
 
+@dataclass
+class Fairness:
+    backlog: int
+    probe_seconds: list[float]  # each of B's notes, POST -> done, wall clock
+    summaries_per_second: float  # the whole queue, first to last `summarized_at`
+
+
+async def fairness(
+    backlog: int, probes: int, url: str = PG, log_dir: Path | None = None
+) -> Fairness:
+    """Organization A's backlog is queued, one worker starts on it, then organization B
+    creates `probes` notes one at a time, each waited for before the next."""
+    reset_pg(url)
+    env = base_env(url, WORKER_EMBEDDED="false")
+    server, base = await start_server(env, log_dir)
+    worker = None
+    try:
+        async with httpx.AsyncClient(timeout=30) as client:
+            org_a = await signup(client, base, "Org A")
+            org_b = await signup(client, base, "Org B")
+            sem = asyncio.Semaphore(32)
+
+            async def post(i: int) -> None:
+                async with sem:
+                    r = await client.post(
+                        base + "/notes", headers=org_a, json={"raw_text": note_text(i)}
+                    )
+                    r.raise_for_status()
+
+            await asyncio.gather(*(post(i) for i in range(backlog)))
+            worker = spawn("worker", {**env, "WORKER_CONCURRENCY": "16"}, log_dir)
+            with psycopg.connect(url) as conn:
+                while True:  # the worker is up and busy with A's backlog
+                    row = conn.execute("SELECT count(*) FROM notes WHERE status = 'done'")
+                    done = row.fetchone()
+                    conn.commit()
+                    if done is not None and done[0] > 0:
+                        break
+                    if worker.poll() is not None:
+                        raise failure(worker, f"the worker exited with {worker.returncode}")
+                    await asyncio.sleep(0.05)
+            seconds: list[float] = []
+            for i in range(probes):
+                started = time.perf_counter()
+                r = await client.post(
+                    base + "/notes", headers=org_b, json={"raw_text": note_text(backlog + i)}
+                )
+                r.raise_for_status()
+                note_url = f"{base}/notes/{r.json()['id']}?wait=10"
+                while (await client.get(note_url, headers=org_b)).json()["status"] != "done":
+                    if worker.poll() is not None:
+                        raise failure(worker, f"the worker exited with {worker.returncode}")
+                seconds.append(time.perf_counter() - started)
+        with psycopg.connect(url) as conn:
+            deadline = time.monotonic() + 600
+            while True:
+                row = conn.execute("SELECT count(*) FROM notes WHERE status <> 'done'")
+                left = row.fetchone()
+                conn.commit()
+                if left is not None and left[0] == 0:
+                    break
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the backlog was not drained in 600 s")
+                await asyncio.sleep(0.1)
+            span = conn.execute("SELECT min(summarized_at), max(summarized_at) FROM notes")
+            first, last = span.fetchone() or (None, None)
+    finally:
+        if worker is not None:
+            stop(worker)
+        stop(server)
+    assert first is not None
+    assert last is not None
+    rate = (backlog + probes) / (last - first).total_seconds()
+    return Fairness(backlog=backlog, probe_seconds=seconds, summaries_per_second=rate)
+
+
+def describe_fairness(figures: Fairness) -> list[str]:
+    s = figures.probe_seconds
+    return [
+        f"fairness, Postgres, 1 worker: {figures.backlog} notes queued by organization A, then "
+        f"{len(s)} notes by organization B one at a time",
+        f"  B's notes POST -> done: max {max(s):.2f} s, median {statistics.median(s):.2f} s, "
+        f"min {min(s):.2f} s",
+        f"  whole queue drained at {figures.summaries_per_second:.0f} summaries/s",
+    ]
+
+
 def pct(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
 
@@ -231,6 +330,7 @@ class JobFigures:
     two_workers: float | None = None
     pg_latency_ms: list[float] | None = None  # standalone idle worker
     sqlite_latency_ms: list[float] | None = None  # embedded idle worker
+    fairness: Fairness | None = None  # one organization's backlog, another's new notes
 
 
 async def measure(
@@ -241,11 +341,14 @@ async def measure(
     sqlite: bool = True,
     url: str = PG,
     log_dir: Path | None = None,
+    backlog: int = 5000,
+    probes: int = 20,
 ) -> JobFigures:
     figures = JobFigures(notes=notes, samples=samples)
     if postgres:
         figures.one_worker = await throughput(1, notes, url, log_dir)
         figures.two_workers = await throughput(2, notes, url, log_dir)
+        figures.fairness = await fairness(backlog, probes, url, log_dir)
         reset_pg(url)
         env = base_env(url, WORKER_EMBEDDED="false")
         figures.pg_latency_ms = await latency(env, samples, log_dir)
@@ -273,6 +376,8 @@ def describe(figures: JobFigures) -> list[str]:
                 f"POST -> done, {name}: p50 {pct(values, 50):.1f} ms, "
                 f"p99 {pct(values, 99):.1f} ms (n={len(values)})"
             )
+    if figures.fairness is not None:
+        lines += describe_fairness(figures.fairness)
     return lines
 
 
@@ -280,8 +385,16 @@ async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--notes", type=int, default=2000)
     parser.add_argument("--latency-samples", type=int, default=200)
+    parser.add_argument("--fairness", action="store_true", help="only the fairness scenario")
+    parser.add_argument("--backlog", type=int, default=5000)
+    parser.add_argument("--probes", type=int, default=20)
     args = parser.parse_args()
-    figures = await measure(notes=args.notes, samples=args.latency_samples)
+    if args.fairness:
+        print("\n".join(describe_fairness(await fairness(args.backlog, args.probes))))
+        return
+    figures = await measure(
+        notes=args.notes, samples=args.latency_samples, backlog=args.backlog, probes=args.probes
+    )
     print("\n".join(describe(figures)))
 
 

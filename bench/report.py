@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -87,6 +88,18 @@ def _jobs_section(figures: JobFigures) -> list[str]:
             if v
         ]
         lines.append("")
+    if (fair := figures.fairness) is not None:
+        s = fair.probe_seconds
+        lines += [
+            f"Fairness, Postgres, one worker (`WORKER_CONCURRENCY=16`): organization A queues "
+            f"{fair.backlog:,} notes, then organization B creates {len(s)}, one at a time, each "
+            f"waited for (`POST` → `done`) while A's backlog drains:",
+            "",
+            "| B's notes, max s | median s | whole queue, summaries/s |",
+            "|--:|--:|--:|",
+            f"| {max(s):.2f} | {statistics.median(s):.2f} | {fair.summaries_per_second:,.0f} |",
+            "",
+        ]
     return lines
 
 
@@ -141,6 +154,15 @@ def targets(run: Run) -> list[tuple[str, dict[str, str], bool]]:
                 "2 workers ≥ 1.7 x one",
                 {"Postgres": f"{two / one:.2f}x ({two:.0f}/s)"},
                 two >= 1.7 * one,
+            )
+        )
+    if jobs is not None and jobs.fairness is not None:
+        worst = max(jobs.fairness.probe_seconds)
+        rows.append(
+            (
+                f"a note done < 2 s behind another organization's {jobs.fairness.backlog:,}",
+                {"Postgres": f"{worst:.2f} s"},
+                worst < 2,
             )
         )
     return rows

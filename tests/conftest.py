@@ -28,7 +28,10 @@ from notes_api.core.migrations import upgrade
 from notes_api.main import create_app
 
 PG_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/notes_test")
-TABLES = "idempotency_keys, notes, jobs, refresh_tokens, login_attempts, users, organizations"
+TABLES = (
+    "note_usage, organization_usage, rate_limit_counters, idempotency_keys, notes, jobs,"
+    " refresh_tokens, login_attempts, users, organizations"
+)
 PASSWORD = "correct horse battery"
 
 
@@ -106,6 +109,9 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
         "job_backoff_max": 0.2,
         "job_shutdown_grace": 2.0,
         "db_pool_size": 10,
+        # Tests write far faster than a person; tests/limits turns the limits on.
+        "rate_limit_user_writes_per_minute": 0,
+        "rate_limit_org_writes_per_minute": 0,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

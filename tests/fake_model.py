@@ -2,13 +2,20 @@
 
 What it answers depends on markers in the note's text, so one server serves many notes:
 `[slow:S]` waits S seconds, `[transient:N]` answers 503 to the first N requests for that text,
-`[permanent]` answers 400. Otherwise the summary is "summary: " + the text's first line, so
-a test can tell which note a summary came from."""
+`[permanent]` answers 400, `[ratelimited:N:S]` answers 429 with `Retry-After: S` to the first
+N. Otherwise the summary is "summary: " + the text's first line, so a test can tell which
+note a summary came from.
+
+Like a real provider it has a context length (`max_input_tokens`, None for none): a request
+whose messages count more tokens is refused with OpenAI's own error (400,
+`context_length_exceeded`). Its tokenizer is a stand-in, `bytes_per_token` bytes of UTF-8 to
+a token. Each reply reports `usage`, and `totals` adds up what every reply reported."""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import math
 import re
 import threading
 import time
@@ -24,11 +31,58 @@ class FakeModel:
         self.lock = threading.Lock()
         self.down = False
         self.base_url = ""
+        self.max_input_tokens: int | None = None
+        self.bytes_per_token = 4.0
+        self.totals: Counter[str] = Counter()  # calls, prompt_tokens, completion_tokens
+        self.refused: list[int] = []  # the token counts refused as past the context length
+        self.accepted: list[int] = []  # the token counts of the requests answered 200
 
-    def answer(self, text: str) -> tuple[int, dict[str, Any]]:
+    def tokens(self, text: str) -> int:
+        return math.ceil(len(text.encode()) / self.bytes_per_token)
+
+    def reply(self, messages: list[dict[str, str]]) -> tuple[int, dict[str, Any], dict[str, str]]:
+        """The status, body and headers for a chat request."""
+        text = messages[-1]["content"]
+        prompt = sum(self.tokens(m["content"]) + 4 for m in messages)
+        limit = self.max_input_tokens
+        if limit is not None and prompt > limit:
+            with self.lock:
+                self.refused.append(prompt)
+            message = (
+                f"This model's maximum context length is {limit} tokens. However, your "
+                f"messages resulted in {prompt} tokens. Please reduce the length of the "
+                "messages."
+            )
+            error = {
+                "message": message,
+                "type": "invalid_request_error",
+                "param": "messages",
+                "code": "context_length_exceeded",
+            }
+            return 400, {"error": error}, {}
         with self.lock:
             self.seen[text] += 1
             count = self.seen[text]
+        limited = re.search(r"\[ratelimited:(\d+):([^\]]+)\]", text)
+        if limited and count <= int(limited.group(1)):
+            error = {"message": "Rate limit reached", "type": "requests", "code": "rate_limit"}
+            return 429, {"error": error}, {"Retry-After": limited.group(2)}
+        status, body = self.answer(text, count)
+        if status == 200:
+            completion = self.tokens(body["choices"][0]["message"]["content"])
+            body["usage"] = {
+                "prompt_tokens": prompt,
+                "completion_tokens": completion,
+                "total_tokens": prompt + completion,
+            }
+            with self.lock:
+                self.accepted.append(prompt)
+                self.totals.update(
+                    {"calls": 1, "prompt_tokens": prompt, "completion_tokens": completion}
+                )
+        return status, body, {}
+
+    def answer(self, text: str, count: int) -> tuple[int, dict[str, Any]]:
         if self.down:
             return 503, {"error": {"message": "model server is down"}}
         if slow := re.search(r"\[slow:([\d.]+)\]", text):
@@ -49,11 +103,12 @@ def _handler(model: FakeModel) -> type[BaseHTTPRequestHandler]:
 
         def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
-            text = body["messages"][-1]["content"]
-            status, reply = model.answer(text)
+            status, reply, headers = model.reply(body["messages"])
             payload = json.dumps(reply).encode()
             with contextlib.suppress(ConnectionError):
                 self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()

@@ -27,6 +27,7 @@ from notes_api.notes.models import SUMMARIZE
 from notes_api.notes.router import router as notes_router
 from notes_api.notes.watcher import NoteWatcher
 from notes_api.ops import router as ops_router
+from notes_api.organizations.router import router as organizations_router
 from notes_api.runtime import make_summarizer, make_worker
 from notes_api.users.router import router as users_router
 
@@ -113,7 +114,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url=None,
         redoc_url=None,
         swagger_ui_oauth2_redirect_url=None,
-        openapi_tags=[{"name": tag} for tag in ("auth", "users", "notes", "operations")],
+        openapi_tags=[
+            {"name": tag} for tag in ("auth", "users", "notes", "organizations", "operations")
+        ],
         # Metrics are Prometheus (/metrics); FastAPI's OpenTelemetry hooks would only cost
         # three provider look-ups per request.
         telemetry={"tracing": False, "metrics": False, "logs": False},
@@ -123,7 +126,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     openapi.install(app)
     # The notes routes are matched first: they carry the traffic, and each route tried
     # before the right one costs a pattern match. (`/users/me` must stay before `/users/{id}`.)
-    for router in (notes_router, auth_router, users_router, ops_router):
+    for router in (notes_router, auth_router, users_router, organizations_router, ops_router):
         app.include_router(router)
     docs.install(app)
     if settings.cors_origins:
@@ -133,7 +136,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_credentials=False,
             allow_methods=["GET", "POST", "PATCH", "DELETE"],
             allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
-            expose_headers=["Location", "Idempotent-Replayed", "Retry-After", "X-Request-ID"],
+            expose_headers=[
+                "Location",
+                "Idempotent-Replayed",
+                "Retry-After",
+                "RateLimit",
+                "RateLimit-Policy",
+                "X-Request-ID",
+            ],
         )
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES, read_timeout=BODY_READ_TIMEOUT)
     app.add_middleware(Deadline, seconds=settings.request_timeout)

@@ -9,6 +9,7 @@ from notes_api.auth.service import purge_expired
 from notes_api.core.config import Settings
 from notes_api.core.db import Database
 from notes_api.jobs.worker import Worker, WorkerConfig
+from notes_api.limits.counter import purge_old_windows
 from notes_api.notes.service import purge_expired_keys
 from notes_api.summarize.base import Summarizer
 from notes_api.summarize.factory import build_summarizer
@@ -23,6 +24,7 @@ def make_summarizer(settings: Settings) -> Summarizer:
         openai_api_key=key,
         openai_model=settings.openai_model,
         openai_timeout=settings.openai_timeout,
+        openai_max_input_tokens=settings.openai_max_input_tokens,
     )
 
 
@@ -39,4 +41,5 @@ def make_worker(db: Database, settings: Settings, summarizer: Summarizer) -> Wor
     worker = Worker(db, [SummarizeHandler(summarizer)], config)
     worker.add_periodic(300.0, purge_expired_keys)
     worker.add_periodic(300.0, lambda session: purge_expired(session, settings))
+    worker.add_periodic(3600.0, purge_old_windows)
     return worker

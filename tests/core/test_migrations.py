@@ -27,8 +27,11 @@ TABLES = {
     "idempotency_keys",
     "jobs",
     "login_attempts",
+    "note_usage",
     "notes",
+    "organization_usage",
     "organizations",
+    "rate_limit_counters",
     "refresh_tokens",
     "users",
 }

@@ -119,11 +119,23 @@ def test_one_note_is_a_primary_key_lookup(pg_url: str, seeded: dict[str, Caller]
     assert "Seq Scan on notes" not in plan
 
 
+def test_the_fairness_keys_are_read_from_the_index_one_probe_per_key(
+    pg_url: str, seeded: dict[str, Caller]
+) -> None:
+    stmt = queue.shares_statement(["summarize"], now=utcnow(), room=16)
+    with psycopg.connect(pg_url) as conn:
+        plan = _plan(conn, stmt, {})
+    assert "Recursive Union" in plan
+    assert "ix_jobs_queued_key_run_after on jobs" in plan
+    assert "Seq Scan on jobs" not in plan
+
+
 def test_a_claim_reads_only_the_queued_jobs_index(pg_url: str, seeded: dict[str, Caller]) -> None:
+    shares = {"": 12, "org-a": 4}
     stmt = queue.claim_statement(
-        ["summarize"], worker_id="w", lease_seconds=30, limit=16, now=utcnow()
+        ["summarize"], shares, worker_id="w", lease_seconds=30, now=utcnow()
     )
     with psycopg.connect(pg_url) as conn:
         plan = _plan(conn, stmt, {})
-    assert "Index Scan using ix_jobs_queued_run_after on jobs" in plan
+    assert "Index Scan using ix_jobs_queued_key_run_after on jobs" in plan
     assert "Seq Scan on jobs" not in plan

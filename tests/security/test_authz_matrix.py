@@ -51,6 +51,7 @@ MATRIX: dict[tuple[str, str], dict[str, int]] = {
     ("GET", "/users"): row(401, 403, 403, 200, 200),
     ("POST", "/users"): row(401, 403, 403, 201, 201),
     ("PATCH", "/users/{user_id:uuid}"): row(401, 403, 403, 200, 404),
+    ("GET", "/organizations/me/usage"): row(401, 403, 403, 200, 200),
     ("POST", "/notes"): row(401, 202, 202, 202, 202),
     ("GET", "/notes"): row(401, 200, 200, 200, 200),
     ("GET", "/notes/{note_id}"): row(401, 200, 404, 200, 404),

@@ -5,16 +5,21 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from typing import TYPE_CHECKING
 
 import pytest
+from tests.fake_model import running_fake_model
 
 from notes_api.summarize.base import (
     PermanentSummarizerError,
     SummarizerError,
     TransientSummarizerError,
+    Usage,
 )
-from notes_api.summarize.openai import OpenAISummarizer
+from notes_api.summarize.chunking import estimate_tokens, split_text
+from notes_api.summarize.openai import OpenAISummarizer, _retry_after
 
 if TYPE_CHECKING:  # fixtures come from this directory's conftest, never imported at run time
     from conftest import ChatServer
@@ -76,13 +81,111 @@ async def test_without_key_sends_no_authorization_and_strips_trailing_slash(
     assert request["json"]["messages"][1]["content"] == NOTE
 
 
-async def test_input_is_cut_to_max_input_chars(chat_server: ChatServer) -> None:
-    client = OpenAISummarizer(chat_server.base_url, API_KEY, "m", max_input_chars=10)
+async def test_a_note_over_the_budget_is_summarized_in_parts_then_combined(
+    chat_server: ChatServer,
+) -> None:
+    paragraphs = [f"Paragraph {i}. " + "The customer asked about pricing. " * 20 for i in range(8)]
+    client = OpenAISummarizer(chat_server.base_url, API_KEY, "m", max_input_tokens=800)
     try:
-        await client.summarize("0123456789 and everything after")
+        assert await client.summarize("\n\n".join(paragraphs)) == "A short summary."
     finally:
         await client.aclose()
-    assert chat_server.requests[0]["json"]["messages"][1]["content"] == "0123456789"
+    *parts, combine = [r["json"]["messages"] for r in chat_server.requests]
+    assert len(parts) >= 2
+    for number, (system, user) in enumerate(parts, 1):
+        assert "one part of a long note" in system["content"]
+        assert user["content"].startswith(f"Part {number} of {len(parts)}:")
+        assert estimate_tokens(system["content"] + user["content"]) <= 800
+    # Split at paragraph boundaries: every paragraph is whole in exactly one part.
+    for paragraph in paragraphs:
+        assert sum(paragraph.strip() in user["content"] for _, user in parts) == 1
+    assert "summaries of consecutive parts" in combine[0]["content"]
+    assert combine[1]["content"] == "\n\n".join(["A short summary."] * len(parts))
+
+
+def test_a_paragraph_too_long_is_split_at_sentences_then_whitespace() -> None:
+    sentences = [f"Sentence number {i} says something about the account." for i in range(40)]
+    paragraph = " ".join(sentences)
+    parts = split_text(paragraph, 60)
+    assert all(estimate_tokens(part) <= 60 for part in parts)
+    assert " ".join(parts) == paragraph
+    assert all(part.endswith(".") for part in parts)  # cut after a sentence, never inside
+    word_run = "word " * 500
+    cut = split_text(word_run, 50)
+    assert all(estimate_tokens(part) <= 50 for part in cut)
+    assert " ".join(cut).split() == word_run.split()
+
+
+async def test_a_60000_character_note_passes_a_server_that_refuses_over_4000_tokens() -> None:
+    note = "\n\n".join(
+        f"Call {i} with Acme. " + "They discussed the renewal, seats and the discount. " * 9
+        for i in range(125)
+    )[:60_000]
+    assert len(note) == 60_000
+    with running_fake_model() as fake:
+        fake.max_input_tokens = 4_000
+        fake.bytes_per_token = 2.0  # the server counts more tokens than the estimate
+        client = OpenAISummarizer(fake.base_url, None, "m", max_input_tokens=16_000)
+        try:
+            summary, usage = await client.summarize_metered(note)
+        finally:
+            await client.aclose()
+    assert summary.startswith("summary: ")
+    assert fake.refused, "the first budget was too large for the server"
+    assert client.max_input_tokens < 16_000
+    assert max(fake.accepted) <= 4_000
+    assert fake.totals["calls"] >= 3  # parts, then their combination
+    assert usage == Usage(
+        fake.totals["calls"], fake.totals["prompt_tokens"], fake.totals["completion_tokens"]
+    )
+
+
+async def test_a_context_length_refusal_with_no_room_left_is_permanent() -> None:
+    with running_fake_model() as fake:
+        fake.max_input_tokens = 10
+        client = OpenAISummarizer(fake.base_url, None, "m", max_input_tokens=400)
+        try:
+            with pytest.raises(PermanentSummarizerError, match="maximum context length"):
+                await client.summarize("A note that no budget can fit. " * 5)
+        finally:
+            await client.aclose()
+
+
+@pytest.mark.parametrize("wait", ["30", "Wed, 21 Oct 2099 07:28:00 GMT"])
+async def test_a_429_says_when_to_come_back(wait: str) -> None:
+    with running_fake_model() as fake:
+        client = OpenAISummarizer(fake.base_url, None, "m")
+        try:
+            with pytest.raises(TransientSummarizerError, match="HTTP 429") as info:
+                await client.summarize(f"Busy provider [ratelimited:1:{wait}]")
+            assert await client.summarize(f"Busy provider [ratelimited:1:{wait}]")
+        finally:
+            await client.aclose()
+    expected = 30.0 if wait == "30" else 86_400.0  # a date decades away is read as a day
+    assert info.value.retry_after == pytest.approx(expected)
+
+
+def test_retry_after_reads_seconds_and_http_dates_and_ignores_nonsense() -> None:
+    soon = format_datetime(datetime.now(UTC) + timedelta(seconds=90), usegmt=True)
+    assert _retry_after("120") == 120.0
+    assert _retry_after(soon) == pytest.approx(90, abs=2)
+    assert _retry_after("Wed, 21 Oct 2015 07:28:00 GMT") is None  # already past
+    assert _retry_after("soon") is None
+    assert _retry_after(None) is None
+    assert _retry_after("0") is None
+
+
+async def test_usage_is_read_from_each_reply(chat_server: ChatServer) -> None:
+    body = {
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "Done."}}],
+        "usage": {"prompt_tokens": 120, "completion_tokens": 9, "total_tokens": 129},
+    }
+    chat_server.send_raw(json.dumps(body).encode())
+    client = OpenAISummarizer(chat_server.base_url, None, "m")
+    try:
+        assert await client.summarize_metered(NOTE) == ("Done.", Usage(1, 120, 9))
+    finally:
+        await client.aclose()
 
 
 async def test_blank_note_is_permanent_and_sends_nothing(
@@ -225,10 +328,11 @@ def test_invalid_base_url_is_rejected_at_construction(base_url: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("model", "timeout", "max_input_chars"), [(" ", 1.0, 10), ("m", 0.0, 10), ("m", 1.0, 0)]
+    ("model", "timeout", "max_input_tokens"),
+    [(" ", 1.0, 1000), ("m", 0.0, 1000), ("m", 1.0, 0), ("m", 1.0, 100)],
 )
 def test_invalid_settings_are_rejected_at_construction(
-    model: str, timeout: float, max_input_chars: int
+    model: str, timeout: float, max_input_tokens: int
 ) -> None:
     with pytest.raises(ValueError, match="must"):
-        OpenAISummarizer("http://127.0.0.1/v1", None, model, timeout, max_input_chars)
+        OpenAISummarizer("http://127.0.0.1/v1", None, model, timeout, max_input_tokens)

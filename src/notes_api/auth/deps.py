@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from notes_api.auth.passwords import Passwords
 from notes_api.auth.service import AuthContext
-from notes_api.auth.tokens import Caller, decode_access_token
+from notes_api.auth.tokens import AccessClaims, Caller, decode_access_token
 from notes_api.core.deps import SessionDep, SettingsDep
 from notes_api.core.errors import Forbidden, Unauthorized
 from notes_api.users.models import ACTIVE_MEMBER, Role, member_params, users
@@ -24,18 +24,25 @@ oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/auth/token", auto_error=False)
 _ACTIVE_ROLE = select(users.c.role).where(ACTIVE_MEMBER)
 
 
-async def current_caller(
-    request: Request,
-    session: SessionDep,
-    token: Annotated[str | None, Depends(oauth2_scheme)],
-) -> Caller:
-    """The token's user while it is an active member of the token's organization, with the
-    role it holds now; 401 otherwise."""
+async def token_claims(
+    request: Request, token: Annotated[str | None, Depends(oauth2_scheme)]
+) -> AccessClaims:
+    """What a valid bearer token says, before the database confirms it (the write limits
+    count against it; everything else takes `current_caller`)."""
     if not token:
         raise Unauthorized("Not signed in")
     claims = decode_access_token(request.app.state.settings.jwt_secret.get_secret_value(), token)
     if claims is None:
         raise Unauthorized("Invalid or expired access token")
+    return claims
+
+
+TokenClaims = Annotated[AccessClaims, Depends(token_claims)]
+
+
+async def current_caller(session: SessionDep, claims: TokenClaims) -> Caller:
+    """The token's user while it is an active member of the token's organization, with the
+    role it holds now; 401 otherwise."""
     params = member_params(claims.user_id, claims.organization_id)
     role = (await session.execute(_ACTIVE_ROLE, params)).scalar_one_or_none()
     if role is None:

@@ -76,6 +76,15 @@ class Settings(BaseSettings):
     openai_base_url: str = "https://api.openai.com/v1"
     openai_model: str = "gpt-4o-mini"
     openai_timeout: float = Field(default=20.0, gt=0)
+    # What one model call may be sent, in tokens (estimated from the text's size); a longer
+    # note is summarized in parts, then the parts' summaries are combined.
+    openai_max_input_tokens: int = Field(default=8_000, ge=200)
+
+    # Writes (create, edit, retry) per minute, and paid model calls per organization per
+    # UTC day; 0 turns a limit off.
+    rate_limit_user_writes_per_minute: int = Field(default=60, ge=0)
+    rate_limit_org_writes_per_minute: int = Field(default=600, ge=0)
+    model_calls_per_org_per_day: int = Field(default=5_000, ge=0)
 
     worker_embedded: bool = True
     worker_concurrency: int = Field(default=4, ge=1, le=256)

@@ -8,9 +8,11 @@ from notes_api.jobs.models import Job, JobStatus
 
 
 class JobError(Exception):
-    """Raise from a handler to say whether another attempt may succeed."""
+    """Raise from a handler to say whether another attempt may succeed, and (`retry_after`,
+    seconds) how long the next one must wait at least."""
 
     transient: bool = True
+    retry_after: float | None = None
 
 
 class PermanentJobError(JobError):
@@ -20,6 +22,13 @@ class PermanentJobError(JobError):
 def is_transient(exc: BaseException) -> bool:
     """Errors say so with a `transient` attribute; anything else is assumed to pass."""
     return bool(getattr(exc, "transient", True))
+
+
+def retry_after(exc: BaseException) -> float | None:
+    """The least wait an error asks for before the next attempt (a `retry_after` attribute,
+    as `JobError` and the summarizer's errors carry), if any."""
+    value = getattr(exc, "retry_after", None)
+    return float(value) if isinstance(value, int | float) and value > 0 else None
 
 
 class JobHandler(Protocol):

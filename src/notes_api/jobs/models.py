@@ -27,9 +27,11 @@ _ACTIVE = "status IN ({})".format(", ".join(f"'{s.value}'" for s in ACTIVE_STATU
 class Job(TimestampMixin, Base):
     __tablename__ = "jobs"
     __table_args__ = (
-        # What a claim scans: only runnable jobs, oldest due first.
+        # What a claim scans: only runnable jobs, by fairness key, oldest due first (the
+        # distinct keys with queued jobs are read from it too, one probe per key).
         Index(
-            "ix_jobs_queued_run_after",
+            "ix_jobs_queued_key_run_after",
+            "fairness_key",
             "run_after",
             postgresql_where=text("status = 'queued'"),
             sqlite_where=text("status = 'queued'"),
@@ -57,6 +59,8 @@ class Job(TimestampMixin, Base):
     kind: Mapped[str] = mapped_column(String(64))
     payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     dedupe_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    # Jobs with different keys share the workers; "" is the key of jobs that name none.
+    fairness_key: Mapped[str] = mapped_column(String(200), default="", server_default="")
     status: Mapped[JobStatus] = mapped_column(
         text_enum(JobStatus, "job_status"),
         default=JobStatus.QUEUED,

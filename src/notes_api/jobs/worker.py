@@ -9,6 +9,7 @@ import os
 import secrets
 import socket
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -20,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from notes_api.core.db import Database
 from notes_api.core.models import utcnow
 from notes_api.jobs import queue, signals
-from notes_api.jobs.handler import JobHandler, is_transient
+from notes_api.jobs.handler import JobHandler, is_transient, retry_after
 from notes_api.jobs.metrics import JOB_ATTEMPTS, JOB_DURATION, JOB_OUTCOMES
 from notes_api.jobs.models import Job, JobStatus
 
@@ -51,6 +52,7 @@ class Worker:
         self.wake = asyncio.Event()
         self._running: dict[asyncio.Task[None], Job] = {}
         self._stopping = asyncio.Event()
+        self._due_keys = queue.DueKeys()
         self._periodic: list[tuple[float, Periodic]] = [
             (config.maintenance_interval, self._purge_finished)
         ]
@@ -105,6 +107,8 @@ class Worker:
                 worker_id=self.worker_id,
                 lease_seconds=self.config.lease_seconds,
                 limit=room,
+                running=Counter(job.fairness_key for job in self._running.values()),
+                due_keys=self._due_keys,
             )
         if not jobs:
             return 0
@@ -200,6 +204,7 @@ class Worker:
             transient=transient,
             base=self.config.backoff_base,
             cap=self.config.backoff_max,
+            retry_after=retry_after(exc),
         )
         if status is None:
             return

@@ -9,6 +9,7 @@ from notes_api.auth.deps import CurrentCaller
 from notes_api.core.deps import SessionDep, SettingsDep
 from notes_api.core.openapi import errors
 from notes_api.core.schemas import SearchText, UTCTimestamp
+from notes_api.limits.deps import WriteLimit
 from notes_api.notes import service
 from notes_api.notes.models import NoteStatus
 from notes_api.notes.repository import NoteFilters
@@ -33,7 +34,12 @@ def _watcher(request: Request) -> NoteWatcher:
     return watcher
 
 
-@router.post("", status_code=status.HTTP_202_ACCEPTED, responses=errors(400, 401, 409, 413, 422))
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    responses=errors(400, 401, 409, 413, 422, 429),
+    dependencies=[WriteLimit],
+)
 async def create_note(
     body: NoteCreate,
     caller: CurrentCaller,
@@ -95,7 +101,9 @@ async def get_note(
     return await service.get_note(session, caller, note_id, watcher=_watcher(request), wait=wait)
 
 
-@router.patch("/{note_id}", responses=errors(400, 401, 404, 413, 422))
+@router.patch(
+    "/{note_id}", responses=errors(400, 401, 404, 413, 422, 429), dependencies=[WriteLimit]
+)
 async def update_note(
     note_id: uuid.UUID,
     body: NoteUpdate,
@@ -111,7 +119,10 @@ async def update_note(
 
 
 @router.post(
-    "/{note_id}/retry", status_code=status.HTTP_202_ACCEPTED, responses=errors(401, 404, 409, 422)
+    "/{note_id}/retry",
+    status_code=status.HTTP_202_ACCEPTED,
+    responses=errors(401, 404, 409, 422, 429),
+    dependencies=[WriteLimit],
 )
 async def retry_note(
     note_id: uuid.UUID,

@@ -38,19 +38,20 @@ class Created:
     replayed: bool
 
 
-async def _queue_summary(session: AsyncSession, note_id: uuid.UUID, max_attempts: int) -> None:
+async def _queue_summary(session: AsyncSession, note: Row[Any], max_attempts: int) -> None:
     """A new summary job for the note; a job still live for it is cancelled first (clearing
     its lease token fences the attempt running it: its result can no longer land)."""
-    await queue.cancel_active(session, SUMMARIZE, str(note_id))
-    await _enqueue_summary(session, note_id, max_attempts)
+    await queue.cancel_active(session, SUMMARIZE, str(note.id))
+    await _enqueue_summary(session, note, max_attempts)
 
 
-async def _enqueue_summary(session: AsyncSession, note_id: uuid.UUID, max_attempts: int) -> None:
+async def _enqueue_summary(session: AsyncSession, note: Row[Any], max_attempts: int) -> None:
     await queue.enqueue(
         session,
         SUMMARIZE,
-        {"note_id": str(note_id)},
-        dedupe_key=str(note_id),
+        {"note_id": str(note.id)},
+        dedupe_key=str(note.id),
+        fairness_key=str(note.organization_id),  # organizations share the workers fairly
         max_attempts=max_attempts,
     )
 
@@ -79,7 +80,7 @@ async def create_note(
     note = await repository.add(
         session, caller, {"title": body.title or None, "raw_text": body.raw_text}
     )
-    await _enqueue_summary(session, note.id, max_attempts)  # a new note has no job to cancel
+    await _enqueue_summary(session, note, max_attempts)  # a new note has no job to cancel
     if claim is not None:
         claim.note_id = note.id
         await session.flush()
@@ -200,7 +201,7 @@ async def update_note(
         values["title"] = body.title or None
     if body.raw_text is not None and body.raw_text != note.raw_text:
         values.update(_QUEUED, raw_text=body.raw_text, error=None)
-        await _queue_summary(session, note_id, max_attempts)
+        await _queue_summary(session, note, max_attempts)
     changed = await repository.change(session, caller, note_id, values)
     return NotePublic.model_validate(changed)
 
@@ -211,7 +212,7 @@ async def retry_note(
     note = await _lock(session, caller, note_id)
     if note.status is not NoteStatus.FAILED:
         raise Conflict(f"Only a failed note can be retried; this one is {note.status.value}")
-    await _queue_summary(session, note_id, max_attempts)
+    await _queue_summary(session, note, max_attempts)
     return NotePublic.model_validate(await repository.change(session, caller, note_id, _QUEUED))
 
 

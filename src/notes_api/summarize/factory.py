@@ -12,6 +12,7 @@ def build_summarizer(
     openai_api_key: str | None,
     openai_model: str,
     openai_timeout: float,
+    openai_max_input_tokens: int = 8_000,
 ) -> Summarizer:
     """Build the summarizer `kind` ("extractive" or "openai"); anything else is a ValueError."""
     match kind.strip().lower():
@@ -19,6 +20,10 @@ def build_summarizer(
             return ExtractiveSummarizer()
         case "openai":
             return OpenAISummarizer(
-                openai_base_url, openai_api_key, openai_model, timeout=openai_timeout
+                openai_base_url,
+                openai_api_key,
+                openai_model,
+                timeout=openai_timeout,
+                max_input_tokens=openai_max_input_tokens,
             )
     raise ValueError(f"unknown summarizer {kind!r}; expected 'extractive' or 'openai'")

@@ -12,7 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from notes_api.jobs.models import Job, JobStatus
 from notes_api.notes import repository
 from notes_api.notes.models import SUMMARIZE, NoteStatus
-from notes_api.summarize.base import Summarizer
+from notes_api.summarize import usage
+from notes_api.summarize.base import MeteredSummarizer, Summarizer, Usage
 
 _NOTE_STATUS = {
     JobStatus.DONE: NoteStatus.DONE,
@@ -35,23 +36,28 @@ class SummarizeHandler:
             session, _note_id(job), NoteStatus.PROCESSING, attempts=job.attempts
         )
 
-    async def run(self, job: Job, subject: Any) -> Any:
+    async def run(self, job: Job, subject: Any) -> tuple[str, Usage | None]:
         text, title = subject
-        return await self.summarizer.summarize(text, title=title)
+        if isinstance(self.summarizer, MeteredSummarizer):
+            return await self.summarizer.summarize_metered(text, title=title)
+        return await self.summarizer.summarize(text, title=title), None
 
     async def finished(
         self, session: AsyncSession, job: Job, status: JobStatus, result: Any, error: str | None
     ) -> None:
         note_status = _NOTE_STATUS.get(status)
+        summary, used = result if result is not None else (None, None)
         if note_status is not None:
             await repository.record_job_state(
                 session,
                 _note_id(job),
                 note_status,
                 attempts=job.attempts,
-                summary=result,
+                summary=summary,
                 error=error,
             )
+        if used is not None:
+            await usage.record(session, _note_id(job), used)
 
 
 def _note_id(job: Job) -> uuid.UUID:

@@ -1,0 +1,76 @@
+"""An organization's model usage: recorded per UTC day by the summarize job, read by its
+admins. Notes created are counted from the notes themselves (`ix_notes_org_created`), so
+the hot create path writes nothing more; a deleted note no longer counts."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, date, datetime, time
+from typing import Any, cast
+
+from sqlalchemy import Table, func, literal, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from notes_api.core.models import utcnow
+from notes_api.notes.models import Note
+from notes_api.organizations.models import OrganizationUsage
+from notes_api.organizations.schemas import OrganizationUsagePublic, UsagePeriod
+
+usage = cast(Table, OrganizationUsage.__table__)
+notes = cast(Table, Note.__table__)
+
+
+def record_statement(dialect: str, note_id: uuid.UUID, day: date, reply: dict[str, int]) -> Any:
+    """Add one summary's model calls and tokens to its note's organization's day."""
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    columns = ("model_calls", "prompt_tokens", "completion_tokens")
+    stmt = insert(usage).from_select(
+        ["organization_id", "day", *columns],
+        select(
+            notes.c.organization_id,
+            literal(day, usage.c.day.type),
+            *(literal(reply[c], usage.c[c].type) for c in columns),
+        ).where(notes.c.id == note_id),
+    )
+    return stmt.on_conflict_do_update(
+        index_elements=[usage.c.organization_id, usage.c.day],
+        set_={c: usage.c[c] + stmt.excluded[c] for c in columns},
+    )
+
+
+async def _period(
+    session: AsyncSession, organization_id: uuid.UUID, start: date, end: date
+) -> UsagePeriod:
+    since = datetime.combine(start, time.min, UTC)
+    created = await session.scalar(
+        select(func.count())
+        .select_from(notes)
+        .where(notes.c.organization_id == organization_id, notes.c.created_at >= since)
+    )
+    sums = (
+        await session.execute(
+            select(
+                func.coalesce(func.sum(usage.c.model_calls), 0),
+                func.coalesce(func.sum(usage.c.prompt_tokens), 0),
+                func.coalesce(func.sum(usage.c.completion_tokens), 0),
+            ).where(usage.c.organization_id == organization_id, usage.c.day >= start)
+        )
+    ).one()
+    return UsagePeriod(
+        start=start,
+        end=end,
+        notes_created=int(created or 0),
+        model_calls=int(sums[0]),
+        prompt_tokens=int(sums[1]),
+        completion_tokens=int(sums[2]),
+    )
+
+
+async def usage_of(session: AsyncSession, organization_id: uuid.UUID) -> OrganizationUsagePublic:
+    today = utcnow().date()
+    return OrganizationUsagePublic(
+        organization_id=organization_id,
+        today=await _period(session, organization_id, today, today),
+        month=await _period(session, organization_id, today.replace(day=1), today),
+    )
