@@ -28,7 +28,10 @@ from notes_api.core.migrations import upgrade
 from notes_api.main import create_app
 
 PG_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/notes_test")
-TABLES = "idempotency_keys, notes, jobs, refresh_tokens, login_attempts, users, organizations"
+TABLES = (
+    "webhook_deliveries, webhook_endpoints, note_events, idempotency_keys, notes, jobs, "
+    "refresh_tokens, login_attempts, users, organizations"
+)
 PASSWORD = "correct horse battery"
 
 

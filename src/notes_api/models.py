@@ -2,10 +2,12 @@
 
 from notes_api.auth.models import LoginAttempt, RefreshToken
 from notes_api.core.models import Base
+from notes_api.events.models import NoteEvent
 from notes_api.jobs.models import Job
 from notes_api.notes.models import IdempotencyKey, Note
 from notes_api.organizations.models import Organization
 from notes_api.users.models import User
+from notes_api.webhooks.models import WebhookDelivery, WebhookEndpoint
 
 __all__ = [
     "Base",
@@ -13,7 +15,10 @@ __all__ = [
     "Job",
     "LoginAttempt",
     "Note",
+    "NoteEvent",
     "Organization",
     "RefreshToken",
     "User",
+    "WebhookDelivery",
+    "WebhookEndpoint",
 ]

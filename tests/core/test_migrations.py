@@ -27,10 +27,13 @@ TABLES = {
     "idempotency_keys",
     "jobs",
     "login_attempts",
+    "note_events",
     "notes",
     "organizations",
     "refresh_tokens",
     "users",
+    "webhook_deliveries",
+    "webhook_endpoints",
 }
 
 

@@ -52,11 +52,19 @@ class Member(Protocol):
     def role(self) -> Role: ...
 
 
+def tenancy_condition(
+    role: Role, owner_id: ColumnElement[Any], organization_id: ColumnElement[Any]
+) -> ColumnElement[bool]:
+    """The tenancy rule, on any table that records a note's owner and organization (the
+    notes, their events): an agent sees its own, an admin its organization's. The
+    parameters are `scope(member)`."""
+    if role is Role.ADMIN:
+        return organization_id == MEMBER_ORGANIZATION_ID
+    return owner_id == MEMBER_ID
+
+
 # The caller's scope as bound parameters, so each statement below is built and compiled once.
-_SCOPE = {
-    Role.ADMIN: notes.c.organization_id == MEMBER_ORGANIZATION_ID,
-    Role.AGENT: notes.c.owner_id == MEMBER_ID,
-}
+_SCOPE = {role: tenancy_condition(role, notes.c.owner_id, notes.c.organization_id) for role in Role}
 
 
 def visible_to(member: Member) -> ColumnElement[bool]:
@@ -232,18 +240,16 @@ async def status_of(session: AsyncSession, note_ids: list[uuid.UUID]) -> dict[uu
     return {row_id: str(st) for row_id, st in rows.all()}
 
 
-_MARK_PROCESSING = (
-    update(notes)
-    .where(notes.c.id == bindparam("note_id"))
-    .returning(notes.c.raw_text, notes.c.title)
-)
-_RECORD_JOB_STATE = update(notes).where(notes.c.id == bindparam("note_id"))
+# Both hand back the note as changed, for the event that tells it.
+_MARK_PROCESSING = update(notes).where(notes.c.id == bindparam("note_id")).returning(*notes.c)
+_RECORD_JOB_STATE = update(notes).where(notes.c.id == bindparam("note_id")).returning(*notes.c)
 
 
 async def mark_processing(
     session: AsyncSession, note_id: uuid.UUID, attempts: int
-) -> tuple[str, str | None] | None:
-    """The job engine claimed this note's job: show it, and hand back the text to summarize."""
+) -> Row[Any] | None:
+    """The job engine claimed this note's job: show it, and hand back the note (its text is
+    what to summarize)."""
     conn = await session.connection()
     params = {
         "note_id": note_id,
@@ -251,8 +257,7 @@ async def mark_processing(
         "attempts": attempts,
         "updated_at": utcnow(),
     }
-    row = (await conn.execute(_MARK_PROCESSING, params)).one_or_none()
-    return None if row is None else (row[0], row[1])
+    return (await conn.execute(_MARK_PROCESSING, params)).one_or_none()
 
 
 async def record_job_state(
@@ -263,7 +268,7 @@ async def record_job_state(
     attempts: int,
     summary: str | None = None,
     error: str | None = None,
-) -> None:
+) -> Row[Any] | None:
     now = utcnow()
     values: dict[str, Any] = {
         "note_id": note_id,
@@ -275,4 +280,4 @@ async def record_job_state(
     if status is NoteStatus.DONE:
         values.update(summary=summary, summarized_at=now)
     conn = await session.connection()
-    await conn.execute(_RECORD_JOB_STATE, values)
+    return (await conn.execute(_RECORD_JOB_STATE, values)).one_or_none()

@@ -19,6 +19,9 @@ from notes_api.core.db import Database
 from notes_api.core.errors import Conflict, InvalidInput, NotFound, Unauthorized
 from notes_api.core.models import utcnow
 from notes_api.core.pagination import decode_cursor, split_page
+from notes_api.events import outbox
+from notes_api.events import signals as event_signals
+from notes_api.events.models import EventType
 from notes_api.jobs import queue, signals
 from notes_api.notes import repository
 from notes_api.notes.models import IdempotencyKey, Note, NoteStatus
@@ -36,7 +39,7 @@ _INSERT_NOTE = insert(repository.notes)
 # (the organization taken from the member's row), then its summary job and the NOTIFY that
 # wakes a worker, in one statement. One round trip, atomic with no transaction of its own.
 _OWN_COLUMNS = [c.name for c in repository.notes.c if c.name not in ("owner_id", "organization_id")]
-_CREATE_AND_QUEUE = queue.enqueue_after(
+_NEW_NOTE = (
     insert(repository.notes)
     .from_select(
         [*_OWN_COLUMNS, "owner_id", "organization_id"],
@@ -49,6 +52,8 @@ _CREATE_AND_QUEUE = queue.enqueue_after(
     .returning(repository.notes.c.id)
     .cte("note")
 )
+# ... and its `note.queued` event (with its webhook deliveries), in the same statement.
+_CREATE_AND_QUEUE = outbox.record_after(queue.enqueue_after(_NEW_NOTE), _NEW_NOTE)
 
 
 @dataclass(frozen=True)
@@ -103,12 +108,14 @@ async def create_note(
             **note.model_dump(exclude={"owner_id"}),
             **member_params(claims.user_id, claims.organization_id),
             **queue.job_params(job),
+            **outbox.event_params(EventType.QUEUED, note, claims.organization_id, now=now),
         }
         async with db.connect() as conn:
             queued = (await conn.execute(_CREATE_AND_QUEUE, params)).first()
         if queued is None:
             raise Unauthorized("Invalid or expired access token")
         signals.wake_workers()  # a worker in this process; NOTIFY wakes the others
+        event_signals.published()  # this process's streams; NOTIFY tells the others
         return Created(note, replayed=False)
     async with db.session(write=True) as session:
         conn = await session.connection()
@@ -127,6 +134,7 @@ async def create_note(
         )
         # A new note has no job to cancel.
         await queue.enqueue_job(session, job)
+        await outbox.record(session, EventType.QUEUED, note, organization_id=member.organization_id)
         if claim is not None:
             claim.note_id = note.id
             await session.flush()
@@ -249,15 +257,17 @@ async def update_note(
 ) -> Note:
     note = await _get_for_change(session, member, note_id)
     fields = body.model_fields_set
+    requeue = body.raw_text is not None and body.raw_text != note.raw_text
     if "title" in fields:
         note.title = body.title or None
-    if body.raw_text is not None and body.raw_text != note.raw_text:
+    if requeue and body.raw_text is not None:
         note.raw_text = body.raw_text
         # Cancelling the running job revokes its lease: its result can no longer land.
         await _queue_summary(session, note, max_attempts)
         note.error = None
     note.updated_at = utcnow()
     await session.flush()
+    await outbox.record(session, EventType.QUEUED if requeue else EventType.UPDATED, note)
     return note
 
 
@@ -270,12 +280,14 @@ async def retry_note(
     await _queue_summary(session, note, max_attempts)
     note.updated_at = utcnow()
     await session.flush()
+    await outbox.record(session, EventType.QUEUED, note)
     return note
 
 
 async def delete_note(session: AsyncSession, member: Member, note_id: uuid.UUID) -> None:
     note = await _get_for_change(session, member, note_id)
     await queue.cancel_active(session, SUMMARIZE, str(note.id))
+    await outbox.record(session, EventType.DELETED, note)
     await session.delete(note)
     await session.flush()
 

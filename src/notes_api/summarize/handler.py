@@ -9,6 +9,8 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from notes_api.events import outbox
+from notes_api.events.models import EventType
 from notes_api.jobs.handler import PermanentJobError
 from notes_api.jobs.models import Job, JobStatus
 from notes_api.notes import repository
@@ -19,6 +21,11 @@ _NOTE_STATUS = {
     JobStatus.DONE: NoteStatus.DONE,
     JobStatus.FAILED: NoteStatus.FAILED,
     JobStatus.QUEUED: NoteStatus.QUEUED,
+}
+_EVENT = {
+    NoteStatus.DONE: EventType.DONE,
+    NoteStatus.FAILED: EventType.FAILED,
+    NoteStatus.QUEUED: EventType.QUEUED,
 }
 
 
@@ -32,7 +39,8 @@ class SummarizeHandler:
         found = await repository.mark_processing(session, _note_id(job), job.attempts)
         if found is None:
             raise PermanentJobError("the note no longer exists")
-        return found
+        await outbox.record(session, EventType.PROCESSING, found)
+        return found.raw_text, found.title
 
     async def run(self, job: Job, prepared: Any) -> Any:
         text, title = prepared
@@ -43,7 +51,7 @@ class SummarizeHandler:
     ) -> None:
         note_status = _NOTE_STATUS.get(status)
         if note_status is not None:
-            await repository.record_job_state(
+            note = await repository.record_job_state(
                 session,
                 _note_id(job),
                 note_status,
@@ -51,6 +59,8 @@ class SummarizeHandler:
                 summary=result,
                 error=error,
             )
+            if note is not None:
+                await outbox.record(session, _EVENT[note_status], note)
 
 
 def _note_id(job: Job) -> uuid.UUID:
