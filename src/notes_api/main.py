@@ -22,6 +22,9 @@ from notes_api.core.db import Database
 from notes_api.core.logging import configure_logging
 from notes_api.core.middleware import BodyLimit, RequestContext
 from notes_api.core.migrations import head_revision
+from notes_api.events import signals as event_signals
+from notes_api.events.feed import Feed
+from notes_api.events.router import router as events_router
 from notes_api.jobs.listener import listen_forever
 from notes_api.notes.router import router as notes_router
 from notes_api.notes.service import SUMMARIZE
@@ -29,6 +32,7 @@ from notes_api.notes.watcher import NoteWatcher
 from notes_api.ops import router as ops_router
 from notes_api.runtime import make_summarizer, make_worker
 from notes_api.users.router import router as users_router
+from notes_api.webhooks.router import router as webhooks_router
 
 log = structlog.get_logger("notes_api")
 
@@ -57,11 +61,21 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.migration_head = head_revision()
     watcher = NoteWatcher(db, kind=SUMMARIZE)
     app.state.note_watcher = watcher
+    feed = Feed(
+        db,
+        per_user=settings.event_streams_per_user,
+        per_process=settings.event_streams_per_process,
+        poll_interval=settings.event_poll_interval,
+    )
+    app.state.event_feed = feed
     tasks: list[asyncio.Task[None]] = []
     await bootstrap_admin(db, settings, app.state.passwords)
     watcher.start()
+    feed.start()
     if not db.is_sqlite:
-        tasks.append(asyncio.create_task(listen_forever(settings.async_direct_url)))
+        channels = {event_signals.CHANNEL: lambda _payload: event_signals.published()}
+        listener = listen_forever(settings.async_direct_url, channels=channels)
+        tasks.append(asyncio.create_task(listener))
     summarizer = worker = None
     if settings.worker_embedded:
         summarizer = make_summarizer(settings)
@@ -84,6 +98,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if summarizer is not None:
             await summarizer.aclose()
         await watcher.stop()
+        await feed.stop()
         await db.dispose()
         app.state.passwords.close()
 
@@ -98,7 +113,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         debug=False,
         swagger_ui_parameters={"persistAuthorization": True},
-        openapi_tags=[{"name": tag} for tag in ("auth", "users", "notes", "operations")],
+        openapi_tags=[
+            {"name": tag} for tag in ("auth", "users", "notes", "events", "webhooks", "operations")
+        ],
         # Metrics are Prometheus (/metrics); FastAPI's OpenTelemetry hooks would only cost
         # three provider look-ups per request.
         telemetry={"tracing": False, "metrics": False, "logs": False},
@@ -107,7 +124,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     handlers.install(app)
     # The notes routes are matched first: they carry the traffic, and each route tried
     # before the right one costs a pattern match. (`/users/me` must stay before `/users/{id}`.)
-    for router in (notes_router, auth_router, users_router, ops_router):
+    # The two event streams come before them: `/notes/events` is not a note's id.
+    routers = (events_router, notes_router, auth_router, users_router, webhooks_router, ops_router)
+    for router in routers:
         app.include_router(router)
     if settings.cors_origins:
         app.add_middleware(
@@ -115,7 +134,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_origins=settings.cors_origins,
             allow_credentials=False,
             allow_methods=["GET", "POST", "PATCH", "DELETE"],
-            allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID"],
             expose_headers=["Location", "Idempotent-Replayed", "Retry-After", "X-Request-ID"],
         )
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES, read_timeout=BODY_READ_TIMEOUT)

@@ -6,7 +6,7 @@ misses the announcement finds the row on the feed's next poll)."""
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import (
@@ -33,6 +33,7 @@ from notes_api.events.models import EventType, NoteEvent
 from notes_api.events.schemas import NoteState
 from notes_api.jobs import signals as job_signals
 from notes_api.webhooks.fanout import delivery_jobs, hook_params
+from notes_api.webhooks.models import WebhookDelivery
 
 note_events = cast(Table, NoteEvent.__table__)
 
@@ -104,7 +105,12 @@ def record_after(stmt: Select[Any], step: CTE) -> Select[Any]:
     return stmt.add_columns(*columns).join(event, true()).add_cte(hooks)
 
 
-_PG_RECORD = (lambda e, h, c: select(*c).select_from(e).add_cte(h))(*_pg_outbox(None))
+def _pg_record() -> Select[Any]:
+    event, hooks, columns = _pg_outbox(None)
+    return select(*columns).select_from(event).add_cte(hooks)
+
+
+_PG_RECORD = _pg_record()
 _SQLITE_RECORD = insert(note_events).values(_VALUES).returning(note_events.c.id)
 _SQLITE_HOOKS = delivery_jobs(
     bindparam("hook_event_id", type_=note_events.c.id.type),
@@ -133,6 +139,9 @@ async def record(
     return event_id
 
 
-async def purge_before(session: AsyncSession, older_than: datetime) -> int:
+async def purge_events(session: AsyncSession, *, hours: float) -> int:
+    """House-keeping: events (and webhook attempt logs) older than the retention period."""
+    older_than = utcnow() - timedelta(hours=hours)
+    await session.execute(delete(WebhookDelivery).where(WebhookDelivery.created_at < older_than))
     result = await session.execute(delete(NoteEvent).where(NoteEvent.occurred_at < older_than))
     return int(getattr(result, "rowcount", 0))

@@ -8,9 +8,14 @@ from notes_api.jobs.models import Job, JobStatus
 
 
 class JobError(Exception):
-    """Raise from a handler to say whether another attempt may succeed."""
+    """Raise from a handler to say whether another attempt may succeed, and (`retry_after`,
+    seconds) when, if the other side said so."""
 
     transient: bool = True
+
+    def __init__(self, message: str = "", *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class PermanentJobError(JobError):
@@ -24,7 +29,10 @@ def is_transient(exc: BaseException) -> bool:
 
 class JobHandler(Protocol):
     """One kind of job. `started` and `finished` run inside the engine's own transactions,
-    so whatever they write commits together with the job's new state."""
+    so whatever they write commits together with the job's new state.
+
+    A handler may also set its own retry policy: `max_attempts` (an int, instead of the
+    job's) and `retry_delay(attempts) -> seconds` (instead of the worker's backoff)."""
 
     kind: str
 

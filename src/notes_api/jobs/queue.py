@@ -209,14 +209,25 @@ def backoff_delay(attempts: int, base: float, cap: float) -> float:
 
 
 async def fail(
-    session: AsyncSession, job: Job, error: str, *, transient: bool, base: float, cap: float
+    session: AsyncSession,
+    job: Job,
+    error: str,
+    *,
+    transient: bool,
+    base: float,
+    cap: float,
+    delay: float | None = None,
+    max_attempts: int | None = None,
 ) -> JobStatus | None:
-    """Record a failed attempt: back to the queue with a delay, or failed for good.
-    Returns the new status, or None when the attempt no longer held the lease."""
+    """Record a failed attempt: back to the queue with a delay (`delay`, or backoff from
+    `base` up to `cap`), or failed for good once `max_attempts` (default: the job's) are
+    spent. Returns the new status, or None when the attempt no longer held the lease."""
     error = error[:MAX_ERROR_LENGTH]
     now = utcnow()
-    if transient and job.attempts < job.max_attempts:
-        run_after = now + timedelta(seconds=backoff_delay(job.attempts, base, cap))
+    if transient and job.attempts < (max_attempts or job.max_attempts):
+        if delay is None:
+            delay = backoff_delay(job.attempts, base, cap)
+        run_after = now + timedelta(seconds=delay)
         ok = await _transition(
             session, job, status=JobStatus.QUEUED, run_after=run_after, last_error=error
         )

@@ -189,6 +189,11 @@ class Worker:
         self, session: AsyncSession, job: Job, exc: BaseException, *, transient: bool
     ) -> None:
         error = str(exc) or type(exc).__name__
+        handler = self.handlers[job.kind]
+        delay: float | None = getattr(exc, "retry_after", None)
+        policy = getattr(handler, "retry_delay", None)
+        if delay is None and policy is not None:
+            delay = float(policy(job.attempts))
         status = await queue.fail(
             session,
             job,
@@ -196,6 +201,8 @@ class Worker:
             transient=transient,
             base=self.config.backoff_base,
             cap=self.config.backoff_max,
+            delay=delay,
+            max_attempts=getattr(handler, "max_attempts", None),
         )
         if status is None:
             return

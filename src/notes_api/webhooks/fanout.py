@@ -7,14 +7,29 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from sqlalchemy import JSON, ColumnElement, Insert, String, Table, bindparam, insert, select
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    ColumnElement,
+    Insert,
+    String,
+    Table,
+    bindparam,
+    insert,
+    select,
+    text,
+)
 from sqlalchemy import cast as sql_cast
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import Uuid
 
 from notes_api.core.models import utcnow
+from notes_api.core.sql import dialect_name
 from notes_api.events.models import EventType
+from notes_api.jobs import signals
 from notes_api.jobs.models import Job, JobStatus
 from notes_api.webhooks.models import EVENT_BITS, WebhookEndpoint
 
@@ -23,6 +38,7 @@ WEBHOOK = "webhook"
 ROW_MAX_ATTEMPTS = 24
 
 jobs = cast(Table, Job.__table__)
+_NOTIFY = text("SELECT pg_notify(:channel, :payload)")
 endpoints = cast(Table, WebhookEndpoint.__table__)
 
 
@@ -95,3 +111,28 @@ def delivery_jobs(
 
 def hook_params(event_type: str) -> dict[str, Any]:
     return {"hook_bit": EVENT_BITS[EventType(event_type)], "hook_now": utcnow()}
+
+
+_RESEND = delivery_jobs(
+    bindparam("hook_event_id", type_=BigInteger()),
+    bindparam("hook_organization_id", type_=Uuid()),
+    only_endpoint=True,
+)
+
+
+async def resend(session: AsyncSession, event_id: int, endpoint: WebhookEndpoint) -> None:
+    """Queue one more delivery of an event to an endpoint, unless one is queued already."""
+    params = {
+        "hook_now": utcnow(),
+        "hook_event_id": event_id,
+        "hook_organization_id": endpoint.organization_id,
+        "hook_endpoint_id": endpoint.id,
+    }
+    try:
+        async with session.begin_nested():
+            await session.execute(_RESEND, params)
+    except IntegrityError:
+        return  # the live delivery of this event to this endpoint will do
+    signals.mark_queued(session)
+    if dialect_name(session) == "postgresql":
+        await session.execute(_NOTIFY, {"channel": signals.QUEUED_CHANNEL, "payload": WEBHOOK})
