@@ -4,9 +4,11 @@ whose caller may no longer see it."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
+from datetime import datetime
 
 import httpx
 import pytest
@@ -16,6 +18,8 @@ from notes_api.auth.tokens import create_access_token
 from notes_api.core.config import Settings
 from tests.conftest import add_user, create_note, make_settings, running_app, serve, signup
 from tests.events.sse import Reader, open_stream
+
+lags: dict[int, float] = {}
 
 
 @pytest.fixture
@@ -40,7 +44,8 @@ async def served(settings: Settings) -> AsyncIterator[tuple[FastAPI, str, httpx.
 
 
 async def _types_until(reader: Reader, last: str, note_id: str) -> list[tuple[str, float, int]]:
-    """(type, arrival, id) of `note_id`'s events, up to the first of type `last`."""
+    """(type, arrival, id) of `note_id`'s events, up to the first of type `last`; each
+    event's delay from its commit to its arrival goes in `lags`."""
     seen: list[tuple[str, float, int]] = []
     while True:
         event = await reader.next()
@@ -48,6 +53,7 @@ async def _types_until(reader: Reader, last: str, note_id: str) -> list[tuple[st
         assert event.id == str(body["id"]) and event.event == body["type"]
         if body["data"]["id"] != note_id:
             continue
+        lags[body["id"]] = time.time() - datetime.fromisoformat(body["occurred_at"]).timestamp()
         seen.append((body["type"], event.at, body["id"]))
         if body["type"] == last:
             return seen
@@ -66,6 +72,7 @@ async def test_a_note_is_seen_queued_processing_done_as_it_happens(
         seen = await _types_until(reader, "note.done", note["id"])
     assert [t for t, _, _ in seen] == ["note.queued", "note.processing", "note.done"]
     assert seen[0][1] - posted < 1.0
+    assert all(lag < 1.0 for lag in lags.values()), lags
     final = await client.get(f"/notes/{note['id']}", headers=agent.headers)
     assert final.json()["status"] == "done"
 
@@ -266,3 +273,41 @@ async def test_streams_need_a_bearer_token(
     agent = await signup(client)
     wrong = agent.headers | {"Last-Event-ID": "yesterday"}
     assert (await client.get("/notes/events", headers=wrong)).status_code == 422
+
+
+async def test_concurrent_writes_reach_a_stream_each_once_and_in_id_order(
+    served: tuple[FastAPI, str, httpx.AsyncClient],
+) -> None:
+    # On Postgres, ids are taken at insert and rows become visible at commit, in another
+    # order under concurrency: the stream must neither skip a late committer nor repeat.
+    _, base_url, client = served
+    agent = await signup(client)
+    async with open_stream(base_url, "/notes/events", agent.access_token) as reader:
+        await reader.next(comments=True)
+        notes = await asyncio.gather(
+            *(create_note(client, agent, f"Concurrent {i}. Two sentences.") for i in range(40))
+        )
+        await asyncio.gather(
+            *(
+                client.patch(f"/notes/{n['id']}", headers=agent.headers, json={"title": "t"})
+                for n in notes[:20]
+            )
+        )
+        # A marker written after everything above committed: its event comes after theirs.
+        marker = await create_note(client, agent, "Marker. Two sentences.")
+        ids: list[int] = []
+        per_note: dict[str, list[str]] = {}
+        while marker["id"] not in per_note:
+            body = (await reader.next()).json
+            ids.append(body["id"])
+            per_note.setdefault(body["data"]["id"], []).append(body["type"])
+        while any("note.done" not in per_note.get(n["id"], []) for n in notes):
+            body = (await reader.next()).json
+            ids.append(body["id"])
+            per_note.setdefault(body["data"]["id"], []).append(body["type"])
+    assert ids == sorted(ids) and len(ids) == len(set(ids))
+    for i, note in enumerate(notes):
+        types = per_note[note["id"]]
+        assert sorted(types) == sorted(
+            ["note.queued", "note.processing", "note.done"] + ["note.updated"] * (i < 20)
+        ), types

@@ -169,10 +169,12 @@ class Feed:
     # -- the horizon ----------------------------------------------------------------------
 
     async def _run(self) -> None:
-        while True:
-            timeout = 0.1 if self._gaps else self.poll_interval
+        while not self.closed:
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
+            # cancellation that arrives as the wait ends, and the task would never stop.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._dirty.wait(), timeout)
+                async with asyncio.timeout(0.1 if self._gaps else self.poll_interval):
+                    await self._dirty.wait()
             self._dirty.clear()
             if not self._count:
                 self._horizon = None  # nobody listens: start afresh when someone does

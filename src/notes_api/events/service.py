@@ -121,7 +121,8 @@ async def follow(stream: Stream, last_event_id: int | None) -> AsyncIterator[Ser
             if len(rows) == PAGE:
                 continue
             try:
-                await asyncio.wait_for(sub.wake.wait(), stream.heartbeat)
+                async with asyncio.timeout(stream.heartbeat):
+                    await sub.wake.wait()
             except TimeoutError:
                 yield ServerSentEvent(comment="heartbeat")
     finally:
