@@ -17,7 +17,15 @@ from fastapi import FastAPI
 from fastapi.routing import iter_route_contexts
 
 from notes_api.main import create_app
-from tests.conftest import PASSWORD, Account, add_user, create_note, make_settings, serve, signup
+from tests.conftest import (
+    PASSWORD,
+    Account,
+    add_user,
+    create_note,
+    make_settings,
+    signup,
+    stream_status,
+)
 
 ACTORS = ("anonymous", "owner", "colleague", "admin", "other_admin")
 PUBLIC = dict.fromkeys(ACTORS, 200)
@@ -170,21 +178,6 @@ async def request_for(
         assert app is not None
         return await stream_status(app, url, headers)
     return await client.request(method, url, headers=headers, json=json, data=data)
-
-
-async def stream_status(app: FastAPI, url: str, headers: dict[str, str]) -> httpx.Response:
-    """An event stream's answer (a stream never ends, so over a real server, read up to
-    its first line)."""
-    async with (
-        serve(app) as base_url,
-        httpx.AsyncClient(base_url=base_url) as real,
-        real.stream("GET", url, headers=headers) as response,
-    ):
-        if response.status_code == 200:
-            first = await anext(response.aiter_lines())
-            return httpx.Response(200, headers=response.headers, text=first)
-        body = await response.aread()
-        return httpx.Response(response.status_code, headers=response.headers, content=body)
 
 
 async def snapshot(client: httpx.AsyncClient, world: World) -> Any:
