@@ -58,10 +58,11 @@ async def test_a_note_is_seen_on_another_api_process_as_a_worker_process_summari
         agent = await signup(client)
         async with open_stream(second_api, "/notes/events", agent.access_token) as reader:
             await reader.next(comments=True)
-            # Warm-up: the worker is listening once its first note is done.
+            # Warm-up: the worker is listening once its first note is done (a process
+            # starting on a busy machine may take a while).
             warm = await create_note(client, agent, "Warm-up note. Two sentences here.")
             while True:
-                body = (await reader.next()).json
+                body = (await reader.next(timeout=60)).json
                 if body["data"]["id"] == warm["id"] and body["type"] == "note.done":
                     break
             note = await create_note(client, agent, "Across processes. It has two sentences.")

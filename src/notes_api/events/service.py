@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Row, bindparam, select
+from sqlalchemy import Row, bindparam, select, true
 from sse_starlette import ServerSentEvent
 
 from notes_api.auth.service import confirm_caller
@@ -22,15 +22,17 @@ from notes_api.events.feed import Feed, Subscription
 from notes_api.events.models import EventType, NoteEvent
 from notes_api.events.schemas import EventPublic
 from notes_api.notes import repository
-from notes_api.users.models import Role
+from notes_api.users.models import ACTIVE_MEMBER, Role, users
 
 PAGE = 200
 events = NoteEvent.__table__
 
 
 def _page_query(role: Role, one_note: bool) -> Any:
-    """The events after `after` and up to the feed's horizon that the caller may see (the
-    notes' tenancy rule, on the events' owner and organization), oldest first."""
+    """The caller's current role (no row: no longer an active member) joined to the events
+    after `after` and up to the feed's horizon that it may see as `role` (the notes'
+    tenancy rule, on the events' owner and organization), oldest first: the re-check and
+    the read in one round trip."""
     conditions = [
         events.c.id > bindparam("after"),
         events.c.id <= bindparam("horizon"),
@@ -38,11 +40,18 @@ def _page_query(role: Role, one_note: bool) -> Any:
     ]
     if one_note:
         conditions.append(events.c.note_id == bindparam("note_id", type_=events.c.note_id.type))
-    return (
+    page = (
         select(events.c.id, events.c.type, events.c.occurred_at, events.c.data)
         .where(*conditions)
         .order_by(events.c.id)
         .limit(PAGE)
+        .subquery("page")
+    )
+    return (
+        select(users.c.role.label("caller_role"), page)
+        .select_from(users.outerjoin(page, true()))
+        .where(ACTIVE_MEMBER)
+        .order_by(page.c.id)
     )
 
 
@@ -84,21 +93,21 @@ async def _read(stream: Stream, after: int) -> list[Row[Any]] | None:
     if decode_access_token(stream.jwt_secret, stream.token) is None:
         return None
     horizon = await stream.feed.horizon()
+    sub = stream.sub
+    params = {"after": after, "horizon": horizon, "note_id": sub.note_id}
     async with stream.db.connect() as conn:
-        try:
-            caller = await confirm_caller(conn, stream.claims)
-        except Unauthorized:
-            return None
-        stream.feed.recaller(stream.sub, caller)
-        note_id = stream.sub.note_id
-        params = {
-            "after": after,
-            "horizon": horizon,
-            "note_id": note_id,
-            **repository.scope(caller),
-        }
-        result = await conn.execute(_PAGES[(caller.role, note_id is not None)], params)
-        return list(result.all())
+        for _ in range(2):
+            caller = sub.caller
+            query = _PAGES[(caller.role, sub.note_id is not None)]
+            rows = (await conn.execute(query, {**params, **repository.scope(caller)})).all()
+            if not rows:
+                return None
+            role = rows[0].caller_role
+            if role is caller.role:
+                return [row for row in rows if row.id is not None]
+            # The role changed since the stream opened: read again with the new one.
+            stream.feed.recaller(sub, Caller(caller.id, caller.organization_id, role))
+    return None
 
 
 async def follow(stream: Stream, last_event_id: int | None) -> AsyncIterator[ServerSentEvent]:

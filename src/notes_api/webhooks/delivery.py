@@ -155,7 +155,10 @@ class WebhookHandler:
     async def finished(
         self, session: AsyncSession, job: Job, status: JobStatus, result: Any, error: str | None
     ) -> None:
-        attempt = self._attempts.pop(job.id, None) or Attempt(error=error)
+        found = self._attempts.pop(job.id, None)
+        if found is None and status is JobStatus.QUEUED and error is None:
+            return  # given back unfinished at shutdown: not an attempt
+        attempt = found or Attempt(error=error)
         if attempt.skipped:
             return
         event_id, endpoint_id = parse_key(job)
