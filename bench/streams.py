@@ -24,13 +24,16 @@ import jobs
 DB = "notes_bench_streams"
 
 
-def connections(url: str) -> int:
+def connections(url: str) -> tuple[int, int]:
+    """The server's connections to the database: all of them (the listener's, the pool's
+    idle ones), and those busy (in a query or a transaction) at this moment."""
     with psycopg.connect(url, autocommit=True) as conn:
         row = conn.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+            "SELECT count(*), count(*) FILTER (WHERE state <> 'idle') FROM pg_stat_activity"
+            " WHERE datname = %s AND pid <> pg_backend_pid()",
             (DB,),
         ).fetchone()
-    return int(row[0]) if row else 0
+    return (int(row[0]), int(row[1])) if row else (0, 0)
 
 
 async def first_line(lines: AsyncIterator[str]) -> None:
@@ -88,15 +91,17 @@ async def measure(streams: int) -> dict[str, float]:
                     await r.aclose()
     finally:
         jobs.stop(server)
-    return {
+    result: dict[str, float] = {
         "streams": streams,
         "rss_mb_without_streams": round(rss_before, 1),
         "rss_mb_with_streams": round(rss_after, 1),
         "kb_per_stream": round((rss_after - rss_before) * 1024 / streams, 1),
-        "db_connections_without_streams": conns_before,
-        "db_connections_with_streams": conns_after,
+        "db_connections_without_streams": conns_before[0],
+        "db_connections_with_streams": conns_after[0],
+        "db_connections_busy_with_streams_idle": conns_after[1],
         "ms_until_all_streams_have_an_event": round(fanout_ms, 1),
     }
+    return result
 
 
 def main() -> None:
