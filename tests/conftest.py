@@ -29,8 +29,9 @@ from notes_api.main import create_app
 
 PG_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/notes_test")
 TABLES = (
-    "note_usage, organization_usage, rate_limit_counters, idempotency_keys, notes, jobs,"
-    " refresh_tokens, login_attempts, users, organizations"
+    "webhook_deliveries, webhook_endpoints, note_events, note_usage, organization_usage,"
+    " rate_limit_counters, idempotency_keys, notes, jobs, refresh_tokens, login_attempts,"
+    " users, organizations"
 )
 PASSWORD = "correct horse battery"
 
@@ -225,6 +226,21 @@ async def serve(app: FastAPI) -> AsyncIterator[str]:
     finally:
         server.should_exit = True
         await task
+
+
+async def stream_status(app: FastAPI, url: str, headers: dict[str, str]) -> httpx.Response:
+    """An event stream's answer: over a real server (a stream does not end, and the ASGI
+    transport waits for the end), up to its first line."""
+    async with (
+        serve(app) as base_url,
+        httpx.AsyncClient(base_url=base_url) as real,
+        real.stream("GET", url, headers=headers) as response,
+    ):
+        if response.status_code == 200:
+            first = await anext(response.aiter_lines())
+            return httpx.Response(200, headers=response.headers, text=first)
+        body = await response.aread()
+        return httpx.Response(response.status_code, headers=response.headers, content=body)
 
 
 NOTE_FIELDS = {

@@ -1,7 +1,7 @@
 """fair job claims, rate-limit counters, model usage
 
 Revision ID: 20261130_0003
-Revises: 0001
+Revises: 20261130_0002
 Create Date: 2026-11-30 02:00:00
 """
 
@@ -11,8 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "20261130_0003"
-# The initial schema's revision id is "0001" (its file is 20261123_0001_initial_schema.py).
-down_revision: str | None = "20261130_0001"
+down_revision: str | None = "20261130_0002"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

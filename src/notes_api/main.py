@@ -22,6 +22,9 @@ from notes_api.core.db import Database
 from notes_api.core.logging import configure_logging
 from notes_api.core.middleware import BodyLimit, Deadline, RequestContext
 from notes_api.core.migrations import head_revision
+from notes_api.events import signals as event_signals
+from notes_api.events.feed import Feed
+from notes_api.events.router import router as events_router
 from notes_api.jobs.listener import listen_forever
 from notes_api.notes.models import SUMMARIZE
 from notes_api.notes.router import router as notes_router
@@ -30,6 +33,7 @@ from notes_api.ops import router as ops_router
 from notes_api.organizations.router import router as organizations_router
 from notes_api.runtime import make_summarizer, make_worker
 from notes_api.users.router import router as users_router
+from notes_api.webhooks.router import router as webhooks_router
 
 log = structlog.get_logger("notes_api")
 
@@ -52,7 +56,7 @@ Agents see their own notes; admins see all notes of their organization. Errors a
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Shutdown runs in this order: on the signal (`server.Server`), `begin_shutdown` stops
-    the embedded worker claiming and answers the long polls; uvicorn then drains the open
+    the embedded worker claiming, answers the long polls and ends the event streams; uvicorn then drains the open
     requests; then the code after `yield` lets running jobs finish or hands them back within
     JOB_SHUTDOWN_GRACE, and closes the rest."""
     settings: Settings = app.state.settings
@@ -62,11 +66,21 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.migration_head = head_revision()
     watcher = NoteWatcher(db, kind=SUMMARIZE)
     app.state.note_watcher = watcher
+    feed = Feed(
+        db,
+        per_user=settings.event_streams_per_user,
+        per_process=settings.event_streams_per_process,
+        poll_interval=settings.event_poll_interval,
+    )
+    app.state.event_feed = feed
     background: list[asyncio.Task[None]] = []
     await bootstrap_admin(db, settings, app.state.passwords)
     watcher.start()
+    feed.start()
     if not db.is_sqlite:
-        background.append(asyncio.create_task(listen_forever(settings.async_direct_url)))
+        channels = {event_signals.CHANNEL: lambda _payload: event_signals.published()}
+        listener = listen_forever(settings.async_direct_url, channels=channels)
+        background.append(asyncio.create_task(listener))
     summarizer = worker = worker_task = None
     if settings.worker_embedded:
         summarizer = make_summarizer(settings)
@@ -78,6 +92,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if worker is not None:
             worker.stop()
         watcher.close()
+        feed.close()
 
     # Called from a signal handler: hand the work to the event loop.
     app.state.begin_shutdown = lambda: loop.call_soon_threadsafe(stop_taking_work)
@@ -97,6 +112,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if summarizer is not None:
             await summarizer.aclose()
         await watcher.stop()
+        await feed.stop()
         await db.dispose()
         app.state.passwords.close()
 
@@ -115,7 +131,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
         swagger_ui_oauth2_redirect_url=None,
         openapi_tags=[
-            {"name": tag} for tag in ("auth", "users", "notes", "organizations", "operations")
+            {"name": tag}
+            for tag in (
+                "auth",
+                "users",
+                "notes",
+                "events",
+                "webhooks",
+                "organizations",
+                "operations",
+            )
         ],
         # Metrics are Prometheus (/metrics); FastAPI's OpenTelemetry hooks would only cost
         # three provider look-ups per request.
@@ -126,7 +151,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     openapi.install(app)
     # The notes routes are matched first: they carry the traffic, and each route tried
     # before the right one costs a pattern match. (`/users/me` must stay before `/users/{id}`.)
-    for router in (notes_router, auth_router, users_router, organizations_router, ops_router):
+    # The two event streams come before them: `/notes/events` is not a note's id.
+    routers = (
+        events_router,
+        notes_router,
+        auth_router,
+        users_router,
+        webhooks_router,
+        organizations_router,
+        ops_router,
+    )
+    for router in routers:
         app.include_router(router)
     docs.install(app)
     if settings.cors_origins:
@@ -135,7 +170,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_origins=settings.cors_origins,
             allow_credentials=False,
             allow_methods=["GET", "POST", "PATCH", "DELETE"],
-            allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID"],
             expose_headers=[
                 "Location",
                 "Idempotent-Replayed",

@@ -2,12 +2,14 @@
 
 from notes_api.auth.models import LoginAttempt, RefreshToken
 from notes_api.core.models import Base
+from notes_api.events.models import NoteEvent
 from notes_api.jobs.models import Job
 from notes_api.limits.models import RateLimitCounter
 from notes_api.notes.models import IdempotencyKey, Note
 from notes_api.organizations.models import Organization, OrganizationUsage
 from notes_api.summarize.models import NoteUsage
 from notes_api.users.models import User
+from notes_api.webhooks.models import WebhookDelivery, WebhookEndpoint
 
 __all__ = [
     "Base",
@@ -15,10 +17,13 @@ __all__ = [
     "Job",
     "LoginAttempt",
     "Note",
+    "NoteEvent",
     "NoteUsage",
     "Organization",
     "OrganizationUsage",
     "RateLimitCounter",
     "RefreshToken",
     "User",
+    "WebhookDelivery",
+    "WebhookEndpoint",
 ]

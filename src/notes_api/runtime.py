@@ -1,19 +1,22 @@
-"""Builds the pieces both entry points share: the worker (standalone or embedded) and the
-Postgres listener."""
+"""Builds what both entry points share: the summarizer, and the worker (standalone or
+embedded) with its job handlers and house-keeping."""
 
 from __future__ import annotations
 
 from datetime import timedelta
+from functools import partial
 
 from notes_api.auth.service import purge_expired
 from notes_api.core.config import Settings
 from notes_api.core.db import Database
+from notes_api.events.outbox import purge_events
 from notes_api.jobs.worker import Worker, WorkerConfig
 from notes_api.limits.counter import purge_old_windows
 from notes_api.notes.service import purge_expired_keys
 from notes_api.summarize.base import Summarizer
 from notes_api.summarize.factory import build_summarizer
 from notes_api.summarize.handler import SummarizeHandler
+from notes_api.webhooks.delivery import WebhookHandler
 
 
 def make_summarizer(settings: Settings) -> Summarizer:
@@ -38,8 +41,9 @@ def make_worker(db: Database, settings: Settings, summarizer: Summarizer) -> Wor
         shutdown_grace=settings.job_shutdown_grace,
         retention=timedelta(hours=settings.job_retention_hours),
     )
-    worker = Worker(db, [SummarizeHandler(summarizer)], config)
+    worker = Worker(db, [SummarizeHandler(summarizer), WebhookHandler(settings)], config)
     worker.add_periodic(300.0, purge_expired_keys)
     worker.add_periodic(300.0, lambda session: purge_expired(session, settings))
     worker.add_periodic(3600.0, purge_old_windows)
+    worker.add_periodic(600.0, partial(purge_events, hours=settings.event_retention_hours))
     return worker

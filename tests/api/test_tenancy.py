@@ -9,10 +9,18 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from fastapi.routing import iter_route_contexts
 
 from notes_api.main import create_app
-from tests.conftest import Account, add_user, create_note, make_settings, signup
+from tests.conftest import (
+    Account,
+    add_user,
+    create_note,
+    make_settings,
+    signup,
+    stream_status,
+)
 
 # Bodies for routes that need one; a new route that needs a body fails until listed here.
 BODIES: dict[tuple[str, str], dict[str, Any]] = {
@@ -79,10 +87,15 @@ def test_matrix_covers_every_known_note_route() -> None:
 @pytest.mark.parametrize(("method", "path"), ROUTES, ids=[f"{m} {p}" for m, p in ROUTES])
 @pytest.mark.parametrize("actor", ["owner", "admin_x"])
 async def test_owner_and_own_admin_may_use_note_route(
-    client: httpx.AsyncClient, world: World, method: str, path: str, actor: str
+    client: httpx.AsyncClient, app: FastAPI, world: World, method: str, path: str, actor: str
 ) -> None:
     note = await create_note(client, world.owner, title="original")
-    response = await call(client, method, path, note["id"], getattr(world, actor).headers)
+    headers = getattr(world, actor).headers
+    if path.endswith("/events"):  # a stream: over a real server, up to its first line
+        url = path.replace("{note_id}", note["id"])
+        response = await stream_status(app, url, headers)
+    else:
+        response = await call(client, method, path, note["id"], headers)
     if (method, path) in ALLOWED_CONFLICTS and response.status_code == 409:
         return
     assert 200 <= response.status_code < 300, response.text

@@ -28,12 +28,15 @@ TABLES = {
     "jobs",
     "login_attempts",
     "note_usage",
+    "note_events",
     "notes",
     "organization_usage",
     "organizations",
     "rate_limit_counters",
     "refresh_tokens",
     "users",
+    "webhook_deliveries",
+    "webhook_endpoints",
 }
 
 

@@ -13,10 +13,19 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from fastapi.routing import iter_route_contexts
 
 from notes_api.main import create_app
-from tests.conftest import PASSWORD, Account, add_user, create_note, make_settings, signup
+from tests.conftest import (
+    PASSWORD,
+    Account,
+    add_user,
+    create_note,
+    make_settings,
+    signup,
+    stream_status,
+)
 
 ACTORS = ("anonymous", "owner", "colleague", "admin", "other_admin")
 PUBLIC = dict.fromkeys(ACTORS, 200)
@@ -58,7 +67,22 @@ MATRIX: dict[tuple[str, str], dict[str, int]] = {
     ("PATCH", "/notes/{note_id}"): row(401, 200, 404, 200, 404),
     ("DELETE", "/notes/{note_id}"): row(401, 204, 404, 204, 404),
     ("POST", "/notes/{note_id}/retry"): row(401, 409, 404, 409, 404),
+    ("GET", "/notes/events"): row(401, 200, 200, 200, 200),
+    ("GET", "/notes/{note_id}/events"): row(401, 200, 404, 200, 404),
+    # Webhook routes act on an endpoint of X. No delivery exists in this world: the admin's
+    # 404 on resend means it reached X's endpoint and found no such attempt.
+    ("POST", "/webhooks"): row(401, 403, 403, 201, 201),
+    ("GET", "/webhooks"): row(401, 403, 403, 200, 200),
+    ("GET", "/webhooks/{webhook_id}"): row(401, 403, 403, 200, 404),
+    ("PATCH", "/webhooks/{webhook_id}"): row(401, 403, 403, 200, 404),
+    ("DELETE", "/webhooks/{webhook_id}"): row(401, 403, 403, 204, 404),
+    ("POST", "/webhooks/{webhook_id}/rotate-secret"): row(401, 403, 403, 200, 404),
+    ("GET", "/webhooks/{webhook_id}/deliveries"): row(401, 403, 403, 200, 404),
+    ("POST", "/webhooks/{webhook_id}/deliveries/{delivery_id}/resend"): row(
+        401, 403, 403, 404, 404
+    ),
 }
+WEBHOOK_URL = "https://crm.example.com/hooks"
 
 
 def app_routes() -> list[tuple[str, str]]:
@@ -100,7 +124,12 @@ def fresh_email() -> str:
 
 
 async def request_for(
-    client: httpx.AsyncClient, world: World, method: str, path: str, actor: str
+    client: httpx.AsyncClient,
+    world: World,
+    method: str,
+    path: str,
+    actor: str,
+    app: FastAPI | None = None,
 ) -> httpx.Response:
     """Make the route's request as `actor`, with whatever body and target it needs."""
     who = world.actor(actor)
@@ -131,6 +160,20 @@ async def request_for(
         note = await create_note(client, world.owner, "The owner's note.", title="original")
         url = path.replace("{note_id}", note["id"])
         json = {"title": "changed"} if method == "PATCH" else None
+    elif path == "/webhooks" and method == "POST":
+        json = {"url": WEBHOOK_URL, "events": ["note.done"]}
+    elif "{webhook_id}" in path:
+        made = await client.post(
+            "/webhooks",
+            headers=world.admin.headers,
+            json={"url": WEBHOOK_URL, "events": ["note.done"]},
+        )
+        url = path.replace("{webhook_id}", made.json()["id"])
+        url = url.replace("{delivery_id}", str(uuid.uuid4()))
+        json = {"description": "changed"} if method == "PATCH" else None
+    if path.endswith("/events"):
+        assert app is not None
+        return await stream_status(app, url, headers)
     return await client.request(method, url, headers=headers, json=json, data=data)
 
 
@@ -151,14 +194,14 @@ def test_matrix_declares_every_route() -> None:
 
 @pytest.mark.parametrize(("method", "path"), ROUTES, ids=[f"{m} {p}" for m, p in ROUTES])
 async def test_route_answers_each_caller_as_declared(
-    client: httpx.AsyncClient, world: World, method: str, path: str
+    client: httpx.AsyncClient, app: FastAPI, world: World, method: str, path: str
 ) -> None:
     expected = MATRIX.get((method, path))
     assert expected is not None, f"{method} {path} is not in MATRIX"
     got: dict[str, int] = {}
     for actor in ACTORS:
         before = await snapshot(client, world)
-        response = await request_for(client, world, method, path, actor)
+        response = await request_for(client, world, method, path, actor, app)
         got[actor] = response.status_code
         for secret in NEVER_SENT:
             assert secret not in response.text, f"{method} {path} sent {secret}"
@@ -235,6 +278,8 @@ def test_every_json_body_route_is_probed_for_mass_assignment() -> None:
         ("PATCH", "/users/{user_id}"),
         ("POST", "/notes"),
         ("PATCH", "/notes/{note_id}"),
+        ("POST", "/webhooks"),
+        ("PATCH", "/webhooks/{webhook_id}"),
     }
 
 
@@ -287,6 +332,13 @@ async def request_body(
         return path.replace("{user_id}", owner.id), {"role": "AGENT"}, admin.headers
     if path == "/notes":
         return path, {"raw_text": "Smuggling attempt."}, owner.headers
+    if path == "/webhooks":
+        return path, {"url": WEBHOOK_URL, "events": ["note.done"]}, admin.headers
+    if path == "/webhooks/{webhook_id}":
+        made = await client.post(
+            "/webhooks", headers=admin.headers, json={"url": WEBHOOK_URL, "events": ["note.done"]}
+        )
+        return path.replace("{webhook_id}", made.json()["id"]), {"enabled": True}, admin.headers
     note = await create_note(client, owner, "Target of a smuggling attempt.")
     return path.replace("{note_id}", note["id"]), {"title": "fine"}, owner.headers
 

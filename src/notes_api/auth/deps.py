@@ -9,19 +9,15 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import OAuth2PasswordBearer
-from sqlalchemy import select
 
 from notes_api.auth.passwords import Passwords
-from notes_api.auth.service import AuthContext
+from notes_api.auth.service import AuthContext, confirm_caller
 from notes_api.auth.tokens import AccessClaims, Caller, decode_access_token
 from notes_api.core.deps import SessionDep, SettingsDep
 from notes_api.core.errors import Forbidden, Unauthorized
-from notes_api.users.models import ACTIVE_MEMBER, Role, member_params, users
+from notes_api.users.models import Role
 
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/auth/token", auto_error=False)
-
-# Built once: the caller check of every request, a primary-key lookup of one column.
-_ACTIVE_ROLE = select(users.c.role).where(ACTIVE_MEMBER)
 
 
 async def token_claims(
@@ -41,13 +37,8 @@ TokenClaims = Annotated[AccessClaims, Depends(token_claims)]
 
 
 async def current_caller(session: SessionDep, claims: TokenClaims) -> Caller:
-    """The token's user while it is an active member of the token's organization, with the
-    role it holds now; 401 otherwise."""
-    params = member_params(claims.user_id, claims.organization_id)
-    role = (await session.execute(_ACTIVE_ROLE, params)).scalar_one_or_none()
-    if role is None:
-        raise Unauthorized("Invalid or expired access token")
-    return Caller(claims.user_id, claims.organization_id, role)
+    """The caller, confirmed in the request's own unit of work (`confirm_caller`)."""
+    return await confirm_caller(session, claims)
 
 
 async def admin_caller(caller: Annotated[Caller, Depends(current_caller)]) -> Caller:

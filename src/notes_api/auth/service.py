@@ -13,6 +13,7 @@ from notes_api.auth.models import RefreshToken
 from notes_api.auth.passwords import Passwords
 from notes_api.auth.schemas import SignupRequest, TokenPair
 from notes_api.auth.tokens import (
+    AccessClaims,
     Caller,
     create_access_token,
     hash_refresh_token,
@@ -24,7 +25,7 @@ from notes_api.core.errors import Conflict, Forbidden, TooManyRequests, Unauthor
 from notes_api.core.models import utcnow
 from notes_api.core.schemas import is_storable_text
 from notes_api.organizations.service import create_organization, ensure_default_organization
-from notes_api.users.models import Role, User
+from notes_api.users.models import ACTIVE_MEMBER, Role, User, member_params, users
 
 
 class InvalidCredentials(Unauthorized):
@@ -40,6 +41,21 @@ class RefreshReused(Unauthorized):
 
 
 _STILL_ACTIVE = select(User.is_active).where(User.id == bindparam("id"), User.is_active)
+
+
+# Built once: the caller check of every request, a primary-key lookup of one column.
+_ACTIVE_ROLE = select(users.c.role).where(ACTIVE_MEMBER)
+
+
+async def confirm_caller(session: AsyncSession, claims: AccessClaims) -> Caller:
+    """The token's user while it is an active member of the token's organization, with the
+    role it holds now; 401 otherwise. Every request's caller (`auth.deps.current_caller`)
+    and every event stream's, at each wake, is confirmed here."""
+    params = member_params(claims.user_id, claims.organization_id)
+    role = (await session.execute(_ACTIVE_ROLE, params)).scalar_one_or_none()
+    if role is None:
+        raise Unauthorized("Invalid or expired access token")
+    return Caller(claims.user_id, claims.organization_id, role)
 
 
 @dataclass

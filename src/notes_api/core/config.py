@@ -96,6 +96,21 @@ class Settings(BaseSettings):
     job_shutdown_grace: float = Field(default=10.0, ge=0)
     job_retention_hours: float = Field(default=168.0, gt=0)
 
+    event_retention_hours: float = Field(default=72.0, gt=0)
+    event_heartbeat_seconds: float = Field(default=15.0, gt=0)
+    event_retry_ms: int = Field(default=3000, ge=0)
+    event_poll_interval: float = Field(default=5.0, gt=0)
+    event_streams_per_user: int = Field(default=5, ge=1)
+    event_streams_per_process: int = Field(default=1000, ge=1)
+
+    webhook_allow_private: bool = False
+    webhook_max_endpoints: int = Field(default=10, ge=1, le=100)
+    webhook_timeout: float = Field(default=10.0, gt=0, le=60)
+    webhook_max_attempts: int = Field(default=24, ge=1, le=100)
+    webhook_retry_base: float = Field(default=30.0, ge=0)
+    webhook_retry_max: float = Field(default=3600.0, ge=0)
+    webhook_disable_after: int = Field(default=5, ge=1)
+
     @field_validator("cors_origins", mode="before")
     @classmethod
     def _split_origins(cls, value: object) -> object:

@@ -14,6 +14,10 @@ class JobError(Exception):
     transient: bool = True
     retry_after: float | None = None
 
+    def __init__(self, message: str = "", *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
 
 class PermanentJobError(JobError):
     transient = False
@@ -37,7 +41,10 @@ class JobHandler(Protocol):
 
     Lock order: whatever a job is about (its subject: a note, say) is locked before the job
     row, by every writer. The API changes a subject and then its jobs; so before the engine
-    changes a job's row it calls `lock`, and no two transactions can wait on each other."""
+    changes a job's row it calls `lock`, and no two transactions can wait on each other.
+
+    A handler may also set its own retry policy: `max_attempts` (an int, instead of the
+    job's) and `retry_delay(attempts) -> seconds` (instead of the worker's backoff)."""
 
     kind: str
 

@@ -7,6 +7,7 @@ until the next poll, so this is an accelerator, never the source of truth."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Mapping
 
 import psycopg
 import structlog
@@ -23,8 +24,17 @@ def libpq_url(sqlalchemy_url: str) -> str:
     )
 
 
-async def listen_forever(sqlalchemy_url: str, *, retry_max: float = 10.0) -> None:
+Handler = Callable[[str], None]
+
+
+async def listen_forever(
+    sqlalchemy_url: str, *, retry_max: float = 10.0, channels: Mapping[str, Handler] | None = None
+) -> None:
+    """LISTEN on the job engine's channels, and on `channels` for other parts of the process
+    (each called with a notification's payload, and with "*" after a reconnect, when
+    anything may have been missed): one connection for all of them."""
     url = libpq_url(sqlalchemy_url)
+    others = dict(channels or {})
     delay = 0.5
     while True:
         try:
@@ -33,12 +43,19 @@ async def listen_forever(sqlalchemy_url: str, *, retry_max: float = 10.0) -> Non
             ) as conn:
                 await conn.execute(f"LISTEN {signals.QUEUED_CHANNEL}")
                 await conn.execute(f"LISTEN {signals.FINISHED_CHANNEL}")
+                for channel in others:
+                    await conn.execute(f"LISTEN {channel}")
                 delay = 0.5
                 # Anything sent while we were away is found by the workers' next claim.
                 signals.wake_workers()
                 signals.job_finished("*", None)
+                for handler in others.values():
+                    handler("*")
                 async for note in conn.notifies():
-                    _dispatch(note.channel, note.payload)
+                    if note.channel in others:
+                        others[note.channel](note.payload)
+                    else:
+                        _dispatch(note.channel, note.payload)
         except asyncio.CancelledError:
             raise
         except Exception as exc:

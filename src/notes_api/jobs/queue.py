@@ -288,14 +288,19 @@ async def fail(
     base: float,
     cap: float,
     retry_after: float | None = None,
+    delay: float | None = None,
+    max_attempts: int | None = None,
 ) -> JobStatus | None:
-    """Record a failed attempt: back to the queue with a delay (never sooner than
-    `retry_after` seconds, when the failure said when to come back), or failed for good.
+    """Record a failed attempt: back to the queue with a delay (`delay`, or backoff from
+    `base` up to `cap`; never sooner than `retry_after` seconds, when the failure said when
+    to come back), or failed for good once `max_attempts` (default: the job's) are spent.
     Returns the new status, or None when the attempt no longer held the lease."""
     error = error[:MAX_ERROR_LENGTH]
     now = utcnow()
-    if transient and job.attempts < job.max_attempts:
-        delay = max(backoff_delay(job.attempts, base, cap), retry_after or 0.0)
+    if transient and job.attempts < (max_attempts or job.max_attempts):
+        if delay is None:
+            delay = backoff_delay(job.attempts, base, cap)
+        delay = max(delay, retry_after or 0.0)
         run_after = now + timedelta(seconds=delay)
         ok = await _transition(
             session, job, status=JobStatus.QUEUED, run_after=run_after, last_error=error

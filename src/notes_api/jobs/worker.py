@@ -197,6 +197,9 @@ class Worker:
         self, session: AsyncSession, job: Job, exc: BaseException, *, transient: bool
     ) -> None:
         error = str(exc) or type(exc).__name__
+        handler = self.handlers[job.kind]
+        policy = getattr(handler, "retry_delay", None)
+        delay = float(policy(job.attempts)) if policy is not None else None
         status = await queue.fail(
             session,
             job,
@@ -205,6 +208,8 @@ class Worker:
             base=self.config.backoff_base,
             cap=self.config.backoff_max,
             retry_after=retry_after(exc),
+            delay=delay,
+            max_attempts=getattr(handler, "max_attempts", None),
         )
         if status is None:
             return

@@ -20,11 +20,12 @@ from notes_api.users.models import Role
 notes = cast(Table, Note.__table__)
 
 
-def visible_to(caller: Caller) -> ColumnElement[bool]:
-    """Tenancy: an agent's own notes, an admin's organization's."""
+def visible_to(caller: Caller, table: Table = notes) -> ColumnElement[bool]:
+    """Tenancy: an agent's own notes, an admin's organization's. `table` is the notes, or
+    another that records a note's owner and organization (its events)."""
     if caller.role is Role.ADMIN:
-        return notes.c.organization_id == caller.organization_id
-    return notes.c.owner_id == caller.id
+        return table.c.organization_id == caller.organization_id
+    return table.c.owner_id == caller.id
 
 
 @dataclass(frozen=True)

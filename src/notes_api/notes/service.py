@@ -22,6 +22,8 @@ from notes_api.auth.tokens import Caller
 from notes_api.core.errors import Conflict, InvalidInput, NotFound
 from notes_api.core.models import utcnow
 from notes_api.core.pagination import decode_cursor, split_page
+from notes_api.events import outbox
+from notes_api.events.models import EventType
 from notes_api.jobs import queue
 from notes_api.notes import repository
 from notes_api.notes.models import SUMMARIZE, IdempotencyKey, NoteStatus
@@ -81,6 +83,7 @@ async def create_note(
         session, caller, {"title": body.title or None, "raw_text": body.raw_text}
     )
     await _enqueue_summary(session, note, max_attempts)  # a new note has no job to cancel
+    await outbox.record(session, EventType.QUEUED, note)
     if claim is not None:
         claim.note_id = note.id
         await session.flush()
@@ -203,6 +206,8 @@ async def update_note(
         values.update(_QUEUED, raw_text=body.raw_text, error=None)
         await _queue_summary(session, note, max_attempts)
     changed = await repository.change(session, caller, note_id, values)
+    requeued = "raw_text" in values
+    await outbox.record(session, EventType.QUEUED if requeued else EventType.UPDATED, changed)
     return NotePublic.model_validate(changed)
 
 
@@ -213,13 +218,16 @@ async def retry_note(
     if note.status is not NoteStatus.FAILED:
         raise Conflict(f"Only a failed note can be retried; this one is {note.status.value}")
     await _queue_summary(session, note, max_attempts)
-    return NotePublic.model_validate(await repository.change(session, caller, note_id, _QUEUED))
+    changed = await repository.change(session, caller, note_id, _QUEUED)
+    await outbox.record(session, EventType.QUEUED, changed)
+    return NotePublic.model_validate(changed)
 
 
 async def delete_note(session: AsyncSession, caller: Caller, note_id: uuid.UUID) -> None:
-    await _lock(session, caller, note_id)
+    note = await _lock(session, caller, note_id)
     await queue.cancel_active(session, SUMMARIZE, str(note_id))
     await repository.remove(session, caller, note_id)
+    await outbox.record(session, EventType.DELETED, note)
 
 
 async def purge_expired_keys(session: AsyncSession) -> None:

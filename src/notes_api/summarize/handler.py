@@ -9,12 +9,20 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from notes_api.events import outbox
+from notes_api.events.models import EventType
 from notes_api.jobs.models import Job, JobStatus
 from notes_api.notes import repository
 from notes_api.notes.models import SUMMARIZE, NoteStatus
 from notes_api.summarize import usage
 from notes_api.summarize.base import MeteredSummarizer, Summarizer, Usage
 
+_EVENT = {
+    NoteStatus.PROCESSING: EventType.PROCESSING,
+    NoteStatus.DONE: EventType.DONE,
+    NoteStatus.FAILED: EventType.FAILED,
+    NoteStatus.QUEUED: EventType.QUEUED,
+}
 _NOTE_STATUS = {
     JobStatus.DONE: NoteStatus.DONE,
     JobStatus.FAILED: NoteStatus.FAILED,
@@ -32,9 +40,7 @@ class SummarizeHandler:
         return await repository.lock_for_job(session, _note_id(job))
 
     async def started(self, session: AsyncSession, job: Job) -> None:
-        await repository.record_job_state(
-            session, _note_id(job), NoteStatus.PROCESSING, attempts=job.attempts
-        )
+        await self._record(session, job, NoteStatus.PROCESSING)
 
     async def run(self, job: Job, subject: Any) -> tuple[str, Usage | None]:
         text, title = subject
@@ -48,16 +54,25 @@ class SummarizeHandler:
         note_status = _NOTE_STATUS.get(status)
         summary, used = result if result is not None else (None, None)
         if note_status is not None:
-            await repository.record_job_state(
-                session,
-                _note_id(job),
-                note_status,
-                attempts=job.attempts,
-                summary=summary,
-                error=error,
-            )
+            await self._record(session, job, note_status, summary=summary, error=error)
         if used is not None:
             await usage.record(session, _note_id(job), used)
+
+    async def _record(
+        self,
+        session: AsyncSession,
+        job: Job,
+        status: NoteStatus,
+        *,
+        summary: str | None = None,
+        error: str | None = None,
+    ) -> None:
+        """The note shows the job's new state, and its event says so, in one transaction."""
+        note = await repository.record_job_state(
+            session, _note_id(job), status, attempts=job.attempts, summary=summary, error=error
+        )
+        if note is not None:
+            await outbox.record(session, _EVENT[status], note)
 
 
 def _note_id(job: Job) -> uuid.UUID:

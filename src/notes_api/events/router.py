@@ -1,0 +1,97 @@
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Request
+from fastapi.security.utils import get_authorization_scheme_param
+from sse_starlette import EventSourceResponse
+
+from notes_api.auth.deps import CurrentCaller, TokenClaims
+from notes_api.core.deps import DatabaseDep, SessionDep, SettingsDep
+from notes_api.core.openapi import errors
+from notes_api.events import service
+from notes_api.events.feed import Feed
+
+router = APIRouter(prefix="/notes", tags=["events"])
+
+LastEventId = Annotated[
+    int | None,
+    Header(
+        alias="Last-Event-ID",
+        ge=0,
+        description="The `id:` of the last event received: the stream starts with every "
+        "event after it that is still kept (EVENT_RETENTION_HOURS).",
+    ),
+]
+
+_STREAM = {
+    200: {
+        "description": "`text/event-stream`: `id:` the event id, `event:` its type, "
+        "`data:` JSON `{id, type, occurred_at, data}`; a `: heartbeat` comment when idle",
+        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+    },
+    **errors(401, 404, 422, 429),
+}
+
+
+async def _respond(
+    request: Request,
+    caller: CurrentCaller,
+    claims: TokenClaims,
+    session: SessionDep,
+    db: DatabaseDep,
+    settings: SettingsDep,
+    note_id: uuid.UUID | None,
+    last_event_id: int | None,
+) -> EventSourceResponse:
+    feed: Feed = request.app.state.event_feed
+    sub = await service.open_stream(session, feed, caller, note_id)
+    _, token = get_authorization_scheme_param(request.headers.get("Authorization"))
+    stream = service.Stream(
+        db=db,
+        feed=feed,
+        sub=sub,
+        jwt_secret=settings.jwt_secret.get_secret_value(),
+        token=token,
+        claims=claims,
+        heartbeat=settings.event_heartbeat_seconds,
+        retry_ms=settings.event_retry_ms,
+    )
+    return EventSourceResponse(
+        service.follow(stream, last_event_id),
+        # The stream sends its own heartbeats (and re-checks the caller at each).
+        ping=max(60.0, settings.event_heartbeat_seconds * 4),
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
+
+
+@router.get("/events", responses=_STREAM, response_class=EventSourceResponse)
+async def stream_all(
+    request: Request,
+    caller: CurrentCaller,
+    claims: TokenClaims,
+    session: SessionDep,
+    db: DatabaseDep,
+    settings: SettingsDep,
+    last_event_id: LastEventId = None,
+) -> EventSourceResponse:
+    """Events of every note you may see (an agent: its own; an admin: its organization's),
+    live, as Server-Sent Events. Reconnect with `Last-Event-ID` to get what you missed."""
+    return await _respond(request, caller, claims, session, db, settings, None, last_event_id)
+
+
+@router.get("/{note_id}/events", responses=_STREAM, response_class=EventSourceResponse)
+async def stream_note(
+    note_id: uuid.UUID,
+    request: Request,
+    caller: CurrentCaller,
+    claims: TokenClaims,
+    session: SessionDep,
+    db: DatabaseDep,
+    settings: SettingsDep,
+    last_event_id: LastEventId = None,
+) -> EventSourceResponse:
+    """Events of one note, live (`queued`, `processing`, `done`...); ends after
+    `note.deleted`."""
+    return await _respond(request, caller, claims, session, db, settings, note_id, last_event_id)

@@ -1,0 +1,225 @@
+"""The webhook job kind: deliver one event to one endpoint, signed, and log the attempt.
+
+Success is a 2xx within the timeout. Timeouts, connection errors, 429 and 5xx are tried
+again (after `Retry-After` when the receiver sends one, else with growing delays for about a
+day); any other answer is final, and 410 Gone disables the endpoint. An endpoint whose
+deliveries fail for good `disable_after` times in a row is disabled too, with the reason."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import httpx
+from sqlalchemy import and_, case, insert, literal, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from notes_api.core.config import Settings
+from notes_api.core.models import utcnow
+from notes_api.events.models import NoteEvent
+from notes_api.jobs.handler import JobError, PermanentJobError
+from notes_api.jobs.models import Job, JobStatus
+from notes_api.webhooks.fanout import WEBHOOK
+from notes_api.webhooks.models import WebhookDelivery, WebhookEndpoint
+from notes_api.webhooks.signing import signed_headers
+from notes_api.webhooks.targets import TargetRefused, resolve
+
+MAX_RETRY_AFTER = 24 * 3600.0
+
+
+@dataclass(frozen=True)
+class Prepared:
+    endpoint_id: uuid.UUID
+    event_id: int
+    event_type: str
+    url: str
+    keys: list[str]
+    body: str
+
+
+@dataclass(frozen=True)
+class Refused:
+    """Why a delivery is not attempted, and whether that goes in the endpoint's log."""
+
+    reason: str
+    logged: bool
+
+
+@dataclass(frozen=True)
+class Attempt:
+    status_code: int | None = None
+    error: str | None = None
+    duration_ms: int | None = None
+    skipped: bool = False  # the endpoint is gone or disabled: nothing to log against it
+
+
+def parse_key(job: Job) -> tuple[int, uuid.UUID]:
+    event_id, _, endpoint_id = str(job.dedupe_key).partition(":")
+    return int(event_id), uuid.UUID(endpoint_id)
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """`Retry-After` as seconds (delta-seconds or an HTTP date), bounded to a day."""
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when: datetime = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        seconds = (when - utcnow()).total_seconds()
+    return max(0.0, min(seconds, MAX_RETRY_AFTER))
+
+
+class WebhookHandler:
+    kind = WEBHOOK
+
+    def __init__(self, settings: Settings) -> None:
+        self.max_attempts = settings.webhook_max_attempts
+        self.retry_base = settings.webhook_retry_base
+        self.retry_max = settings.webhook_retry_max
+        self.allow_private = settings.webhook_allow_private
+        self.disable_after = settings.webhook_disable_after
+        # No redirects: a receiver must not be able to point deliveries somewhere else.
+        self.client = httpx.AsyncClient(
+            timeout=settings.webhook_timeout, follow_redirects=False, trust_env=False
+        )
+        # What each running attempt found, for `finished` to log (same process, same job).
+        self._attempts: dict[uuid.UUID, Attempt] = {}
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    def retry_delay(self, attempts: int) -> float:
+        delay = min(self.retry_max, self.retry_base * 2.0 ** max(0, attempts - 1))
+        return delay * random.uniform(0.8, 1.2)  # noqa: S311 - jitter, not security
+
+    async def lock(self, session: AsyncSession, job: Job) -> Prepared | Refused:
+        """What the delivery needs. Nothing to lock first: the API changes endpoints alone,
+        never their jobs, so the engine's transactions cannot wait on the API's in a cycle."""
+        event_id, endpoint_id = parse_key(job)
+        endpoint = await session.get(WebhookEndpoint, endpoint_id)
+        if endpoint is None or not endpoint.enabled:
+            return Refused("the endpoint was deleted or disabled", logged=False)
+        event = await session.get(NoteEvent, event_id)
+        if event is None:
+            return Refused("the event is no longer kept", logged=True)
+        keys = [endpoint.secret]
+        expires = endpoint.previous_secret_expires_at
+        if endpoint.previous_secret and expires is not None and expires > utcnow():
+            keys.append(endpoint.previous_secret)
+        payload = {
+            "type": event.type,
+            "timestamp": event.occurred_at.isoformat(),
+            "data": event.data,
+        }
+        body = json.dumps(payload, separators=(",", ":"))
+        return Prepared(endpoint.id, event.id, event.type, endpoint.url, keys, body)
+
+    async def started(self, session: AsyncSession, job: Job) -> None:
+        return None
+
+    async def run(self, job: Job, prepared: Prepared | Refused) -> int:
+        if isinstance(prepared, Refused):
+            self._attempts[job.id] = Attempt(
+                skipped=not prepared.logged, error=prepared.reason if prepared.logged else None
+            )
+            raise PermanentJobError(prepared.reason)
+        started = time.perf_counter()
+
+        def took() -> int:
+            return int((time.perf_counter() - started) * 1000)
+
+        try:
+            target = await resolve(prepared.url, allow_private=self.allow_private)
+        except TargetRefused as exc:
+            self._attempts[job.id] = Attempt(error=f"refused: {exc}", duration_ms=took())
+            raise PermanentJobError(f"refused: {exc}") from None
+        headers = signed_headers(str(prepared.event_id), prepared.body, prepared.keys, utcnow())
+        headers["host"] = target.host_header
+        try:
+            response = await self.client.post(
+                target.url,
+                content=prepared.body.encode(),
+                headers=headers,
+                extensions={"sni_hostname": target.sni_hostname},
+            )
+        except httpx.TimeoutException:
+            self._attempts[job.id] = Attempt(error="timed out", duration_ms=took())
+            raise JobError("timed out") from None
+        except httpx.HTTPError as exc:
+            error = f"{type(exc).__name__}: {exc}"[:500]
+            self._attempts[job.id] = Attempt(error=error, duration_ms=took())
+            raise JobError(error) from None
+        code = response.status_code
+        self._attempts[job.id] = Attempt(status_code=code, duration_ms=took())
+        if 200 <= code < 300:
+            return code
+        if code == 429 or code >= 500:
+            wait = retry_after_seconds(response.headers.get("retry-after"))
+            raise JobError(f"HTTP {code}", retry_after=wait)
+        raise PermanentJobError(f"HTTP {code}")
+
+    async def finished(
+        self, session: AsyncSession, job: Job, status: JobStatus, result: Any, error: str | None
+    ) -> None:
+        found = self._attempts.pop(job.id, None)
+        if found is None and status is JobStatus.QUEUED and error is None:
+            return  # given back unfinished at shutdown: not an attempt
+        attempt = found or Attempt(error=error)
+        if attempt.skipped:
+            return
+        event_id, endpoint_id = parse_key(job)
+        event = await session.get(NoteEvent, event_id)
+        await session.execute(
+            insert(WebhookDelivery).values(
+                id=uuid.uuid4(),
+                endpoint_id=endpoint_id,
+                event_id=event_id,
+                type=event.type if event is not None else "",
+                attempt=job.attempts,
+                status_code=attempt.status_code,
+                error=attempt.error if attempt.status_code is None else None,
+                duration_ms=attempt.duration_ms,
+                created_at=utcnow(),
+            )
+        )
+        await self._judge(session, endpoint_id, status, attempt)
+
+    async def _judge(
+        self, session: AsyncSession, endpoint_id: uuid.UUID, status: JobStatus, attempt: Attempt
+    ) -> None:
+        """Keep count of deliveries failed for good; disable the endpoint when it is gone."""
+        row = WebhookEndpoint
+        stmt = update(row).where(row.id == endpoint_id)
+        if status is JobStatus.DONE:
+            await session.execute(
+                stmt.where(row.consecutive_failures != 0).values(consecutive_failures=0)
+            )
+        elif attempt.status_code == 410:
+            reason = "the endpoint answered 410 Gone"
+            await session.execute(
+                stmt.values(enabled=False, disabled_reason=reason, updated_at=utcnow())
+            )
+        elif status is JobStatus.FAILED:
+            failures = row.consecutive_failures + 1
+            last = attempt.error or f"HTTP {attempt.status_code}"
+            reason = f"{self.disable_after} deliveries in a row failed (the last: {last})"
+            tripped = failures >= self.disable_after
+            await session.execute(
+                stmt.values(
+                    consecutive_failures=failures,
+                    enabled=and_(row.enabled, ~tripped),
+                    disabled_reason=case(
+                        (and_(row.enabled, tripped), literal(reason)), else_=row.disabled_reason
+                    ),
+                )
+            )

@@ -1,0 +1,115 @@
+"""The feed's horizon on Postgres: an event whose transaction commits after a later event's
+is still delivered, and in id order; a rolled-back id is given up after the gap timeout."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import pytest
+
+from notes_api.auth.tokens import Caller
+from notes_api.core.db import Database
+from notes_api.core.models import utcnow
+from notes_api.events import outbox
+from notes_api.events.feed import Feed
+from notes_api.events.models import EventType
+from notes_api.notes.models import NoteStatus
+from notes_api.notes.schemas import NotePublic
+from notes_api.organizations.models import DEFAULT_ORGANIZATION_ID
+from notes_api.users.models import Role
+
+
+@pytest.fixture
+def database_url(pg_url: str) -> str:
+    import psycopg
+
+    from tests.conftest import TABLES
+
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f"TRUNCATE {TABLES} CASCADE")
+        conn.execute(
+            "INSERT INTO organizations (id, name, created_at, updated_at) "
+            "VALUES (%s, 'Default', now(), now())",
+            (DEFAULT_ORGANIZATION_ID,),
+        )
+    return pg_url
+
+
+def _note(owner: uuid.UUID) -> Any:
+    now = utcnow()
+    return NotePublic(
+        id=uuid.uuid4(),
+        title=None,
+        raw_text="x",
+        summary=None,
+        status=NoteStatus.QUEUED,
+        attempts=0,
+        error=None,
+        owner_id=owner,
+        created_at=now,
+        updated_at=now,
+        summarized_at=None,
+    )
+
+
+async def _record(session: Any, owner: uuid.UUID) -> int:
+    note = _note(owner)
+    return await outbox.record(
+        session, EventType.QUEUED, note, organization_id=DEFAULT_ORGANIZATION_ID
+    )
+
+
+async def _started(db: Database, owner: uuid.UUID, gap_timeout: float) -> tuple[Feed, Any]:
+    """A feed with one subscriber, started after one committed event (a known position)."""
+    async with db.session(write=True) as session:
+        await _record(session, owner)
+    feed = Feed(db, per_user=5, per_process=10, poll_interval=0.2, gap_timeout=gap_timeout)
+    feed.start()
+    sub = feed.subscribe(Caller(owner, DEFAULT_ORGANIZATION_ID, Role.AGENT), None)
+    await feed.horizon()
+    await asyncio.sleep(0.3)
+    sub.wake.clear()
+    return feed, sub
+
+
+async def test_a_late_committer_is_waited_for_and_delivered_in_order(db: Database) -> None:
+    owner = uuid.uuid4()
+    feed, sub = await _started(db, owner, gap_timeout=5.0)
+    start = await feed.horizon()
+    try:
+        async with db.new_session(write=True) as slow, db.new_session(write=True) as fast:
+            first = await _record(slow, owner)
+            second = await _record(fast, owner)
+            await fast.commit()
+            feed.poke()
+            await asyncio.sleep(0.5)
+            # The later id has committed, the earlier not yet: the horizon stays before both.
+            meanwhile = (await feed.horizon(), sub.wake.is_set())
+            await slow.commit()
+        assert second == first + 1
+        assert meanwhile == (start, False)
+        feed.poke()
+        await asyncio.wait_for(sub.wake.wait(), 2)
+        assert await feed.horizon() == second
+    finally:
+        await feed.stop()
+
+
+async def test_a_rolled_back_id_is_passed_after_the_gap_timeout(db: Database) -> None:
+    owner = uuid.uuid4()
+    feed, _ = await _started(db, owner, gap_timeout=1.0)
+    try:
+        async with db.new_session(write=True) as lost, db.new_session(write=True) as kept:
+            await _record(lost, owner)
+            kept_id = await _record(kept, owner)
+            await kept.commit()
+            await lost.rollback()
+        feed.poke()
+        await asyncio.sleep(0.4)
+        assert await feed.horizon() < kept_id
+        await asyncio.sleep(1.2)
+        assert await feed.horizon() == kept_id
+    finally:
+        await feed.stop()

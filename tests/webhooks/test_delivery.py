@@ -1,0 +1,216 @@
+"""Deliveries to a real local receiver that verifies each one with `standardwebhooks`, by
+the embedded worker, on SQLite and Postgres."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+
+from notes_api.core.config import Settings
+from tests.conftest import Account, create_note
+from tests.webhooks.conftest import deliveries, eventually, register
+from tests.webhooks.receiver import Receiver, always
+
+
+async def _note_done(api: httpx.AsyncClient, who: Account, text: str) -> dict[str, Any]:
+    note = await create_note(api, who, text)
+    done = await api.get(f"/notes/{note['id']}?wait=10", headers=who.headers)
+    assert done.json()["status"] == "done"
+    return note
+
+
+async def test_each_subscribed_event_is_delivered_once_signed(
+    api: httpx.AsyncClient, admin: Account, receiver: Receiver
+) -> None:
+    endpoint = await register(api, admin, receiver.url)
+    secret = endpoint["secret"]
+    assert secret.startswith("whsec_")
+    note = await _note_done(api, admin, "A CRM wants to hear of this. Two sentences.")
+    await eventually(lambda: len(receiver.delivered()) >= 2)
+    await asyncio.sleep(0.5)  # no repeats come later
+    got = receiver.delivered()
+    assert len(got) == 2 and len({r.id for r in got}) == 2
+    assert all(r.verifies_with(secret) for r in got)
+    assert [r.json["type"] for r in got] == ["note.queued", "note.done"]
+    done = got[1].json
+    assert set(done) == {"type", "timestamp", "data"}
+    assert done["data"]["id"] == note["id"] and done["data"]["status"] == "done"
+    assert done["data"]["summary"] and "raw_text" not in done["data"]
+    # webhook-id is the event id: the same as the stream's `id:`.
+    assert int(got[0].id) < int(got[1].id)
+    log = await deliveries(api, admin, endpoint["id"])
+    assert [(d["status_code"], d["attempt"]) for d in log] == [(200, 1), (200, 1)]
+    assert [d["type"] for d in log] == ["note.done", "note.queued"]  # newest first
+    assert all(d["duration_ms"] is not None for d in log)
+
+
+async def test_an_endpoint_of_another_organization_hears_nothing(
+    api: httpx.AsyncClient, admin: Account, receiver: Receiver
+) -> None:
+    from tests.conftest import signup
+
+    other_admin = await signup(api, organization="Other")
+    await register(api, other_admin, receiver.url, ["note.queued"])
+    await _note_done(api, admin, "Acme's note. Two sentences.")
+    mine = await _note_done(api, other_admin, "Other's note. Two sentences.")
+    await eventually(lambda: len(receiver.delivered()) >= 1)
+    await asyncio.sleep(0.5)
+    assert [r.json["data"]["id"] for r in receiver.delivered()] == [mine["id"]]
+
+
+async def test_a_receiver_down_for_a_while_gets_each_event_once_when_back(
+    api: httpx.AsyncClient, admin: Account
+) -> None:
+    receiver = Receiver().start()
+    port = receiver.port
+    receiver.stop()  # down: connections are refused
+    endpoint = await register(api, admin, f"http://127.0.0.1:{port}/hooks", ["note.done"])
+    await _note_done(api, admin, "Delivered after retries. Two sentences.")
+    await eventually(lambda: _attempts_logged(api, admin, endpoint["id"], 2))
+    back = Receiver(port=port).start()
+    try:
+        await eventually(lambda: len(back.delivered()) == 1)
+        await asyncio.sleep(1.0)  # retries are 0.2-0.4 s apart: a repeat would show by now
+        assert len(back.received) == 1
+        assert back.delivered()[0].verifies_with(endpoint["secret"])
+        log = await deliveries(api, admin, endpoint["id"])
+        assert log[0]["status_code"] == 200 and log[0]["attempt"] == len(log) >= 3
+        assert all(d["status_code"] is None and d["error"] for d in log[1:])
+        assert len({d["event_id"] for d in log}) == 1
+    finally:
+        back.stop()
+
+
+async def _attempts_logged(
+    api: httpx.AsyncClient, admin: Account, endpoint_id: str, n: int
+) -> bool:
+    return len(await deliveries(api, admin, endpoint_id)) >= n
+
+
+async def test_a_slow_receiver_is_timed_out_and_tried_again(
+    api: httpx.AsyncClient, admin: Account, settings: Settings
+) -> None:
+    slow_first = Receiver(behaviour=lambda n: (200, {}, 3.0 if n == 1 else 0.0)).start()
+    try:
+        endpoint = await register(api, admin, slow_first.url, ["note.queued"])
+        await create_note(api, admin, "A slow receiver. Two sentences.")
+        await eventually(lambda: len(slow_first.received) >= 2, timeout=20)
+        log = await deliveries(api, admin, endpoint["id"])
+        assert [d["attempt"] for d in log] == [2, 1]
+        assert log[1]["error"] == "timed out" and log[1]["status_code"] is None
+        assert log[1]["duration_ms"] >= settings.webhook_timeout * 1000 * 0.9
+        assert log[0]["status_code"] == 200
+        assert slow_first.received[0].id == slow_first.received[1].id  # the same message
+    finally:
+        slow_first.stop()
+
+
+async def test_429_with_retry_after_waits_as_asked(api: httpx.AsyncClient, admin: Account) -> None:
+    busy = Receiver(
+        behaviour=lambda n: (429, {"Retry-After": "1"}, 0.0) if n == 1 else (200, {}, 0.0)
+    ).start()
+    try:
+        await register(api, admin, busy.url, ["note.queued"])
+        await create_note(api, admin, "Busy receiver. Two sentences.")
+        await eventually(lambda: len(busy.delivered()) == 1)
+        first, second = busy.received
+        assert second.at - first.at >= 0.95  # not the 0.2-0.4 s backoff
+    finally:
+        busy.stop()
+
+
+async def test_410_gone_disables_the_endpoint(api: httpx.AsyncClient, admin: Account) -> None:
+    gone = Receiver(behaviour=always(410)).start()
+    try:
+        endpoint = await register(api, admin, gone.url, ["note.queued"])
+        await create_note(api, admin, "To a gone endpoint. Two sentences.")
+        await eventually(lambda: len(gone.received) == 1)
+        url = f"/webhooks/{endpoint['id']}"
+        await eventually(lambda: _disabled(api, admin, url))
+        shown = (await api.get(url, headers=admin.headers)).json()
+        assert "410" in shown["disabled_reason"]
+        await create_note(api, admin, "Not sent any more. Two sentences.")
+        await asyncio.sleep(0.8)
+        assert len(gone.received) == 1
+    finally:
+        gone.stop()
+
+
+async def _disabled(api: httpx.AsyncClient, admin: Account, url: str) -> bool:
+    return (await api.get(url, headers=admin.headers)).json()["enabled"] is False
+
+
+async def test_400_is_final_and_not_retried(api: httpx.AsyncClient, admin: Account) -> None:
+    refusing = Receiver(behaviour=always(400)).start()
+    try:
+        endpoint = await register(api, admin, refusing.url, ["note.queued"])
+        await create_note(api, admin, "Refused once. Two sentences.")
+        await eventually(lambda: len(refusing.received) == 1)
+        await asyncio.sleep(1.0)
+        assert len(refusing.received) == 1
+        log = await deliveries(api, admin, endpoint["id"])
+        assert [(d["status_code"], d["attempt"]) for d in log] == [(400, 1)]
+        still = (await api.get(f"/webhooks/{endpoint['id']}", headers=admin.headers)).json()
+        assert still["enabled"] is True  # one failure is not a pattern
+    finally:
+        refusing.stop()
+
+
+async def test_repeated_final_failures_disable_the_endpoint_with_the_reason(
+    api: httpx.AsyncClient, admin: Account
+) -> None:
+    refusing = Receiver(behaviour=always(422)).start()
+    try:
+        endpoint = await register(api, admin, refusing.url, ["note.queued"])
+        for i in range(5):
+            await create_note(api, admin, f"Refused {i}. Two sentences.")
+        url = f"/webhooks/{endpoint['id']}"
+        await eventually(lambda: _disabled(api, admin, url))
+        shown = (await api.get(url, headers=admin.headers)).json()
+        assert "5 deliveries in a row failed" in shown["disabled_reason"]
+        assert "HTTP 422" in shown["disabled_reason"]
+        # Turned back on by an admin: delivering again, the count starts afresh.
+        on = await api.patch(url, headers=admin.headers, json={"enabled": True})
+        assert on.json()["enabled"] is True and on.json()["disabled_reason"] is None
+    finally:
+        refusing.stop()
+
+
+async def test_during_a_rotation_both_secrets_sign(
+    api: httpx.AsyncClient, admin: Account, receiver: Receiver
+) -> None:
+    endpoint = await register(api, admin, receiver.url, ["note.queued"])
+    old = endpoint["secret"]
+    rotated = await api.post(f"/webhooks/{endpoint['id']}/rotate-secret", headers=admin.headers)
+    assert rotated.status_code == 200
+    new = rotated.json()["secret"]
+    assert new.startswith("whsec_") and new != old
+    await create_note(api, admin, "Signed twice. Two sentences.")
+    await eventually(lambda: len(receiver.delivered()) == 1)
+    got = receiver.delivered()[0]
+    signatures = got.headers["webhook-signature"].split(" ")
+    assert len(signatures) == 2 and all(s.startswith("v1,") for s in signatures)
+    assert got.verifies_with(old) and got.verifies_with(new)
+    assert not got.verifies_with("whsec_" + "A" * 44)
+
+
+async def test_a_delivery_can_be_sent_again(
+    api: httpx.AsyncClient, admin: Account, receiver: Receiver
+) -> None:
+    endpoint = await register(api, admin, receiver.url, ["note.queued"])
+    await create_note(api, admin, "Sent twice on request. Two sentences.")
+    await eventually(lambda: _attempts_logged(api, admin, endpoint["id"], 1))
+    delivery = (await deliveries(api, admin, endpoint["id"]))[0]
+    again = await api.post(
+        f"/webhooks/{endpoint['id']}/deliveries/{delivery['id']}/resend", headers=admin.headers
+    )
+    assert again.status_code == 202
+    await eventually(lambda: len(receiver.delivered()) == 2)
+    first, second = receiver.delivered()
+    assert first.id == second.id and first.body == second.body
+    missing = await api.post(
+        f"/webhooks/{endpoint['id']}/deliveries/{endpoint['id']}/resend", headers=admin.headers
+    )
+    assert missing.status_code == 404

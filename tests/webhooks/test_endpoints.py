@@ -1,0 +1,188 @@
+"""Managing endpoints: admins only, their organization only; secrets shown once; a bounded
+number per organization; URLs that could reach the server's own network refused."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from notes_api.core.config import Settings
+from notes_api.webhooks.targets import TargetRefused, resolve
+from tests.conftest import (
+    Account,
+    add_user,
+    client_for,
+    create_note,
+    make_settings,
+    running_app,
+    signup,
+)
+from tests.webhooks.conftest import FAST_RETRIES, deliveries, eventually, register
+from tests.webhooks.receiver import Receiver
+
+PUBLIC_URL = "https://crm.example.com/hooks"
+
+
+def _routes(endpoint_id: str, delivery_id: str) -> list[tuple[str, str, dict[str, object] | None]]:
+    return [
+        ("GET", f"/webhooks/{endpoint_id}", None),
+        ("PATCH", f"/webhooks/{endpoint_id}", {"enabled": False}),
+        ("POST", f"/webhooks/{endpoint_id}/rotate-secret", None),
+        ("GET", f"/webhooks/{endpoint_id}/deliveries", None),
+        ("POST", f"/webhooks/{endpoint_id}/deliveries/{delivery_id}/resend", None),
+        ("DELETE", f"/webhooks/{endpoint_id}", None),
+    ]
+
+
+async def test_agents_get_403_on_every_webhook_route(
+    api: httpx.AsyncClient, admin: Account
+) -> None:
+    agent = await add_user(api, admin, "AGENT")
+    endpoint = await register(api, admin, PUBLIC_URL)
+    calls = [
+        ("POST", "/webhooks", {"url": PUBLIC_URL, "events": ["note.done"]}),
+        ("GET", "/webhooks", None),
+    ]
+    calls += _routes(endpoint["id"], str(uuid.uuid4()))
+    for method, path, body in calls:
+        answer = await api.request(method, path, headers=agent.headers, json=body)
+        assert answer.status_code == 403, (method, path, answer.text)
+
+
+async def test_another_organizations_endpoint_is_404_and_never_listed(
+    api: httpx.AsyncClient, admin: Account
+) -> None:
+    endpoint = await register(api, admin, PUBLIC_URL)
+    stranger = await signup(api, organization="Other")
+    for method, path, body in _routes(endpoint["id"], str(uuid.uuid4())):
+        answer = await api.request(method, path, headers=stranger.headers, json=body)
+        assert answer.status_code == 404, (method, path, answer.text)
+    assert (await api.get("/webhooks", headers=stranger.headers)).json()["items"] == []
+    mine = (await api.get(f"/webhooks/{endpoint['id']}", headers=admin.headers)).json()
+    assert mine["enabled"] is True  # the stranger's PATCH changed nothing
+
+
+async def test_the_secret_is_shown_only_at_creation_and_rotation(
+    api: httpx.AsyncClient, admin: Account
+) -> None:
+    endpoint = await register(api, admin, PUBLIC_URL, ["note.done", "note.failed"])
+    assert endpoint["secret"].startswith("whsec_") and len(endpoint["secret"]) >= 6 + 32
+    assert endpoint["events"] == ["note.done", "note.failed"]
+    shown = await api.get(f"/webhooks/{endpoint['id']}", headers=admin.headers)
+    listed = await api.get("/webhooks", headers=admin.headers)
+    assert "secret" not in shown.json() and "secret" not in listed.json()["items"][0]
+    assert endpoint["secret"] not in shown.text + listed.text
+    changed = await api.patch(
+        f"/webhooks/{endpoint['id']}", headers=admin.headers, json={"events": ["note.queued"]}
+    )
+    assert changed.json()["events"] == ["note.queued"] and "secret" not in changed.json()
+    gone = await api.delete(f"/webhooks/{endpoint['id']}", headers=admin.headers)
+    assert gone.status_code == 204
+    assert (await api.get(f"/webhooks/{endpoint['id']}", headers=admin.headers)).status_code == 404
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"url": PUBLIC_URL, "events": []},
+        {"url": PUBLIC_URL, "events": ["note.exploded"]},
+        {"url": PUBLIC_URL, "events": ["note.done", "note.done"]},
+        {"url": PUBLIC_URL, "events": ["note.done"], "secret": "whsec_mine"},
+        {"url": "not a url", "events": ["note.done"]},
+    ],
+)
+async def test_bad_endpoints_are_422(
+    api: httpx.AsyncClient, admin: Account, body: dict[str, object]
+) -> None:
+    answer = await api.post("/webhooks", headers=admin.headers, json=body)
+    assert answer.status_code == 422, answer.text
+    assert answer.headers["content-type"] == "application/problem+json"
+
+
+async def test_an_organization_has_a_bounded_number_of_endpoints(database_url: str) -> None:
+    settings = make_settings(database_url, webhook_max_endpoints=2)
+    async with running_app(settings) as app, client_for(app) as api:
+        admin = await signup(api, organization="Acme")
+        await register(api, admin, PUBLIC_URL)
+        await register(api, admin, PUBLIC_URL)
+        third = await api.post(
+            "/webhooks", headers=admin.headers, json={"url": PUBLIC_URL, "events": ["note.done"]}
+        )
+        assert third.status_code == 409
+
+
+@pytest.fixture
+async def strict(database_url: str) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+    """The production rule: https only, and only public addresses."""
+    settings = make_settings(database_url, **{**FAST_RETRIES, "webhook_allow_private": False})
+    async with running_app(settings) as app, client_for(app) as api:
+        yield app, api
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://crm.example.com/hooks",  # not https
+        "https://127.0.0.1/hooks",
+        "https://10.1.2.3/hooks",
+        "https://192.168.0.10/hooks",
+        "https://169.254.169.254/latest/meta-data",  # cloud metadata
+        "https://[::1]/hooks",
+        "https://[::ffff:127.0.0.1]/hooks",
+        "https://0.0.0.0/hooks",
+        "https://224.0.0.1/hooks",
+        "https://user:pass@crm.example.com/hooks",
+    ],
+)
+async def test_urls_that_could_reach_private_networks_are_refused(
+    strict: tuple[FastAPI, httpx.AsyncClient], url: str
+) -> None:
+    _, api = strict
+    admin = await signup(api, organization="Acme")
+    answer = await api.post(
+        "/webhooks", headers=admin.headers, json={"url": url, "events": ["note.done"]}
+    )
+    assert answer.status_code == 422, answer.text
+
+
+async def test_a_host_name_resolving_to_loopback_is_refused_at_delivery(
+    strict: tuple[FastAPI, httpx.AsyncClient], receiver: Receiver
+) -> None:
+    _, api = strict
+    admin = await signup(api, organization="Acme")
+    # A name is accepted when registered (DNS may change); what it resolves to is checked
+    # at each delivery.
+    endpoint = await register(
+        api, admin, f"https://localhost:{receiver.port}/hooks", ["note.queued"]
+    )
+    await create_note(api, admin, "Must not reach localhost. Two sentences.")
+
+    async def refused() -> bool:
+        log = await deliveries(api, admin, endpoint["id"])
+        return bool(log) and str(log[0]["error"]).startswith("refused")
+
+    await eventually(refused)
+    await asyncio.sleep(0.5)
+    assert receiver.received == []
+    assert len(await deliveries(api, admin, endpoint["id"])) == 1  # not retried
+
+
+async def test_resolve_checks_every_address_and_pins_the_checked_one() -> None:
+    with pytest.raises(TargetRefused):
+        await resolve("https://localhost/hooks", allow_private=False)
+    with pytest.raises(TargetRefused):
+        await resolve("https://127.0.0.1/hooks", allow_private=False)
+    public = await resolve("https://93.184.215.14:8443/x?y=1", allow_private=False)
+    assert str(public.url) == "https://93.184.215.14:8443/x?y=1"
+    local = await resolve("http://localhost:8080/hooks", allow_private=True)
+    assert local.url.host in {"127.0.0.1", "::1"}
+    assert (local.host_header, local.sni_hostname) == ("localhost:8080", "localhost")
+
+
+def test_settings_default_to_refusing_private_targets() -> None:
+    assert Settings(_env_file=None).webhook_allow_private is False  # type: ignore[call-arg]
