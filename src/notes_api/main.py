@@ -56,9 +56,9 @@ Agents see their own notes; admins see all notes of their organization. Errors a
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Shutdown runs in this order: on the signal (`server.Server`), `begin_shutdown` stops
-    the embedded worker claiming, answers the long polls and ends the event streams; uvicorn then drains the open
-    requests; then the code after `yield` lets running jobs finish or hands them back within
-    JOB_SHUTDOWN_GRACE, and closes the rest."""
+    the embedded worker claiming, answers the long polls and ends the event streams; uvicorn
+    then drains the open requests; then the code after `yield` lets running jobs finish or
+    hands them back within JOB_SHUTDOWN_GRACE, and closes the rest."""
     settings: Settings = app.state.settings
     db = Database(settings)
     app.state.db = db
