@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -16,7 +17,6 @@ from notes_api.events import outbox
 from notes_api.events.feed import Feed
 from notes_api.events.models import EventType
 from notes_api.notes.models import NoteStatus
-from notes_api.notes.schemas import NotePublic
 from notes_api.organizations.models import DEFAULT_ORGANIZATION_ID
 from notes_api.users.models import Role
 
@@ -38,11 +38,12 @@ def database_url(pg_url: str) -> str:
 
 
 def _note(owner: uuid.UUID) -> Any:
+    """A note's row as the outbox reads it (the note itself need not exist)."""
     now = utcnow()
-    return NotePublic(
+    return SimpleNamespace(
         id=uuid.uuid4(),
+        organization_id=DEFAULT_ORGANIZATION_ID,
         title=None,
-        raw_text="x",
         summary=None,
         status=NoteStatus.QUEUED,
         attempts=0,
@@ -55,10 +56,7 @@ def _note(owner: uuid.UUID) -> Any:
 
 
 async def _record(session: Any, owner: uuid.UUID) -> int:
-    note = _note(owner)
-    return await outbox.record(
-        session, EventType.QUEUED, note, organization_id=DEFAULT_ORGANIZATION_ID
-    )
+    return await outbox.record(session, EventType.QUEUED, _note(owner))
 
 
 async def _started(db: Database, owner: uuid.UUID, gap_timeout: float) -> tuple[Feed, Any]:
@@ -79,7 +77,7 @@ async def test_a_late_committer_is_waited_for_and_delivered_in_order(db: Databas
     feed, sub = await _started(db, owner, gap_timeout=5.0)
     start = await feed.horizon()
     try:
-        async with db.new_session(write=True) as slow, db.new_session(write=True) as fast:
+        async with db.session() as slow, db.session() as fast:
             first = await _record(slow, owner)
             second = await _record(fast, owner)
             await fast.commit()
@@ -101,7 +99,7 @@ async def test_a_rolled_back_id_is_passed_after_the_gap_timeout(db: Database) ->
     owner = uuid.uuid4()
     feed, _ = await _started(db, owner, gap_timeout=1.0)
     try:
-        async with db.new_session(write=True) as lost, db.new_session(write=True) as kept:
+        async with db.session() as lost, db.session() as kept:
             await _record(lost, owner)
             kept_id = await _record(kept, owner)
             await kept.commit()
