@@ -214,3 +214,23 @@ async def test_a_delivery_can_be_sent_again(
         f"/webhooks/{endpoint['id']}/deliveries/{endpoint['id']}/resend", headers=admin.headers
     )
     assert missing.status_code == 404
+
+
+async def test_deliveries_stop_after_the_webhook_attempt_limit(database_url: str) -> None:
+    from tests.conftest import client_for, make_settings, running_app, signup
+    from tests.webhooks.conftest import FAST_RETRIES
+
+    settings = make_settings(database_url, **{**FAST_RETRIES, "webhook_max_attempts": 3})
+    failing = Receiver(behaviour=always(503)).start()
+    try:
+        async with running_app(settings) as app, client_for(app) as api:
+            admin = await signup(api, organization="Acme")
+            endpoint = await register(api, admin, failing.url, ["note.queued"])
+            await create_note(api, admin, "Never answered well. Two sentences.")
+            await eventually(lambda: _attempts_logged(api, admin, endpoint["id"], 3))
+            await asyncio.sleep(1.0)  # a fourth try would come within 0.4 s
+            log = await deliveries(api, admin, endpoint["id"])
+            assert [(d["attempt"], d["status_code"]) for d in log] == [(3, 503), (2, 503), (1, 503)]
+            assert len(failing.received) == 3
+    finally:
+        failing.stop()

@@ -39,7 +39,10 @@ class NoteEvent(Base):
         BigInteger().with_variant(Integer, "sqlite"), Identity(), primary_key=True
     )
     organization_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("organizations.id", ondelete="CASCADE")
+        # Typed here: a foreign key's type is only known once its table is, and statements
+        # built at import would bind raw UUIDs (which SQLite cannot store).
+        Uuid,
+        ForeignKey("organizations.id", ondelete="CASCADE"),
     )
     owner_id: Mapped[uuid.UUID] = mapped_column(Uuid)
     note_id: Mapped[uuid.UUID] = mapped_column(Uuid)

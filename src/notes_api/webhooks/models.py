@@ -33,7 +33,7 @@ class WebhookEndpoint(TimestampMixin, Base):
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
     organization_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("organizations.id", ondelete="CASCADE"), index=True
+        Uuid, ForeignKey("organizations.id", ondelete="CASCADE"), index=True
     )
     url: Mapped[str] = mapped_column(String(2000))
     description: Mapped[str | None] = mapped_column(String(500), nullable=True)
@@ -61,7 +61,7 @@ class WebhookDelivery(Base):
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
     endpoint_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("webhook_endpoints.id", ondelete="CASCADE")
+        Uuid, ForeignKey("webhook_endpoints.id", ondelete="CASCADE")
     )
     event_id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
     type: Mapped[str] = mapped_column(String(32))

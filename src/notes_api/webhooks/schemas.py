@@ -9,7 +9,12 @@ from notes_api.core.schemas import RequestModel, ResponseModel
 from notes_api.events.models import EventType
 
 Url = Field(max_length=2000, examples=["https://crm.example.com/hooks/notes"])
-Events = Field(min_length=1, max_length=len(EventType), examples=[["note.done", "note.failed"]])
+Events = Field(
+    min_length=1,
+    max_length=len(EventType),
+    examples=[["note.done", "note.failed"]],
+    json_schema_extra={"uniqueItems": True},
+)
 
 
 def _unique(events: list[EventType] | None) -> list[EventType] | None:
@@ -28,7 +33,12 @@ class WebhookCreate(RequestModel):
 
 class WebhookUpdate(RequestModel):
     url: str | None = Field(default=None, max_length=2000)
-    events: list[EventType] | None = Field(default=None, min_length=1, max_length=len(EventType))
+    events: list[EventType] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=len(EventType),
+        json_schema_extra={"uniqueItems": True},
+    )
     description: str | None = Field(default=None, max_length=500)
     enabled: bool | None = None
 
