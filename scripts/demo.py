@@ -332,6 +332,75 @@ def step_tokens(demo: Demo) -> None:
     demo.call("POST /auth/refresh", 401, body=refresh)
 
 
+class _Receiver(BaseHTTPRequestHandler):
+    """A CRM's webhook endpoint: keeps each delivery whose signature verifies."""
+
+    secret = ""
+    verified: list[dict[str, Any]] = []  # noqa: RUF012 - one receiver per demo
+
+    def do_POST(self) -> None:
+        from standardwebhooks import Webhook
+
+        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        try:
+            payload = Webhook(type(self).secret).verify(body, dict(self.headers.items()))
+        except Exception:
+            self.send_response(400)
+        else:
+            type(self).verified.append({"payload": payload, "id": self.headers["webhook-id"]})
+            self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def step_events(demo: Demo) -> str | None:
+    if demo.fake is None:
+        return "skipped (a local webhook receiver needs the demo's own server)"
+    grace, ada = demo.people["grace"], demo.people["ada"]
+    receiver = ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
+    threading.Thread(target=receiver.serve_forever, args=(0.05,), daemon=True).start()
+    hook_url = f"http://127.0.0.1:{receiver.server_address[1]}/hooks/notes"
+    print("  grace registers her CRM's endpoint for note.done (local, so the service runs")
+    print("  with WEBHOOK_ALLOW_PRIVATE=true; in production it must be https and public).")
+    body = {"url": hook_url, "events": ["note.done"], "description": "demo CRM"}
+    created = demo.call("POST /webhooks", 201, grace, body).json()
+    _Receiver.secret = created["secret"]
+    show(secret=created["secret"][:12] + "… (shown once)")
+    print("  ada opens her event stream, then writes a note; the stream shows its life.")
+    seen: list[str] = []
+    opened = threading.Event()
+
+    def listen() -> None:
+        headers = {"Authorization": f"Bearer {ada.token}"}
+        with demo.http.stream("GET", "/notes/events", headers=headers, timeout=30) as stream:
+            opened.set()
+            for line in stream.iter_lines():
+                if line.startswith("event:"):
+                    seen.append(line.split(":", 1)[1].strip())
+                    if seen[-1] == "note.done":
+                        return
+
+    listener = threading.Thread(target=listen, daemon=True)
+    listener.start()
+    check(opened.wait(10), "the event stream to open")
+    print(f"  {cyan(f'as {ada}')} {dim('$ curl -N ' + str(demo.http.base_url) + '/notes/events')}")
+    text = "Stream demo. Initech wants the onboarding call moved to Tuesday."
+    demo.call("POST /notes", 202, ada, {"raw_text": text})
+    listener.join(20)
+    check("note.done" in seen, "note.done on the stream", seen)
+    show(stream=" → ".join(seen))
+    deadline = time.monotonic() + 15
+    while not _Receiver.verified and time.monotonic() < deadline:
+        time.sleep(0.1)
+    receiver.shutdown()
+    check(bool(_Receiver.verified), "a webhook delivery with a valid signature")
+    got = _Receiver.verified[0]["payload"]
+    show(webhook=f"{got['type']} for note {got['data']['id'][:8]}…, signature verified")
+    return None
+
+
 STEPS = [
     ("Health and readiness", step_health),
     ("Sign up an admin, provision an agent", step_accounts),
@@ -341,6 +410,7 @@ STEPS = [
     ("Replay with the same Idempotency-Key", step_replay),
     ("Tenancy: agents are isolated, the admin sees all", step_tenancy),
     ("A failed summary, retried", step_failure),
+    ("A live event stream and a signed webhook", step_events),
     ("Refresh token rotation and logout", step_tokens),
 ]
 
@@ -391,7 +461,8 @@ def local_service(fake: FakeModel) -> Iterator[str]:
         f"HOST=127.0.0.1 PORT={port} APP_ENV=development WORKER_EMBEDDED=true SIGNUP_OPEN=true "
         f"SUMMARIZER=openai OPENAI_BASE_URL=http://127.0.0.1:{fake.server_address[1]}/v1 "
         "OPENAI_API_KEY=sk-demo-not-a-secret JOB_MAX_ATTEMPTS=2 JOB_BACKOFF_BASE=0.2 "
-        "JOB_BACKOFF_MAX=1 JOB_SHUTDOWN_GRACE=2 LOG_FORMAT=console DATABASE_URL_DIRECT="
+        "JOB_BACKOFF_MAX=1 JOB_SHUTDOWN_GRACE=2 LOG_FORMAT=console DATABASE_URL_DIRECT= "
+        "WEBHOOK_ALLOW_PRIVATE=true"
     )
     env = dict(os.environ, **dict(pair.split("=", 1) for pair in settings.split()))
     env["DATABASE_URL"] = f"sqlite:///{tmp}/demo.db"  # a temporary path may hold spaces
