@@ -138,24 +138,32 @@ async def test_a_long_job_keeps_its_lease_by_renewing_it(db: Database) -> None:
 
 
 async def test_cancelled_job_result_is_discarded_and_its_run_stopped(db: Database) -> None:
-    release = asyncio.Event()
+    started = asyncio.Event()
+    stopped = asyncio.Event()
 
     async def slow(job: Job) -> str:
-        await release.wait()
+        started.set()
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            stopped.set()
+            # A handler that finishes anyway: its result must still be thrown away (the
+            # worker drains it on stop, below, and the fenced completion finds no lease).
         return "stale"
 
     handler = Recorder(slow)
     async with running(db, handler):
         job = await enqueue(db, {"k": 1})
-        await wait_status(db, job, JobStatus.PROCESSING)
+        await asyncio.wait_for(started.wait(), 10)
         async with db.session(write=True) as s:
             await s.execute(
                 Job.__table__.update()
                 .where(Job.id == job.id)
                 .values(status=JobStatus.CANCELLED, lease_token=None)
             )
-        release.set()
-        await asyncio.sleep(0.3)
+        # The next renewal (every lease/3 = 0.2 s) finds the lease gone and stops the run,
+        # long before the worker is told to stop (which would cancel it anyway).
+        await asyncio.wait_for(stopped.wait(), 10)
     assert handler.states == []
     assert (await wait_status(db, job, JobStatus.CANCELLED)).last_error is None
 
