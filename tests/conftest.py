@@ -65,7 +65,14 @@ def in_ci() -> bool:
 
 _PG_SKIP_PREFIX = "no Postgres at TEST_DATABASE_URL"
 # Fixtures through which a test reaches Postgres (database_url does in its "postgres" case).
-_PG_FIXTURES = {"pg_url", "pg", "pg_settings", "database_url"}
+_PG_FIXTURES = {"pg_url", "pg", "pg_settings"}
+
+
+def _uses_postgres(item: pytest.Item) -> bool:
+    callspec = getattr(item, "callspec", None)
+    if callspec is not None and callspec.params.get("database_url") == "postgres":
+        return True
+    return bool(_PG_FIXTURES & set(getattr(item, "fixturenames", ())))
 
 
 def _ci_requires_postgres(reason: str) -> None:
@@ -76,12 +83,12 @@ def _ci_requires_postgres(reason: str) -> None:
     )
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+def pytest_collection_finish(session: pytest.Session) -> None:
     """In CI, refuse to start a run that includes Postgres tests when Postgres is not there,
     before minutes of SQLite tests go by."""
-    if not in_ci() or config.option.collectonly:
+    if not in_ci() or session.config.option.collectonly:
         return
-    if any(_PG_FIXTURES & set(getattr(item, "fixturenames", ())) for item in items):
+    if any(_uses_postgres(item) for item in session.items):
         reason = ensure_pg_database(PG_URL)
         if reason:
             _ci_requires_postgres(reason)
