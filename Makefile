@@ -8,7 +8,7 @@ STAMP := $(VENV)/.synced
 BIN := $(VENV)/bin
 export TEST_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/notes_test
 
-.PHONY: run worker test lint format migrate demo demo-record fuzz soak bench bench-jobs clean
+.PHONY: run worker test lint format migrate demo demo-record fuzz soak bench bench-jobs clean mutate
 
 $(CURDIR)/.tools/bin/uv:
 	$(PYTHON) -m venv .tools
@@ -29,6 +29,9 @@ migrate: $(STAMP)
 
 test: $(STAMP) ## the whole suite, Postgres included when TEST_DATABASE_URL answers
 	$(BIN)/pytest --cov --cov-report=term $(PYTEST_ARGS)
+
+mutate: $(STAMP) ## mutation testing of jobs/, the tenancy rule, auth throttle and tokens, the idempotency claim -> mutation/REPORT.md
+	$(BIN)/python mutation/run.py $(MUTATE_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests migrations bench scripts rehearsal
