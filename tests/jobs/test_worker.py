@@ -6,14 +6,17 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
+from datetime import timedelta
 from typing import Any
 
+import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from notes_api.core.db import Database
 from notes_api.core.models import utcnow
-from notes_api.jobs import queue
+from notes_api.jobs import queue, signals
 from notes_api.jobs.handler import PermanentJobError
 from notes_api.jobs.models import Job, JobStatus
 from notes_api.jobs.worker import Worker, WorkerConfig
@@ -49,6 +52,8 @@ class Recorder:
     async def finished(
         self, session: AsyncSession, job: Job, status: JobStatus, result: Any, error: str | None
     ) -> None:
+        # Handlers record the outcome in the same transaction: they must be given it.
+        assert isinstance(session, AsyncSession)
         self.states.append((str(job.id), status, result, error))
 
 
@@ -65,9 +70,15 @@ async def running(
         await asyncio.wait_for(task, 10)
 
 
-async def enqueue(db: Database, payload: dict[str, Any] | None = None, attempts: int = 3) -> Job:
+async def enqueue(
+    db: Database,
+    payload: dict[str, Any] | None = None,
+    attempts: int = 3,
+    key: str | None = None,
+    kind: str = "rec",
+) -> Job:
     async with db.session(write=True) as s:
-        job_id = await queue.enqueue(s, "rec", payload or {}, max_attempts=attempts)
+        job_id = await queue.enqueue(s, kind, payload or {}, dedupe_key=key, max_attempts=attempts)
         return await s.get_one(Job, job_id)
 
 
@@ -123,6 +134,17 @@ async def test_permanent_error_fails_at_once_with_its_message(db: Database) -> N
         job = await enqueue(db, attempts=5)
         failed = await wait_status(db, job, JobStatus.FAILED)
     assert (failed.attempts, failed.last_error) == (1, "input rejected")
+    assert handler.states == [(str(job.id), JobStatus.FAILED, None, "input rejected")]
+
+
+async def test_an_error_without_a_message_is_recorded_by_its_type(db: Database) -> None:
+    def bad(job: Job) -> str:
+        raise PermanentJobError()
+
+    async with running(db, Recorder(bad)):
+        job = await enqueue(db)
+        failed = await wait_status(db, job, JobStatus.FAILED)
+    assert failed.last_error == "PermanentJobError"
 
 
 async def test_job_whose_subject_is_gone_fails_without_running(db: Database) -> None:
@@ -221,3 +243,109 @@ async def test_concurrency_limit_is_respected(db: Database) -> None:
         for job in jobs:
             await wait_status(db, job, JobStatus.DONE)
     assert peak == FAST.concurrency
+
+
+def outcomes(outcome: str) -> float:
+    return REGISTRY.get_sample_value("jobs_outcomes_total", {"kind": "rec", "outcome": outcome})
+
+
+async def test_outcomes_are_counted_and_only_a_final_failure_is_announced(db: Database) -> None:
+    announced: list[tuple[str, str | None]] = []
+
+    def listener(kind: str, key: str | None) -> None:
+        announced.append((kind, key))
+
+    def flaky_then_bad(job: Job) -> str:
+        if job.attempts < 3:
+            raise TimeoutError("model timed out")
+        raise PermanentJobError("input rejected")
+
+    before = {o: outcomes(o) or 0.0 for o in ("retried", "failed", "done")}
+    signals.add_finished_listener(listener)
+    try:
+        async with running(db, Recorder(flaky_then_bad)):
+            job = await enqueue(db, key="subject", attempts=5)
+            await wait_status(db, job, JobStatus.FAILED)
+            async with asyncio.timeout(10):  # announced after its commit
+                while not announced:
+                    await asyncio.sleep(0.02)
+    finally:
+        signals.remove_finished_listener(listener)
+    assert announced == [("rec", "subject")]
+    after = {o: outcomes(o) or 0.0 for o in ("retried", "failed", "done")}
+    assert {o: after[o] - before[o] for o in after} == {"retried": 2, "failed": 1, "done": 0}
+
+
+async def test_a_failed_renewal_is_retried_and_the_lease_kept(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    renew = queue.renew
+    calls: list[int] = []
+
+    async def renew_failing_once(session: AsyncSession, job: Job, lease_seconds: float) -> bool:
+        calls.append(1)
+        if len(calls) == 1:
+            raise OSError("database connection dropped")
+        return await renew(session, job, lease_seconds)
+
+    monkeypatch.setattr(queue, "renew", renew_failing_once)
+
+    async def until_renewed_after_the_failure(job: Job) -> str:
+        async with asyncio.timeout(15):
+            while len(calls) < 3:
+                await asyncio.sleep(0.05)
+        return "kept"
+
+    handler = Recorder(until_renewed_after_the_failure)
+    async with running(db, handler, LEASED):
+        job = await enqueue(db)
+        done = await wait_status(db, job, JobStatus.DONE, timeout=30)
+    assert done.attempts == 1
+    assert handler.states == [(str(job.id), JobStatus.DONE, "kept", None)]
+
+
+async def test_expired_leases_of_its_own_kinds_are_reaped_and_run_again(db: Database) -> None:
+    foreign = await enqueue(db, kind="other")
+    mine = await enqueue(db)
+    for kind in ("other", "rec"):  # claimed by a worker that then died; "other" expires first
+        async with db.session(write=True) as s:
+            await queue.claim(s, [kind], worker_id="dead", lease_seconds=0.01, limit=1)
+        await asyncio.sleep(0.02)
+    handler = Recorder(lambda job: "second try")
+    async with running(db, handler):
+        done = await wait_status(db, mine, JobStatus.DONE, timeout=10)
+    assert done.attempts == 2
+    lost = "the worker running this attempt stopped responding (lease expired)"
+    assert handler.states[0][1:] == (JobStatus.QUEUED, None, lost)
+    assert handler.states[1:] == [(str(mine.id), JobStatus.DONE, "second try", None)]
+    untouched = await wait_status(db, foreign, JobStatus.PROCESSING)
+    assert (untouched.attempts, untouched.last_error) == (1, None)
+
+
+async def test_periodic_work_runs_and_old_finished_jobs_are_purged(db: Database) -> None:
+    ticks = asyncio.Event()
+
+    async def tick(session: AsyncSession) -> None:
+        assert isinstance(session, AsyncSession)
+        ticks.set()
+
+    old, recent = await enqueue(db, key="old"), await enqueue(db, key="recent")
+    async with db.session(write=True) as s:
+        for job, age in ((old, timedelta(days=30)), (recent, timedelta(days=1))):
+            await s.execute(
+                Job.__table__.update()
+                .where(Job.id == job.id)
+                .values(status=JobStatus.DONE, finished_at=utcnow() - age)
+            )
+    worker_config = replace(FAST, retention=timedelta(days=7))
+    async with running(db, Recorder(lambda job: None), worker_config) as worker:
+        worker.add_periodic(0.0, tick)
+        await asyncio.wait_for(ticks.wait(), 10)
+        async with asyncio.timeout(10):
+            while True:
+                async with db.session() as s:
+                    left = set((await s.scalars(select(Job.dedupe_key))).all())
+                if "old" not in left:
+                    break
+                await asyncio.sleep(0.05)
+    assert left == {"recent"}
