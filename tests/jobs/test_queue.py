@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from datetime import timedelta
 
 import pytest
@@ -126,16 +127,19 @@ def test_backoff_grows_exponentially_with_jitter_and_a_cap() -> None:
 
 async def test_purge_removes_only_old_finished_jobs(db: Database) -> None:
     old = await _enqueue(db, key="old")
+    recent = await _enqueue(db, key="recent")
     await _enqueue(db, key="live")
     async with db.session(write=True) as s:
-        await s.execute(
-            update(Job)
-            .where(Job.id == old.id)
-            .values(status=JobStatus.DONE, finished_at=utcnow() - timedelta(days=30))
-        )
+        for job, age in ((old, timedelta(days=30)), (recent, timedelta(days=1))):
+            await s.execute(
+                update(Job)
+                .where(Job.id == job.id)
+                .values(status=JobStatus.DONE, finished_at=utcnow() - age)
+            )
         assert await queue.purge_finished(s, utcnow() - timedelta(days=7)) == 1
     async with db.session() as s:
-        assert [j.dedupe_key for j in (await s.scalars(select(Job))).all()] == ["live"]
+        left = {j.dedupe_key for j in (await s.scalars(select(Job))).all()}
+    assert left == {"recent", "live"}
 
 
 async def test_many_concurrent_claimers_take_each_job_once(db: Database) -> None:
@@ -233,3 +237,38 @@ def test_backoff_jitter_spans_the_upper_half_of_the_delay(
     for attempt, full in [(1, 2.0), (3, 8.0), (10, 60.0)]:
         expected = full / 2 if draw == "low" else full
         assert queue.backoff_delay(attempt, 2.0, 60.0) == expected
+
+
+async def test_completion_finishes_the_job_and_clears_an_earlier_error(db: Database) -> None:
+    await _enqueue(db, attempts=3)
+    [first] = await _claim(db)
+    async with db.session(write=True) as s:
+        await queue.fail(s, first, "timeout", transient=True, base=0, cap=0)
+    [second] = await _claim(db)
+    before = utcnow()
+    async with db.session(write=True) as s:
+        assert await queue.complete(s, second)
+    done = await _get(db, second)
+    assert (done.status, done.last_error, done.lease_token) == (JobStatus.DONE, None, None)
+    assert done.finished_at is not None and done.finished_at >= before
+
+
+async def test_expired_leases_come_oldest_first_up_to_the_limit(db: Database) -> None:
+    for key in ("older", "newer", "live"):
+        await _enqueue(db, key=key)
+    for key, lease in (("older", 0.01), ("newer", 0.05), ("live", 60.0)):
+        async with db.session(write=True) as s:  # as if claimed with these leases
+            await s.execute(
+                update(Job)
+                .where(Job.dedupe_key == key)
+                .values(
+                    status=JobStatus.PROCESSING,
+                    lease_token=uuid.uuid4(),
+                    lease_expires_at=utcnow() + timedelta(seconds=lease),
+                )
+            )
+    await asyncio.sleep(0.1)  # both short leases have run out (a sleep only runs longer)
+    async with db.session(write=True) as s:
+        assert [j.dedupe_key for j in await queue.expired(s, limit=1)] == ["older"]
+    async with db.session(write=True) as s:
+        assert [j.dedupe_key for j in await queue.expired(s)] == ["older", "newer"]
