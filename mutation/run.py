@@ -3,9 +3,13 @@
 Runs mutmut (configured in pyproject.toml, [tool.mutmut]) on the job engine, the tenancy
 rule, the login throttle, the tokens and the idempotency claim, then writes
 mutation/REPORT.md: the score per module and every surviving mutant with its diff, and, for
-those judged equivalent or harmless, why (from mutation/verdicts.toml, keyed by mutant name).
+those judged equivalent or harmless, why. The reasons live in mutation/verdicts.toml: by
+mutant name, or by a rule matching the line the mutant changes (a log call, say), so that
+renumbered mutants keep their reasons.
 
-    python mutation/run.py [--max-children N] [--report-only] [TARGET ...]
+    python mutation/run.py [--max-children N] [--report-only] [--survivors] [TARGET ...]
+
+--survivors tries again only the mutants that survived the last run (after new tests).
 """
 
 from __future__ import annotations
@@ -14,12 +18,14 @@ import argparse
 import fnmatch
 import json
 import os
+import re
 import subprocess
 import sys
 import time
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 MUTMUT = [sys.executable, "-m", "mutmut"]
@@ -83,10 +89,24 @@ def show(name: str) -> str:
     return "\n".join(line for line in lines if not line.startswith("#")).strip()
 
 
+def changed_line(diff: str) -> str:
+    removed = [line[1:] for line in diff.splitlines() if line.startswith("-") and line[1:2] != "-"]
+    return "\n".join(removed)
+
+
+def reason_for(name: str, diff: str, verdicts: dict[str, Any]) -> str | None:
+    by_name: dict[str, str] = verdicts.get("mutants", {})
+    if name in by_name:
+        return by_name[name]
+    line = changed_line(diff)
+    for rule in verdicts.get("rule", []):
+        if re.search(rule["function"], name) and re.search(rule["line"], line, re.MULTILINE):
+            return str(rule["reason"])
+    return None
+
+
 def write_report(targets: list[Target], elapsed: float | None) -> int:
-    verdicts: dict[str, str] = {}
-    if VERDICTS.exists():
-        verdicts = tomllib.loads(VERDICTS.read_text()).get("mutants", {})
+    verdicts: dict[str, Any] = tomllib.loads(VERDICTS.read_text()) if VERDICTS.exists() else {}
     rows, sections, unexplained = [], [], 0
     for target in targets:
         codes = results(target)
@@ -97,7 +117,9 @@ def write_report(targets: list[Target], elapsed: float | None) -> int:
         unchecked = sum(1 for c in codes.values() if c is None)
         total = len(codes) - unchecked
         score = (killed + timeouts) / total * 100 if total else 0.0
-        explained = sum(1 for k in survivors + untested if k in verdicts)
+        diffs = {k: show(k) for k in survivors + untested}
+        reasons = {k: reason_for(k, diffs[k], verdicts) for k in diffs}
+        explained = sum(1 for r in reasons.values() if r)
         rows.append(
             f"| `{target.path}` ({target.what}) | {total} | {killed} | {timeouts} | "
             f"{len(survivors)} | {len(untested)} | {score:.1f}% | {explained} |"
@@ -107,14 +129,14 @@ def write_report(targets: list[Target], elapsed: float | None) -> int:
         body = [f"### `{target.path}`", ""]
         for name in survivors + untested:
             kind = "survived" if name in survivors else "no test reaches it"
-            reason = verdicts.get(name)
+            reason = reasons[name]
             if reason is None:
                 unexplained += 1
             body += [
                 f"- `{name}` ({kind}): {reason or '**UNEXPLAINED**'}",
                 "",
                 "  ```diff",
-                *("  " + line for line in show(name).splitlines()),
+                *("  " + line for line in diffs[name].splitlines()),
                 "  ```",
                 "",
             ]
@@ -154,6 +176,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--max-children", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("--survivors", action="store_true")
     parser.add_argument("targets", nargs="*", help=", ".join(t.name for t in TARGETS))
     args = parser.parse_args()
     unknown = set(args.targets) - {t.name for t in TARGETS}
@@ -164,7 +187,11 @@ def main() -> int:
     if not args.report_only:
         started = time.monotonic()
         command = [*MUTMUT, "run", "--max-children", str(args.max_children)]
-        done = subprocess.run([*command, *(t.pattern for t in targets)], cwd=ROOT, check=False)
+        if args.survivors:
+            names = [k for t in targets for k, c in results(t).items() if c == 0]
+        else:
+            names = [t.pattern for t in targets]
+        done = subprocess.run([*command, *names], cwd=ROOT, check=False)
         elapsed = time.monotonic() - started
         if done.returncode != 0:
             print(f"mutate: mutmut exited with {done.returncode}", file=sys.stderr)
