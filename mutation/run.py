@@ -19,6 +19,7 @@ import fnmatch
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -39,7 +40,17 @@ class Target:
     path: str  # under src/
     pattern: str  # mutant names, fnmatch
     what: str
+    group: str  # targets of a group are run together, against the group's tests
 
+
+# Each group runs in its own copy of the project (mutation/work/<group>/), with its own
+# [tool.mutmut] selection, so that a mutant is tried against its own module's tests only.
+GROUPS: dict[str, list[str]] = {
+    "jobs": ["tests/jobs/test_queue.py", "tests/jobs/test_worker.py"],
+    "tenancy": ["tests/api/test_tenancy.py"],
+    "auth": ["tests/api/test_auth.py", "tests/api/test_tokens.py"],
+    "idempotency": ["tests/api/test_idempotency.py"],
+}
 
 TARGETS = [
     Target(
@@ -47,43 +58,96 @@ TARGETS = [
         "notes_api/jobs/queue.py",
         "notes_api.jobs.queue.*",
         "job engine: claim, lease, fence, retry",
+        "jobs",
     ),
     Target(
-        "worker", "notes_api/jobs/worker.py", "notes_api.jobs.worker.*", "job engine: worker loop"
+        "worker",
+        "notes_api/jobs/worker.py",
+        "notes_api.jobs.worker.*",
+        "job engine: worker loop",
+        "jobs",
     ),
     Target(
         "repository",
         "notes_api/notes/repository.py",
         "notes_api.notes.repository.*",
         "tenancy rule",
+        "tenancy",
     ),
-    Target("throttle", "notes_api/auth/throttle.py", "notes_api.auth.throttle.*", "login throttle"),
     Target(
-        "tokens", "notes_api/auth/tokens.py", "notes_api.auth.tokens.*", "access and refresh tokens"
+        "throttle",
+        "notes_api/auth/throttle.py",
+        "notes_api.auth.throttle.*",
+        "login throttle",
+        "auth",
+    ),
+    Target(
+        "tokens",
+        "notes_api/auth/tokens.py",
+        "notes_api.auth.tokens.*",
+        "access and refresh tokens",
+        "auth",
     ),
     Target(
         "claim_key",
         "notes_api/notes/service.py",
         "notes_api.notes.service.x__claim_key__mutmut_*",
         "idempotency claim (`_claim_key` only)",
+        "idempotency",
     ),
 ]
+WORK = ROOT / "mutation" / "work"
+COPIED = ("src", "tests", "migrations", "alembic.ini", "pyproject.toml")
+
+
+def prepare(group: str, targets: list[Target]) -> Path:
+    """The group's copy of the project, its [tool.mutmut] narrowed to the group's modules and
+    tests. mutmut keeps its results in the copy's mutants/, so a run can resume."""
+    work = WORK / group
+    work.mkdir(parents=True, exist_ok=True)
+    for name in COPIED:
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, work / name, dirs_exist_ok=True)
+        else:
+            shutil.copy2(source, work / name)
+    config = (work / "pyproject.toml").read_text()
+    config = _set_list(config, "only_mutate", [f"src/{t.path}" for t in targets])
+    config = _set_list(config, "pytest_add_cli_args_test_selection", GROUPS[group])
+    (work / "pyproject.toml").write_text(config)
+    return work
+
+
+def _set_list(config: str, key: str, values: list[str]) -> str:
+    listed = "".join(f'    "{v}",\n' for v in values)
+    changed, count = re.subn(
+        rf"^{key} = \[\n(?:    .*\n)*?\]", f"{key} = [\n{listed}]", config, flags=re.M
+    )
+    if count != 1:
+        raise SystemExit(f"mutate: [tool.mutmut] {key} not found as a multi-line list")
+    return changed
+
+
 KILLED = {1, 3}
 TIMEOUT = {36, -24, 24, 152, 255}
 NO_TESTS = {5, 33}
 
 
 def results(target: Target) -> dict[str, int | None]:
-    meta = ROOT / "mutants" / "src" / (target.path + ".meta")
+    meta = WORK / target.group / "mutants" / "src" / (target.path + ".meta")
     if not meta.exists():
         return {}
     codes: dict[str, int | None] = json.loads(meta.read_text())["exit_code_by_key"]
     return {k: v for k, v in codes.items() if fnmatch.fnmatch(k, target.pattern)}
 
 
-def show(name: str) -> str:
+def show(target: Target, name: str) -> str:
     done = subprocess.run(
-        [*MUTMUT, "show", name], cwd=ROOT, capture_output=True, text=True, check=False
+        [*MUTMUT, "show", name],
+        cwd=WORK / target.group,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     lines = done.stdout.splitlines()
     return "\n".join(line for line in lines if not line.startswith("#")).strip()
@@ -117,7 +181,7 @@ def write_report(targets: list[Target], elapsed: float | None) -> int:
         unchecked = sum(1 for c in codes.values() if c is None)
         total = len(codes) - unchecked
         score = (killed + timeouts) / total * 100 if total else 0.0
-        diffs = {k: show(k) for k in survivors + untested}
+        diffs = {k: show(target, k) for k in survivors + untested}
         reasons = {k: reason_for(k, diffs[k], verdicts) for k in diffs}
         explained = sum(1 for r in reasons.values() if r)
         rows.append(
@@ -186,16 +250,25 @@ def main() -> int:
     elapsed = None
     if not args.report_only:
         started = time.monotonic()
-        command = [*MUTMUT, "run", "--max-children", str(args.max_children)]
-        if args.survivors:
-            names = [k for t in targets for k, c in results(t).items() if c == 0]
-        else:
-            names = [t.pattern for t in targets]
-        done = subprocess.run([*command, *names], cwd=ROOT, check=False)
+        for group in GROUPS:
+            members = [t for t in targets if t.group == group]
+            if not members:
+                continue
+            if args.survivors:
+                names = [k for t in members for k, c in results(t).items() if c == 0]
+                if not names:
+                    continue
+            else:
+                names = [t.pattern for t in members]
+            work = prepare(group, members)
+            print(f"mutate: {group}: {', '.join(t.path for t in members)}", flush=True)
+            command = [*MUTMUT, "run", "--max-children", str(args.max_children), *names]
+            done = subprocess.run(command, cwd=work, check=False)
+            if done.returncode != 0:
+                print(f"mutate: mutmut exited with {done.returncode}", file=sys.stderr)
+                return done.returncode
+            write_report(targets, time.monotonic() - started)
         elapsed = time.monotonic() - started
-        if done.returncode != 0:
-            print(f"mutate: mutmut exited with {done.returncode}", file=sys.stderr)
-            return done.returncode
     write_report(targets, elapsed)
     return 0
 
