@@ -47,7 +47,11 @@ class Target:
 # [tool.mutmut] selection, so that a mutant is tried against its own module's tests only.
 GROUPS: dict[str, list[str]] = {
     "jobs": ["tests/jobs/test_queue.py", "tests/jobs/test_worker.py"],
-    "tenancy": ["tests/api/test_tenancy.py"],
+    "tenancy": [
+        "tests/api/test_tenancy.py",
+        "tests/api/test_notes.py",
+        "tests/api/test_pagination.py",
+    ],
     "auth": ["tests/api/test_auth.py", "tests/api/test_tokens.py"],
     "idempotency": ["tests/api/test_idempotency.py"],
 }
