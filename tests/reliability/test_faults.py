@@ -234,7 +234,9 @@ async def test_a_database_that_stops_answering_gives_503_within_seconds(
 async def test_hundreds_of_concurrent_creates_on_a_pool_of_two_all_succeed(
     pg: str, procs: Processes
 ) -> None:
-    env = base_env(pg, db_pool_size=2, db_pool_timeout=10)
+    # Waiting is what is tested, not speed: 300 requests through two connections take about
+    # 5 s here, 15 s on a loaded machine; the last in line may wait nearly all of it.
+    env = base_env(pg, db_pool_size=2, db_pool_timeout=60)
     api = procs.api(env)
     procs.worker(env)
     await api.wait_healthy()
@@ -263,8 +265,8 @@ async def test_hundreds_of_concurrent_creates_on_a_pool_of_two_all_succeed(
     ids = {r.json()["id"] for r in responses}
     assert len(ids) == 300
     assert listed.status_code == 200
-    assert took < 30
-    await all_done(pg, ids, timeout=60)
+    assert took < 60
+    await all_done(pg, ids, timeout=120)
     assert_summarized_once(pg, ids)
 
 
