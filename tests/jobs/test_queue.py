@@ -272,3 +272,11 @@ async def test_expired_leases_come_oldest_first_up_to_the_limit(db: Database) ->
         assert [j.dedupe_key for j in await queue.expired(s, limit=1)] == ["older"]
     async with db.session(write=True) as s:
         assert [j.dedupe_key for j in await queue.expired(s)] == ["older", "newer"]
+
+
+async def test_queue_depth_counts_jobs_by_status(db: Database) -> None:
+    for key in ("a", "b", "c"):
+        await _enqueue(db, key=key)
+    await _claim(db, limit=1)
+    async with db.session() as s:
+        assert await queue.depth_by_status(s) == {"queued": 2, "processing": 1}
