@@ -118,10 +118,13 @@ async def test_transient_errors_are_retried_until_success(db: Database) -> None:
         return "finally"
 
     handler = Recorder(flaky)
+    before = {o: outcomes(o) or 0.0 for o in ("retried", "done")}
     async with running(db, handler):
         job = await enqueue(db, attempts=5)
         done = await wait_status(db, job, JobStatus.DONE)
     assert done.attempts == 3
+    after = {o: outcomes(o) or 0.0 for o in ("retried", "done")}
+    assert {o: after[o] - before[o] for o in after} == {"retried": 2, "done": 1}
     assert [s[1] for s in handler.states] == [JobStatus.QUEUED, JobStatus.QUEUED, JobStatus.DONE]
 
 
