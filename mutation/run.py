@@ -9,7 +9,8 @@ renumbered mutants keep their reasons.
 
     python mutation/run.py [--max-children N] [--report-only] [--survivors] [TARGET ...]
 
---survivors tries again only the mutants that survived the last run (after new tests).
+--survivors tries again only the mutants that survived the last run, or that no test reached
+(after new tests were written).
 """
 
 from __future__ import annotations
@@ -259,7 +260,9 @@ def main() -> int:
             if not members:
                 continue
             if args.survivors:
-                names = [k for t in members for k, c in results(t).items() if c == 0]
+                names = [
+                    k for t in members for k, c in results(t).items() if c == 0 or c in NO_TESTS
+                ]
                 if not names:
                     continue
             else:
