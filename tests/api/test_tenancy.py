@@ -234,3 +234,34 @@ async def test_admin_of_organization_sees_note_after_agent_is_provisioned(
     assert seen.status_code == 200
     hidden = await client.get(f"/notes/{note['id']}", headers=world.owner.headers)
     assert hidden.status_code == 404
+
+
+async def test_a_token_issued_before_a_role_change_gets_the_new_roles_view(
+    client: httpx.AsyncClient, world: World, notes: dict[str, set[str]]
+) -> None:
+    """The role is the member's current one, not the one written in the token: a demoted
+    admin's old token sees only its own notes, a promoted agent's old token the whole
+    organization's."""
+    second_admin = await add_user(client, world.admin_x, "ADMIN")
+    demoted = await client.patch(
+        f"/users/{world.admin_x.id}", headers=second_admin.headers, json={"role": "AGENT"}
+    )
+    assert demoted.status_code == 200, demoted.text
+    promoted = await client.patch(
+        f"/users/{world.owner.id}", headers=second_admin.headers, json={"role": "ADMIN"}
+    )
+    assert promoted.status_code == 200, promoted.text
+    colleague_note = next(iter(notes["colleague"]))
+
+    assert ids_of(await client.get("/notes", headers=world.admin_x.headers)) == set()
+    read = await client.get(f"/notes/{colleague_note}", headers=world.admin_x.headers)
+    assert read.status_code == 404
+
+    everyone = notes["owner"] | notes["colleague"]
+    assert ids_of(await client.get("/notes", headers=world.owner.headers)) == everyone
+    by_colleague = await client.get(
+        "/notes", headers=world.owner.headers, params={"owner_id": world.colleague.id}
+    )
+    assert ids_of(by_colleague) == notes["colleague"]
+    read = await client.get(f"/notes/{colleague_note}", headers=world.owner.headers)
+    assert read.status_code == 200 and read.json()["id"] == colleague_note
