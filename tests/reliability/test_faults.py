@@ -420,6 +420,7 @@ async def test_restarting_and_killing_api_and_workers_mid_burst_loses_and_repeat
 
         async def chaos() -> None:
             nonlocal api
+            await more_accepted()  # the burst is under way (a 202 can trail its job's claim)
             await busy(workers[0])
             in_flight.append(len(accepted))
             exits["worker-sigterm"] = await asyncio.to_thread(workers[0].stop, signal.SIGTERM)
