@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -44,6 +46,7 @@ class Recorder:
         return job.payload
 
     async def run(self, job: Job, prepared: Any) -> Any:
+        assert prepared == job.payload  # what `started` prepared reaches `run`
         result = self.work(job)
         if asyncio.iscoroutine(result):
             result = await result
@@ -157,6 +160,7 @@ async def test_job_whose_subject_is_gone_fails_without_running(db: Database) -> 
         job = await enqueue(db, {"gone": True})
         failed = await wait_status(db, job, JobStatus.FAILED)
     assert ran == [] and failed.last_error == "subject is gone"
+    assert failed.attempts == 1  # not retried: a gone subject does not come back
 
 
 LEASED = replace(FAST, lease_seconds=2.0)  # renewed every 0.67 s
@@ -248,6 +252,10 @@ async def test_concurrency_limit_is_respected(db: Database) -> None:
     assert peak == FAST.concurrency
 
 
+def rec_sample(name: str) -> float:
+    return REGISTRY.get_sample_value(name, {"kind": "rec"}) or 0.0
+
+
 def outcomes(outcome: str) -> float:
     return REGISTRY.get_sample_value("jobs_outcomes_total", {"kind": "rec", "outcome": outcome})
 
@@ -264,6 +272,10 @@ async def test_outcomes_are_counted_and_only_a_final_failure_is_announced(db: Da
         raise PermanentJobError("input rejected")
 
     before = {o: outcomes(o) or 0.0 for o in ("retried", "failed", "done")}
+    attempts_before, runs_before = (
+        rec_sample("jobs_attempts_total"),
+        rec_sample("jobs_duration_seconds_count"),
+    )
     signals.add_finished_listener(listener)
     try:
         async with running(db, Recorder(flaky_then_bad)):
@@ -277,6 +289,8 @@ async def test_outcomes_are_counted_and_only_a_final_failure_is_announced(db: Da
     assert announced == [("rec", "subject")]
     after = {o: outcomes(o) or 0.0 for o in ("retried", "failed", "done")}
     assert {o: after[o] - before[o] for o in after} == {"retried": 2, "failed": 1, "done": 0}
+    assert rec_sample("jobs_attempts_total") - attempts_before == 3
+    assert rec_sample("jobs_duration_seconds_count") - runs_before == 3
 
 
 async def test_a_failed_renewal_is_retried_and_the_lease_kept(
@@ -352,3 +366,46 @@ async def test_periodic_work_runs_and_old_finished_jobs_are_purged(db: Database)
                     break
                 await asyncio.sleep(0.05)
     assert left == {"recent"}
+
+
+async def test_jobs_record_the_worker_that_ran_them(db: Database) -> None:
+    async with running(db, Recorder(lambda job: "ok")) as worker:
+        job = await enqueue(db)
+        done = await wait_status(db, job, JobStatus.DONE)
+    assert done.worker_id == worker.worker_id
+    # host:pid:random, so that workers in containers (all pid 1) stay apart
+    assert re.fullmatch(rf"[^:]+:{os.getpid()}:[0-9a-f]{{8}}", worker.worker_id)
+
+
+async def test_an_idle_worker_polls_for_work_that_became_due_unannounced(db: Database) -> None:
+    # Nothing announces a job when its run_after passes: the poll finds it. The reaper,
+    # which also wakes the worker, runs only every 30 s here.
+    config = replace(FAST, poll_interval=0.1, lease_seconds=60.0)
+    async with running(db, Recorder(lambda job: "found"), config):
+        job = await enqueue(db)
+        async with db.session(write=True) as s:
+            await s.execute(
+                Job.__table__.update()
+                .where(Job.id == job.id)
+                .values(run_after=utcnow() + timedelta(seconds=0.5))
+            )
+        # A worker whose loop died on its first idle poll would never get to it.
+        done = await wait_status(db, job, JobStatus.DONE, timeout=10)
+    assert done.attempts == 1
+
+
+async def test_a_failed_claim_is_tried_again(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    claim = queue.claim
+    failures: list[int] = []
+
+    async def claim_failing_once(*args: Any, **kwargs: Any) -> list[Job]:
+        if not failures:
+            failures.append(1)
+            raise OSError("database connection dropped")
+        return await claim(*args, **kwargs)
+
+    monkeypatch.setattr(queue, "claim", claim_failing_once)
+    async with running(db, Recorder(lambda job: "eventually")):
+        job = await enqueue(db)
+        done = await wait_status(db, job, JobStatus.DONE, timeout=10)
+    assert failures == [1] and done.attempts == 1
