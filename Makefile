@@ -9,7 +9,7 @@ RUN_STAMP := $(VENV)/.synced-runtime
 BIN := $(VENV)/bin
 export TEST_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/notes_test
 
-.PHONY: run worker test lint format migrate demo demo-record fuzz soak bench bench-jobs clean video
+.PHONY: run worker test lint format migrate demo demo-record fuzz soak bench bench-jobs clean video mutate
 
 $(CURDIR)/.tools/bin/uv:
 	$(PYTHON) -m venv .tools
@@ -36,6 +36,9 @@ migrate: $(RUN_STAMP)
 
 test: $(STAMP) ## the whole suite, Postgres included when TEST_DATABASE_URL answers
 	$(BIN)/pytest --cov --cov-report=term $(PYTEST_ARGS)
+
+mutate: $(STAMP) ## mutation testing of jobs/, the tenancy rule, auth throttle and tokens, the idempotency claim -> mutation/REPORT.md
+	$(BIN)/python mutation/run.py $(MUTATE_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests migrations bench scripts rehearsal

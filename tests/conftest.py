@@ -1,7 +1,9 @@
 """Fixtures: every database-backed test runs on SQLite and on a real, migrated Postgres.
 
 Postgres comes from TEST_DATABASE_URL (default: the local server, database notes_test, which
-is created when missing). Where no Postgres answers, its tests are skipped with the reason."""
+is created when missing). Where no Postgres answers: with CI set, the run stops at once and
+fails (half the suite, all the real concurrency coverage, must not vanish silently); locally,
+its tests are skipped with the reason and the run ends with a warning that counts them."""
 
 from __future__ import annotations
 
@@ -61,10 +63,65 @@ def reset_pg_schema(url: str) -> None:
         conn.execute("CREATE SCHEMA public")
 
 
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+_PG_SKIP_PREFIX = "no Postgres at TEST_DATABASE_URL"
+# Fixtures through which a test reaches Postgres (database_url does in its "postgres" case).
+_PG_FIXTURES = {"pg_url", "pg", "pg_settings"}
+
+
+def _uses_postgres(item: pytest.Item) -> bool:
+    callspec = getattr(item, "callspec", None)
+    if callspec is not None and callspec.params.get("database_url") == "postgres":
+        return True
+    return bool(_PG_FIXTURES & set(getattr(item, "fixturenames", ())))
+
+
+def _ci_requires_postgres(reason: str) -> None:
+    pytest.exit(
+        f"CI is set and Postgres does not answer: {reason}. "
+        "Postgres tests are required in CI; start Postgres or fix TEST_DATABASE_URL.",
+        returncode=pytest.ExitCode.USAGE_ERROR,
+    )
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """In CI, refuse to start a run that includes Postgres tests when Postgres is not there,
+    before minutes of SQLite tests go by."""
+    if not in_ci() or session.config.option.collectonly:
+        return
+    if any(_uses_postgres(item) for item in session.items):
+        reason = ensure_pg_database(PG_URL)
+        if reason:
+            _ci_requires_postgres(reason)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Locally, say loudly how much of the suite did not run for want of Postgres."""
+    skipped = [
+        report
+        for report in terminalreporter.stats.get("skipped", [])
+        if isinstance(report.longrepr, tuple) and _PG_SKIP_PREFIX in str(report.longrepr[2])
+    ]
+    if skipped:
+        terminalreporter.write_sep(
+            "!",
+            f"WARNING: {len(skipped)} Postgres tests SKIPPED (no Postgres at TEST_DATABASE_URL); "
+            "races and processes went untested. In CI this fails.",
+            red=True,
+            bold=True,
+        )
+
+
 @pytest.fixture(scope="session")
 def pg_url() -> str:
     reason = ensure_pg_database(PG_URL)
     if reason:
+        if in_ci():
+            _ci_requires_postgres(reason)
         pytest.skip(reason)
     reset_pg_schema(PG_URL)
     upgrade(normalize_database_url(PG_URL))

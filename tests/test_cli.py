@@ -15,9 +15,12 @@ from pathlib import Path
 import httpx
 import pytest
 from pydantic import ValidationError
+from sqlalchemy import func, select
 
+from notes_api.core.db import Database
 from notes_api.core.migrations import head_revision
 from notes_api.organizations.models import DEFAULT_ORGANIZATION_ID
+from notes_api.users.models import User
 from tests.conftest import PASSWORD, client_for, make_settings, running_app, signup
 
 ADMIN_EMAIL = "Boss@Example.com"
@@ -212,11 +215,21 @@ async def test_two_processes_bootstrapping_at_once_create_one_admin(database_url
             assert [u["email"] for u in listed] == ["boss@example.com"]
 
 
-def test_bootstrap_without_password_does_nothing_and_blank_is_unset() -> None:
+@pytest.mark.parametrize("password", [None, "  "], ids=["unset", "blank"])
+async def test_bootstrap_without_password_does_nothing_and_blank_is_unset(
+    database_url: str, password: str | None
+) -> None:
     settings = make_settings(
-        "sqlite://", bootstrap_admin_email=ADMIN_EMAIL, bootstrap_admin_password="  "
+        database_url, bootstrap_admin_email=ADMIN_EMAIL, bootstrap_admin_password=password
     )
     assert settings.bootstrap_admin_password is None
+    async with running_app(settings) as app, client_for(app) as client:
+        db: Database = app.state.db
+        async with db.session() as session:
+            assert await session.scalar(select(func.count()).select_from(User)) == 0
+        # The address is free: whoever signs up with it is an ordinary agent.
+        agent = await signup(client, email="boss@example.com")
+        assert agent.user["role"] == "AGENT"
 
 
 @pytest.mark.parametrize("password", ["short", "x" * 129])

@@ -11,8 +11,9 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
-from tests.conftest import PASSWORD, Account, add_user, signup
+from tests.conftest import PASSWORD, Account, add_user, serve, signup
 
 
 def assert_problem(response: httpx.Response, status: int) -> dict[str, Any]:
@@ -284,20 +285,38 @@ async def test_with_two_admins_one_can_demote_the_other(client: httpx.AsyncClien
     )
 
 
+DUEL_ROUNDS = 8
+
+
 async def test_two_admins_demoting_each_other_at_once_leave_one_admin(
-    client: httpx.AsyncClient,
+    app: FastAPI, client: httpx.AsyncClient
 ) -> None:
-    first = await signup(client, organization="Duel")
-    second = await add_user(client, first, "ADMIN")
-    responses = await asyncio.gather(
-        client.patch(f"/users/{second.id}", headers=first.headers, json={"role": "AGENT"}),
-        client.patch(f"/users/{first.id}", headers=second.headers, json={"role": "AGENT"}),
-    )
-    assert sorted(r.status_code for r in responses) in ([200, 403], [200, 409])
-    roles = [
-        (await client.get("/users/me", headers=a.headers)).json()["role"] for a in (first, second)
-    ]
-    assert sorted(roles) == ["ADMIN", "AGENT"]
+    """Both PATCHes go out together over a real server, on HTTP and database connections
+    opened beforehand, round after round: without the organization lock both demotions
+    succeed in some round (each counts the other, still uncommitted, as an admin)."""
+    duels = []
+    for i in range(DUEL_ROUNDS):
+        first = await signup(client, organization=f"Duel {i} {uuid.uuid4().hex[:6]}")
+        duels.append((first, await add_user(client, first, "ADMIN")))
+    limits = httpx.Limits(max_connections=4, max_keepalive_connections=4)
+    async with serve(app) as base_url, httpx.AsyncClient(base_url=base_url, limits=limits) as web:
+        # Open the HTTP connections and fill the database pool before the first round.
+        warm = await asyncio.gather(
+            *(web.get("/users/me", headers=a.headers) for pair in duels[:2] for a in pair)
+        )
+        assert {r.status_code for r in warm} == {200}
+        for first, second in duels:
+            responses = await asyncio.gather(
+                web.patch(f"/users/{second.id}", headers=first.headers, json={"role": "AGENT"}),
+                web.patch(f"/users/{first.id}", headers=second.headers, json={"role": "AGENT"}),
+            )
+            statuses = sorted(r.status_code for r in responses)
+            assert statuses in ([200, 403], [200, 409]), [r.text for r in responses]
+            roles = [
+                (await web.get("/users/me", headers=a.headers)).json()["role"]
+                for a in (first, second)
+            ]
+            assert sorted(roles) == ["ADMIN", "AGENT"]
 
 
 async def test_admin_can_step_down_while_another_admin_remains(

@@ -81,25 +81,31 @@ async def test_sqlite_writers_queue_in_order_without_holding_a_connection(
     shutil.copy(sqlite_template, tmp_path / "notes.db")
     db = Database(make_settings(f"sqlite:///{tmp_path / 'notes.db'}", db_pool_size=2))
     done: list[str] = []
+    holding, release = asyncio.Event(), asyncio.Event()
 
-    async def write(name: str, hold: float) -> None:
+    async def write(name: str, hold: bool) -> None:
         async with db.session(write=True) as session:
             await session.execute(text("SELECT 1"))
-            await asyncio.sleep(hold)
+            if hold:
+                holding.set()
+                await release.wait()
             done.append(name)
 
     try:
-        first = asyncio.create_task(write("first", 0.5))
-        await asyncio.sleep(0.05)  # the first writer holds SQLite's write lock
-        queued = [asyncio.create_task(write(name, 0)) for name in ("second", "third")]
-        await asyncio.sleep(0.05)
+        first = asyncio.create_task(write("first", hold=True))
+        await asyncio.wait_for(holding.wait(), 10)  # the first writer holds the write turn
+        # Tasks start in the order they are made, and each queues for the write turn before
+        # its first wait on anything else.
+        queued = [asyncio.create_task(write(name, hold=False)) for name in ("second", "third")]
+        for _ in range(10):  # let them run up to where they wait (no I/O on the way: no clock)
+            await asyncio.sleep(0)
         # The queued writers wait for their turn to write, not on a connection: a reader
-        # still gets the second connection at once.
-        started = time.monotonic()
-        async with db.session(write=False) as reader:
+        # still gets the second connection while the first writer holds on (were the reader
+        # queued behind the writers, it would wait for the release that comes after it).
+        async with asyncio.timeout(10), db.session(write=False) as reader:
             assert (await reader.execute(text("SELECT 1"))).scalar_one() == 1
-        assert time.monotonic() - started < 0.2
         assert done == []
+        release.set()
         await asyncio.gather(first, *queued)
         assert done == ["first", "second", "third"]
     finally:

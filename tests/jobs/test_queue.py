@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from datetime import timedelta
 
 import pytest
@@ -126,16 +127,19 @@ def test_backoff_grows_exponentially_with_jitter_and_a_cap() -> None:
 
 async def test_purge_removes_only_old_finished_jobs(db: Database) -> None:
     old = await _enqueue(db, key="old")
+    recent = await _enqueue(db, key="recent")
     await _enqueue(db, key="live")
     async with db.session(write=True) as s:
-        await s.execute(
-            update(Job)
-            .where(Job.id == old.id)
-            .values(status=JobStatus.DONE, finished_at=utcnow() - timedelta(days=30))
-        )
+        for job, age in ((old, timedelta(days=30)), (recent, timedelta(days=1))):
+            await s.execute(
+                update(Job)
+                .where(Job.id == job.id)
+                .values(status=JobStatus.DONE, finished_at=utcnow() - age)
+            )
         assert await queue.purge_finished(s, utcnow() - timedelta(days=7)) == 1
     async with db.session() as s:
-        assert [j.dedupe_key for j in (await s.scalars(select(Job))).all()] == ["live"]
+        left = {j.dedupe_key for j in (await s.scalars(select(Job))).all()}
+    assert left == {"recent", "live"}
 
 
 async def test_many_concurrent_claimers_take_each_job_once(db: Database) -> None:
@@ -151,3 +155,130 @@ async def test_many_concurrent_claimers_take_each_job_once(db: Database) -> None
     results = await asyncio.gather(*(claimer() for _ in range(5)))
     taken = [job for r in results for job in r]
     assert len(taken) == 60 and len(set(taken)) == 60
+
+
+async def test_cancel_active_cancels_only_the_live_job_of_that_kind_and_subject(
+    db: Database,
+) -> None:
+    long_ago = utcnow() - timedelta(days=3)
+    finished = await _enqueue(db, key="a")
+    async with db.session(write=True) as s:
+        await s.execute(
+            update(Job)
+            .where(Job.id == finished.id)
+            .values(status=JobStatus.DONE, finished_at=long_ago, updated_at=long_ago)
+        )
+    target = await _enqueue(db, key="a")
+    other_subject = await _enqueue(db, key="b")
+    assert {j.id for j in await _claim(db)} == {target.id, other_subject.id}
+    async with db.session(write=True) as s:
+        other_kind = await queue.enqueue(s, "other", {}, dedupe_key="a", max_attempts=3)
+    before = utcnow()
+    async with db.session(write=True) as s:
+        assert await queue.cancel_active(s, KIND, "a") == 1
+
+    cancelled = await _get(db, target)
+    assert cancelled.status is JobStatus.CANCELLED
+    assert (cancelled.lease_token, cancelled.lease_expires_at) == (None, None)
+    assert cancelled.finished_at is not None and cancelled.finished_at >= before
+    assert cancelled.updated_at >= before
+    untouched = await _get(db, other_subject)
+    assert untouched.status is JobStatus.PROCESSING and untouched.lease_token is not None
+    async with db.session() as s:
+        assert (await s.get_one(Job, other_kind)).status is JobStatus.QUEUED
+    done = await _get(db, finished)
+    assert (done.status, done.finished_at) == (JobStatus.DONE, long_ago)
+
+
+async def test_renewal_moves_the_lease_forward_by_the_lease_length(db: Database) -> None:
+    await _enqueue(db)
+    [claimed] = await _claim(db, lease=1.0)
+    before = utcnow()
+    async with db.session(write=True) as s:
+        assert await queue.renew(s, claimed, 60)
+    renewed = await _get(db, claimed)
+    assert renewed.lease_expires_at is not None
+    assert before + timedelta(seconds=59) <= renewed.lease_expires_at
+    assert renewed.lease_expires_at <= utcnow() + timedelta(seconds=60)
+    assert renewed.lease_token == claimed.lease_token
+
+
+async def test_a_failure_reported_after_the_lease_was_lost_changes_nothing(db: Database) -> None:
+    await _enqueue(db, key="lost", attempts=5)
+    [claimed] = await _claim(db)
+    async with db.session(write=True) as s:
+        await queue.cancel_active(s, KIND, "lost")
+    for transient in (True, False):
+        async with db.session(write=True) as s:
+            status = await queue.fail(s, claimed, "late", transient=transient, base=1, cap=1)
+        assert status is None
+    job = await _get(db, claimed)
+    assert (job.status, job.last_error) == (JobStatus.CANCELLED, None)
+
+
+async def test_release_gives_the_attempt_back_on_the_job_it_was_given(db: Database) -> None:
+    await _enqueue(db)
+    [claimed] = await _claim(db)
+    assert claimed.attempts == 1
+    async with db.session(write=True) as s:
+        assert await queue.release(s, claimed)
+    assert claimed.attempts == 0  # the caller's copy agrees with the row
+    assert (await _get(db, claimed)).attempts == 0
+    async with db.session(write=True) as s:
+        assert not await queue.release(s, claimed)  # released once only
+    assert claimed.attempts == 0
+
+
+@pytest.mark.parametrize("draw", ["low", "high"])
+def test_backoff_jitter_spans_the_upper_half_of_the_delay(
+    monkeypatch: pytest.MonkeyPatch, draw: str
+) -> None:
+    monkeypatch.setattr(queue.random, "uniform", lambda a, b: a if draw == "low" else b)
+    for attempt, full in [(1, 2.0), (3, 8.0), (10, 60.0)]:
+        expected = full / 2 if draw == "low" else full
+        assert queue.backoff_delay(attempt, 2.0, 60.0) == expected
+
+
+async def test_completion_finishes_the_job_and_clears_an_earlier_error(db: Database) -> None:
+    await _enqueue(db, attempts=3)
+    [first] = await _claim(db)
+    async with db.session(write=True) as s:
+        await queue.fail(s, first, "timeout", transient=True, base=0, cap=0)
+    [second] = await _claim(db)
+    before = utcnow()
+    async with db.session(write=True) as s:
+        assert await queue.complete(s, second)
+    done = await _get(db, second)
+    assert (done.status, done.last_error, done.lease_token) == (JobStatus.DONE, None, None)
+    assert done.finished_at is not None and done.finished_at >= before
+
+
+async def test_expired_leases_come_oldest_first_up_to_the_limit(db: Database) -> None:
+    for key in ("older", "newer", "live"):
+        await _enqueue(db, key=key)
+    for key, lease in (("older", 0.01), ("newer", 0.05), ("live", 60.0)):
+        async with db.session(write=True) as s:  # as if claimed with these leases
+            await s.execute(
+                update(Job)
+                .where(Job.dedupe_key == key)
+                .values(
+                    status=JobStatus.PROCESSING,
+                    lease_token=uuid.uuid4(),
+                    lease_expires_at=utcnow() + timedelta(seconds=lease),
+                )
+            )
+    await asyncio.sleep(0.1)  # both short leases have run out (a sleep only runs longer)
+    async with db.session(write=True) as s:
+        assert [j.dedupe_key for j in await queue.expired(s, limit=1)] == ["older"]
+    async with db.session(write=True) as s:
+        assert [j.dedupe_key for j in await queue.expired(s)] == ["older", "newer"]
+
+
+async def test_queue_depth_counts_the_jobs_waiting_and_running(db: Database) -> None:
+    for key in ("a", "b", "c", "d"):
+        await _enqueue(db, key=key)
+    await _claim(db, limit=1)
+    async with db.session() as s:
+        await queue.cancel_active(s, KIND, "d")  # finished jobs are not counted here
+    async with db.session() as s:
+        assert await queue.active_depth(s) == {"queued": 2, "processing": 1}

@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import replace
+from datetime import timedelta
 from typing import Any
 
+import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from notes_api.core.db import Database
-from notes_api.jobs import queue
+from notes_api.core.models import utcnow
+from notes_api.jobs import queue, signals
 from notes_api.jobs.handler import PermanentJobError
 from notes_api.jobs.models import Job, JobStatus
 from notes_api.jobs.worker import SubjectGone, Worker, WorkerConfig
@@ -40,6 +47,7 @@ class Recorder:
         return None
 
     async def run(self, job: Job, prepared: Any) -> Any:
+        assert prepared == job.payload  # what `started` prepared reaches `run`
         result = self.work(job)
         if asyncio.iscoroutine(result):
             result = await result
@@ -48,6 +56,8 @@ class Recorder:
     async def finished(
         self, session: AsyncSession, job: Job, status: JobStatus, result: Any, error: str | None
     ) -> None:
+        # Handlers record the outcome in the same transaction: they must be given it.
+        assert isinstance(session, AsyncSession)
         self.states.append((str(job.id), status, result, error))
 
 
@@ -64,9 +74,15 @@ async def running(
         await asyncio.wait_for(task, 10)
 
 
-async def enqueue(db: Database, payload: dict[str, Any] | None = None, attempts: int = 3) -> Job:
+async def enqueue(
+    db: Database,
+    payload: dict[str, Any] | None = None,
+    attempts: int = 3,
+    key: str | None = None,
+    kind: str = "rec",
+) -> Job:
     async with db.session(write=True) as s:
-        job_id = await queue.enqueue(s, "rec", payload or {}, max_attempts=attempts)
+        job_id = await queue.enqueue(s, kind, payload or {}, dedupe_key=key, max_attempts=attempts)
         return await s.get_one(Job, job_id)
 
 
@@ -80,15 +96,18 @@ async def wait_status(db: Database, job: Job, *statuses: JobStatus, timeout: flo
             await asyncio.sleep(0.02)
 
 
+# Nothing but a wake-up makes this worker look for work within a minute: it polls every
+# 60 s, and its reaper (which also wakes it) runs every lease/2 = 30 s.
+SLEEPY = replace(FAST, poll_interval=60.0, lease_seconds=60.0)
+
+
 async def test_worker_wakes_at_once_when_work_is_committed(db: Database) -> None:
     handler = Recorder(lambda job: "ok")
-    async with running(db, handler):
-        await asyncio.sleep(0.1)  # idle, with a 5 s poll interval
-        loop = asyncio.get_running_loop()
-        started = loop.time()
+    async with running(db, handler, SLEEPY):
+        await asyncio.sleep(0.1)  # idle (or, on a slow machine, about to be: no matter)
         job = await enqueue(db)
-        done = await wait_status(db, job, JobStatus.DONE, timeout=2)
-        assert loop.time() - started < 1.0
+        # Generous for a loaded machine, and still far below the 30 s of the next look.
+        done = await wait_status(db, job, JobStatus.DONE, timeout=10)
     assert done.attempts == 1
     assert handler.states == [(str(job.id), JobStatus.DONE, "ok", None)]
 
@@ -103,10 +122,13 @@ async def test_transient_errors_are_retried_until_success(db: Database) -> None:
         return "finally"
 
     handler = Recorder(flaky)
+    before = {o: outcomes(o) or 0.0 for o in ("retried", "done")}
     async with running(db, handler):
         job = await enqueue(db, attempts=5)
         done = await wait_status(db, job, JobStatus.DONE)
     assert done.attempts == 3
+    after = {o: outcomes(o) or 0.0 for o in ("retried", "done")}
+    assert {o: after[o] - before[o] for o in after} == {"retried": 2, "done": 1}
     assert [s[1] for s in handler.states] == [JobStatus.QUEUED, JobStatus.QUEUED, JobStatus.DONE]
 
 
@@ -119,6 +141,17 @@ async def test_permanent_error_fails_at_once_with_its_message(db: Database) -> N
         job = await enqueue(db, attempts=5)
         failed = await wait_status(db, job, JobStatus.FAILED)
     assert (failed.attempts, failed.last_error) == (1, "input rejected")
+    assert handler.states == [(str(job.id), JobStatus.FAILED, None, "input rejected")]
+
+
+async def test_an_error_without_a_message_is_recorded_by_its_type(db: Database) -> None:
+    def bad(job: Job) -> str:
+        raise PermanentJobError()
+
+    async with running(db, Recorder(bad)):
+        job = await enqueue(db)
+        failed = await wait_status(db, job, JobStatus.FAILED)
+    assert failed.last_error == "PermanentJobError"
 
 
 async def test_job_whose_subject_is_gone_fails_without_running(db: Database) -> None:
@@ -128,35 +161,60 @@ async def test_job_whose_subject_is_gone_fails_without_running(db: Database) -> 
         job = await enqueue(db, {"gone": True})
         failed = await wait_status(db, job, JobStatus.FAILED)
     assert ran == [] and failed.last_error == str(SubjectGone())
+    assert failed.attempts == 1  # not retried: a gone subject does not come back
+
+
+LEASED = replace(FAST, lease_seconds=2.0)  # renewed every 0.67 s
 
 
 async def test_a_long_job_keeps_its_lease_by_renewing_it(db: Database) -> None:
-    handler = Recorder(lambda job: asyncio.sleep(1.5, result="slow but fine"))
-    async with running(db, handler):  # lease 0.6 s, renewed every 0.2 s
+    async def outlive_the_first_lease(job: Job) -> str:
+        """Run until the lease taken at the claim has run out, and has been renewed twice."""
+        expiries = set()
+        async with asyncio.timeout(30):
+            while True:
+                async with db.session() as s:
+                    found = await s.get_one(Job, job.id)
+                expiries.add(found.lease_expires_at)
+                if len(expiries) >= 3 and utcnow() > min(e for e in expiries if e):
+                    return "slow but fine"
+                await asyncio.sleep(0.05)
+
+    handler = Recorder(outlive_the_first_lease)
+    async with running(db, handler, LEASED):
         job = await enqueue(db)
-        done = await wait_status(db, job, JobStatus.DONE)
+        done = await wait_status(db, job, JobStatus.DONE, timeout=40)
     assert done.attempts == 1
+    assert handler.states == [(str(job.id), JobStatus.DONE, "slow but fine", None)]
 
 
 async def test_cancelled_job_result_is_discarded_and_its_run_stopped(db: Database) -> None:
-    release = asyncio.Event()
+    started = asyncio.Event()
+    stopped = asyncio.Event()
 
     async def slow(job: Job) -> str:
-        await release.wait()
+        started.set()
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            stopped.set()
+            # A handler that finishes anyway: its result must still be thrown away (the
+            # worker drains it on stop, below, and the fenced completion finds no lease).
         return "stale"
 
     handler = Recorder(slow)
     async with running(db, handler):
         job = await enqueue(db, {"k": 1})
-        await wait_status(db, job, JobStatus.PROCESSING)
+        await asyncio.wait_for(started.wait(), 10)
         async with db.session(write=True) as s:
             await s.execute(
                 Job.__table__.update()
                 .where(Job.id == job.id)
                 .values(status=JobStatus.CANCELLED, lease_token=None)
             )
-        release.set()
-        await asyncio.sleep(0.3)
+        # The next renewal (every lease/3 = 0.2 s) finds the lease gone and stops the run,
+        # long before the worker is told to stop (which would cancel it anyway).
+        await asyncio.wait_for(stopped.wait(), 10)
     assert handler.states == []
     assert (await wait_status(db, job, JobStatus.CANCELLED)).last_error is None
 
@@ -193,3 +251,162 @@ async def test_concurrency_limit_is_respected(db: Database) -> None:
         for job in jobs:
             await wait_status(db, job, JobStatus.DONE)
     assert peak == FAST.concurrency
+
+
+def rec_sample(name: str) -> float:
+    return REGISTRY.get_sample_value(name, {"kind": "rec"}) or 0.0
+
+
+def outcomes(outcome: str) -> float:
+    return REGISTRY.get_sample_value("jobs_outcomes_total", {"kind": "rec", "outcome": outcome})
+
+
+async def test_outcomes_are_counted_and_only_a_final_failure_is_announced(db: Database) -> None:
+    announced: list[tuple[str, str | None]] = []
+
+    def listener(kind: str, key: str | None) -> None:
+        announced.append((kind, key))
+
+    def flaky_then_bad(job: Job) -> str:
+        if job.attempts < 3:
+            raise TimeoutError("model timed out")
+        raise PermanentJobError("input rejected")
+
+    before = {o: outcomes(o) or 0.0 for o in ("retried", "failed", "done")}
+    attempts_before, runs_before = (
+        rec_sample("jobs_attempts_total"),
+        rec_sample("jobs_duration_seconds_count"),
+    )
+    signals.add_finished_listener(listener)
+    try:
+        async with running(db, Recorder(flaky_then_bad)):
+            job = await enqueue(db, key="subject", attempts=5)
+            await wait_status(db, job, JobStatus.FAILED)
+            async with asyncio.timeout(10):  # announced after its commit
+                while not announced:
+                    await asyncio.sleep(0.02)
+    finally:
+        signals.remove_finished_listener(listener)
+    assert announced == [("rec", "subject")]
+    after = {o: outcomes(o) or 0.0 for o in ("retried", "failed", "done")}
+    assert {o: after[o] - before[o] for o in after} == {"retried": 2, "failed": 1, "done": 0}
+    assert rec_sample("jobs_attempts_total") - attempts_before == 3
+    assert rec_sample("jobs_duration_seconds_count") - runs_before == 3
+
+
+async def test_a_failed_renewal_is_retried_and_the_lease_kept(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    renew = queue.renew
+    calls: list[int] = []
+
+    async def renew_failing_once(session: AsyncSession, job: Job, lease_seconds: float) -> bool:
+        calls.append(1)
+        if len(calls) == 1:
+            raise OSError("database connection dropped")
+        return await renew(session, job, lease_seconds)
+
+    monkeypatch.setattr(queue, "renew", renew_failing_once)
+
+    async def until_renewed_after_the_failure(job: Job) -> str:
+        async with asyncio.timeout(15):
+            while len(calls) < 3:
+                await asyncio.sleep(0.05)
+        return "kept"
+
+    handler = Recorder(until_renewed_after_the_failure)
+    async with running(db, handler, LEASED):
+        job = await enqueue(db)
+        done = await wait_status(db, job, JobStatus.DONE, timeout=30)
+    assert done.attempts == 1
+    assert handler.states == [(str(job.id), JobStatus.DONE, "kept", None)]
+
+
+async def test_expired_leases_of_its_own_kinds_are_reaped_and_run_again(db: Database) -> None:
+    foreign = await enqueue(db, kind="other")
+    mine = await enqueue(db)
+    for kind in ("other", "rec"):  # claimed by a worker that then died; "other" expires first
+        async with db.session(write=True) as s:
+            await queue.claim(s, [kind], worker_id="dead", lease_seconds=0.01, limit=1)
+        await asyncio.sleep(0.02)
+    handler = Recorder(lambda job: "second try")
+    async with running(db, handler):
+        done = await wait_status(db, mine, JobStatus.DONE, timeout=10)
+    assert done.attempts == 2
+    lost = "the worker running this attempt stopped responding (lease expired)"
+    assert handler.states[0][1:] == (JobStatus.QUEUED, None, lost)
+    assert handler.states[1:] == [(str(mine.id), JobStatus.DONE, "second try", None)]
+    untouched = await wait_status(db, foreign, JobStatus.PROCESSING)
+    assert (untouched.attempts, untouched.last_error) == (1, None)
+
+
+async def test_periodic_work_runs_and_old_finished_jobs_are_purged(db: Database) -> None:
+    ticks = asyncio.Event()
+
+    async def tick(session: AsyncSession) -> None:
+        assert isinstance(session, AsyncSession)
+        ticks.set()
+
+    old, recent = await enqueue(db, key="old"), await enqueue(db, key="recent")
+    async with db.session(write=True) as s:
+        for job, age in ((old, timedelta(days=30)), (recent, timedelta(days=1))):
+            await s.execute(
+                Job.__table__.update()
+                .where(Job.id == job.id)
+                .values(status=JobStatus.DONE, finished_at=utcnow() - age)
+            )
+    worker_config = replace(FAST, retention=timedelta(days=7))
+    async with running(db, Recorder(lambda job: None), worker_config) as worker:
+        worker.add_periodic(0.0, tick)
+        await asyncio.wait_for(ticks.wait(), 10)
+        async with asyncio.timeout(10):
+            while True:
+                async with db.session() as s:
+                    left = set((await s.scalars(select(Job.dedupe_key))).all())
+                if "old" not in left:
+                    break
+                await asyncio.sleep(0.05)
+    assert left == {"recent"}
+
+
+async def test_jobs_record_the_worker_that_ran_them(db: Database) -> None:
+    async with running(db, Recorder(lambda job: "ok")) as worker:
+        job = await enqueue(db)
+        done = await wait_status(db, job, JobStatus.DONE)
+    assert done.worker_id == worker.worker_id
+    # host:pid:random, so that workers in containers (all pid 1) stay apart
+    assert re.fullmatch(rf"[^:]+:{os.getpid()}:[0-9a-f]{{8}}", worker.worker_id)
+
+
+async def test_an_idle_worker_polls_for_work_that_became_due_unannounced(db: Database) -> None:
+    # Nothing announces a job when its run_after passes: the poll finds it. The reaper,
+    # which also wakes the worker, runs only every 30 s here.
+    config = replace(FAST, poll_interval=0.1, lease_seconds=60.0)
+    async with running(db, Recorder(lambda job: "found"), config):
+        job = await enqueue(db)
+        async with db.session(write=True) as s:
+            await s.execute(
+                Job.__table__.update()
+                .where(Job.id == job.id)
+                .values(run_after=utcnow() + timedelta(seconds=0.5))
+            )
+        # A worker whose loop died on its first idle poll would never get to it.
+        done = await wait_status(db, job, JobStatus.DONE, timeout=10)
+    assert done.attempts == 1
+
+
+async def test_a_failed_claim_is_tried_again(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    claim = queue.claim
+    failures: list[int] = []
+
+    async def claim_failing_once(*args: Any, **kwargs: Any) -> list[Job]:
+        if not failures:
+            failures.append(1)
+            raise OSError("database connection dropped")
+        return await claim(*args, **kwargs)
+
+    monkeypatch.setattr(queue, "claim", claim_failing_once)
+    async with running(db, Recorder(lambda job: "eventually")):
+        job = await enqueue(db)
+        done = await wait_status(db, job, JobStatus.DONE, timeout=10)
+    assert failures == [1] and done.attempts == 1

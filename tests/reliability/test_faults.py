@@ -232,7 +232,9 @@ async def test_a_database_that_stops_answering_gives_503_within_seconds(
 async def test_hundreds_of_concurrent_creates_on_a_pool_of_two_all_succeed(
     pg: str, procs: Processes
 ) -> None:
-    env = base_env(pg, db_pool_size=2, db_pool_timeout=10)
+    # Waiting is what is tested, not speed: 300 requests through two connections take about
+    # 5 s here, 15 s on a loaded machine; the last in line may wait nearly all of it.
+    env = base_env(pg, db_pool_size=2, db_pool_timeout=60)
     api = procs.api(env)
     procs.worker(env)
     await api.wait_healthy()
@@ -261,12 +263,23 @@ async def test_hundreds_of_concurrent_creates_on_a_pool_of_two_all_succeed(
     ids = {r.json()["id"] for r in responses}
     assert len(ids) == 300
     assert listed.status_code == 200
-    assert took < 30
-    await all_done(pg, ids, timeout=60)
+    assert took < 60
+    await all_done(pg, ids, timeout=120)
     assert_summarized_once(pg, ids)
 
 
 # ------------------------------------------------------------------ the model server is down
+
+
+def most_tries_with_backoff(window: float, *, base: float, cap: float) -> int:
+    """How many tries of one job fit in `window` seconds when the delay before try n + 1 is
+    at least half of min(cap, base * 2^(n - 1)) (the jitter adds up to as much again)."""
+    tries, elapsed = 1, 0.0
+    while True:
+        elapsed += min(cap, base * 2.0 ** (tries - 1)) / 2
+        if elapsed > window:
+            return tries
+        tries += 1
 
 
 async def test_jobs_back_off_while_the_model_is_down_and_finish_when_it_returns(
@@ -289,21 +302,28 @@ async def test_jobs_back_off_while_the_model_is_down_and_finish_when_it_returns(
         who = await signup(client)
         texts = [f"Model down note {i}. Please wait." for i in range(5)]
         ids = []
+        started = time.monotonic()
         for text in texts:
             created = await client.post("/notes", headers=who.headers, json={"raw_text": text})
             assert created.status_code == 202
             ids.append(created.json()["id"])
-        await asyncio.sleep(4)
-        tries_while_down = sum(model.seen.values())
+
+        async def each_tried_four_times() -> bool:
+            return all(model.seen[text] >= 4 for text in texts)
+
+        await wait_until(each_tried_four_times, timeout=60, interval=0.02)
+        window = time.monotonic() - started
+        tries_while_down = dict(model.seen)
         seen = [await client.get(f"/notes/{i}", headers=who.headers) for i in ids]
 
         model.down = False
-        await all_done(pg, set(ids), timeout=30)
+        await all_done(pg, set(ids), timeout=60)
         final = [(await client.get(f"/notes/{i}", headers=who.headers)).json() for i in ids]
 
-    # A spinning queue would ask hundreds of times in 4 s; backoff (0.5 s doubling, capped at
-    # 2 s, half of it jitter) allows about five tries per note, at least two.
-    assert 2 * len(texts) <= tries_while_down <= 6 * len(texts), model.seen
+    # However slow the machine, backoff bounds how often a note can be tried in the window
+    # (four tries take at least 1.75 s); a queue that does not back off goes beyond.
+    limit = most_tries_with_backoff(window, base=0.5, cap=2)
+    assert all(n <= limit for n in tries_while_down.values()), (window, tries_while_down)
     for response in seen:
         note = response.json()
         assert note["status"] in ("queued", "processing")
@@ -321,6 +341,9 @@ async def test_jobs_back_off_while_the_model_is_down_and_finish_when_it_returns(
 # ------------------------------------------------------------------ restarts mid-burst
 
 
+MIN_BURST = 160
+
+
 async def test_restarting_and_killing_api_and_workers_mid_burst_loses_and_repeats_nothing(
     pg: str, procs: Processes, model: FakeModel
 ) -> None:
@@ -328,13 +351,14 @@ async def test_restarting_and_killing_api_and_workers_mid_burst_loses_and_repeat
     api = procs.api(env)
     workers = [procs.worker(env), procs.worker(env)]
     await api.wait_healthy()
-    texts = [f"Burst note {i}. [slow:0.2]" for i in range(160)]
-    keys = {text: uuid.uuid4().hex for text in texts}
+    texts: list[str] = []  # as sent: the burst lasts until the last blow has fallen
+    keys: dict[str, str] = {}
     accepted: dict[str, str] = {}
     exits: dict[str, int] = {}
     graceful: list[str] = []
     in_flight: list[int] = []  # notes accepted when each blow fell
     retries = Counter[str]()
+    chaos_over = asyncio.Event()
     async with httpx.AsyncClient(base_url=api.base_url, timeout=15) as client:
         who = await signup(client)
 
@@ -358,12 +382,15 @@ async def test_restarting_and_killing_api_and_workers_mid_burst_loses_and_repeat
             raise AssertionError(f"never accepted: {text}")
 
         async def senders() -> None:
-            queue = list(texts)
-
             async def sender() -> None:
-                while queue:
-                    await send(queue.pop(0))
-                    await asyncio.sleep(0.2)  # a steady burst that outlasts the chaos
+                # A steady burst that outlasts the chaos, however long a loaded machine
+                # takes over the restarts, and at least MIN_BURST notes long.
+                while not chaos_over.is_set() or len(texts) < MIN_BURST:
+                    text = f"Burst note {len(texts)}. [slow:0.2]"
+                    texts.append(text)
+                    keys[text] = uuid.uuid4().hex
+                    await send(text)
+                    await asyncio.sleep(0.2)
 
             await asyncio.gather(*(sender() for _ in range(4)))
 
@@ -378,33 +405,42 @@ async def test_restarting_and_killing_api_and_workers_mid_burst_loses_and_repeat
                 )
                 return bool(rows[0][0])
 
-            await wait_until(holding, timeout=20, interval=0.02)
+            await wait_until(holding, timeout=60, interval=0.02)
+
+        async def more_accepted() -> None:
+            """Until the API in place has accepted notes since the last blow."""
+            before = in_flight[-1] if in_flight else 0
+
+            async def grown() -> bool:
+                return len(accepted) >= before + 3
+
+            await wait_until(grown, timeout=60, interval=0.02)
 
         async def chaos() -> None:
             nonlocal api
-            await asyncio.sleep(1.0)
+            await more_accepted()  # the burst is under way (a 202 can trail its job's claim)
             await busy(workers[0])
             in_flight.append(len(accepted))
             exits["worker-sigterm"] = await asyncio.to_thread(workers[0].stop, signal.SIGTERM)
             workers[0] = procs.worker(env)
-            await asyncio.sleep(0.5)
             await busy(workers[1])
             in_flight.append(len(accepted))
             exits["worker-sigkill"] = await asyncio.to_thread(workers[1].stop, signal.SIGKILL)
             workers[1] = procs.worker(env)
-            await asyncio.sleep(0.5)
+            await more_accepted()
             in_flight.append(len(accepted))
             exits["api-sigterm"] = await asyncio.to_thread(api.stop, signal.SIGTERM)
             graceful.append(api.log())
             api = ApiProcess(env, port=api.port)
             procs.start(api)
             await api.wait_healthy()
-            await asyncio.sleep(1.0)
+            await more_accepted()
             in_flight.append(len(accepted))
             exits["api-sigkill"] = await asyncio.to_thread(api.stop, signal.SIGKILL)
             api = ApiProcess(env, port=api.port)
             procs.start(api)
             await api.wait_healthy()
+            chaos_over.set()
 
         await asyncio.gather(senders(), chaos())
 
@@ -422,7 +458,7 @@ async def test_restarting_and_killing_api_and_workers_mid_burst_loses_and_repeat
     ids = set(accepted.values())
     assert len(ids) == len(texts), "an Idempotency-Key made two notes"
     assert fetch(pg, "SELECT count(*) FROM notes") == [(len(texts),)]
-    await all_done(pg, ids, timeout=60)
+    await all_done(pg, ids, timeout=120)
     assert_summarized_once(pg, ids)
     summaries = dict(fetch(pg, "SELECT raw_text, summary FROM notes"))
     assert summaries == {text: f"summary: {text}" for text in texts}

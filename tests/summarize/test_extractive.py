@@ -1,11 +1,15 @@
 """The offline extractive summarizer: selection, layout, languages, speed."""
 
+import asyncio
 import random
+import threading
 import time
 from itertools import combinations
+from typing import Any
 
 import pytest
 
+from notes_api.summarize import extractive
 from notes_api.summarize.base import PermanentSummarizerError
 from notes_api.summarize.extractive import ExtractiveSummarizer, summarize_text
 
@@ -213,22 +217,49 @@ def test_invalid_limits_are_rejected() -> None:
     ],
     ids=["english", "chinese", "unpunctuated", "punctuation-runs"],
 )
-def test_100k_characters_in_well_under_a_second(text: str) -> None:
-    started = time.perf_counter()
+def test_100k_characters_in_under_two_seconds_of_cpu(text: str) -> None:
+    """Measured in this thread's CPU time, which other processes on a busy machine do not
+    inflate. About 0.2 s bare and 0.5 s under branch coverage; the limit leaves room for a
+    slow CPU and still catches work that grows with the square of the note (seconds)."""
+    started = time.thread_time()
     summary = summarize_text(text)
-    elapsed = time.perf_counter() - started
+    elapsed = time.thread_time() - started
     assert summary
-    assert elapsed < 1.0, f"took {elapsed:.3f}s"
+    assert elapsed < 2.0, f"took {elapsed:.3f}s of CPU"
 
 
-async def test_summarizer_runs_large_notes_off_the_event_loop() -> None:
+async def test_summarizer_runs_large_notes_off_the_event_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A large note is summarized in another thread, and the event loop keeps running other
+    tasks meanwhile: the summary here waits until the loop has run a task of its own, which
+    on the loop's thread could never happen (it would wait out its deadline and fail)."""
+    loop_ran = threading.Event()
+    threads: list[int] = []
+
+    def summarize_and_wait_for_the_loop(text: str, **kwargs: Any) -> str:
+        threads.append(threading.get_ident())
+        asyncio.run_coroutine_threadsafe(mark(), loop)
+        assert loop_ran.wait(10), "the event loop did not run while the summary was made"
+        return summarize_text(text, **kwargs)
+
+    async def mark() -> None:
+        loop_ran.set()
+
+    loop = asyncio.get_running_loop()
+    monkeypatch.setattr(extractive, "summarize_text", summarize_and_wait_for_the_loop)
     summarizer = ExtractiveSummarizer(max_sentences=2, max_chars=300)
     text = _long_text(50_000)
     assert summarizer.name == "extractive"
     assert await summarizer.summarize(text, title="ignored") == summarize_text(
         text, max_sentences=2, max_chars=300
     )
+    assert len(threads) == 1 and threads[0] != threading.get_ident()
+    # Short notes are summarized in place: a thread hand-off costs more than the work.
+    threads.clear()
     assert await summarizer.summarize("Call Acme.") == "Call Acme."
+    assert threads == [threading.get_ident()]
+    monkeypatch.undo()
     with pytest.raises(PermanentSummarizerError):
         await summarizer.summarize(" ")
     await summarizer.aclose()
