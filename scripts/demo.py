@@ -385,7 +385,8 @@ def step_events(demo: Demo) -> str | None:
     listener = threading.Thread(target=listen, daemon=True)
     listener.start()
     check(opened.wait(10), "the event stream to open")
-    command = f'curl -N {demo.http.base_url}notes/events -H "Authorization: Bearer ${ada.var}"'
+    base = str(demo.http.base_url).rstrip("/")
+    command = f'curl -s -N {base}/notes/events -H "Authorization: Bearer ${ada.var}"'
     print(f"  {cyan(f'as {ada}')} {dim('$ ' + command)}")
     text = "Stream demo. Initech wants the onboarding call moved to Tuesday."
     demo.call("POST /notes", 202, ada, {"raw_text": text})

@@ -20,6 +20,7 @@ STEPS = [
     "Replay with the same Idempotency-Key",
     "Tenancy: agents are isolated, the admin sees all",
     "A failed summary, retried",
+    "A live event stream and a signed webhook",
     "Refresh token rotation and logout",
 ]
 
