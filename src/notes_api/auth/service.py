@@ -52,7 +52,8 @@ async def confirm_caller(session: AsyncSession, claims: AccessClaims) -> Caller:
     role it holds now; 401 otherwise. Every request's caller (`auth.deps.current_caller`)
     and every event stream's, at each wake, is confirmed here."""
     params = member_params(claims.user_id, claims.organization_id)
-    role = (await session.execute(_ACTIVE_ROLE, params)).scalar_one_or_none()
+    conn = await session.connection()  # a Core statement: no ORM execution to go through
+    role = (await conn.execute(_ACTIVE_ROLE, params)).scalar_one_or_none()
     if role is None:
         raise Unauthorized("Invalid or expired access token")
     return Caller(claims.user_id, claims.organization_id, role)

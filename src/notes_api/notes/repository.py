@@ -50,7 +50,8 @@ async def get(
     stmt = one_statement(caller, note_id)
     if for_update:
         stmt = stmt.with_for_update()
-    note: Row[Any] | None = (await session.execute(stmt)).one_or_none()
+    conn = await session.connection()  # a Core statement: no ORM execution to go through
+    note: Row[Any] | None = (await conn.execute(stmt)).one_or_none()
     return note
 
 
@@ -89,7 +90,8 @@ def page_statement(caller: Caller, filters: NoteFilters, limit: int) -> Select[A
 async def page(
     session: AsyncSession, caller: Caller, filters: NoteFilters, limit: int
 ) -> list[Row[Any]]:
-    return list((await session.execute(page_statement(caller, filters, limit))).all())
+    conn = await session.connection()
+    return list((await conn.execute(page_statement(caller, filters, limit))).all())
 
 
 async def add(session: AsyncSession, caller: Caller, values: dict[str, Any]) -> Row[Any]:
@@ -105,7 +107,8 @@ async def add(session: AsyncSession, caller: Caller, values: dict[str, Any]) -> 
         "updated_at": now,
         **values,
     }
-    added: Row[Any] = (await session.execute(insert(notes).values(row).returning(notes))).one()
+    conn = await session.connection()
+    added: Row[Any] = (await conn.execute(insert(notes).values(row).returning(notes))).one()
     return added
 
 
