@@ -48,14 +48,18 @@ usable() {
                 toupper($1) == "FROM" && toupper($3) == "AS" { stage[$4] = 1 }' Dockerfile)
 }
 
+# Where ../shared/tools/container-smoke is present, that machine's podman needs the options
+# it sets (ulimits a sandbox allows, local stand-ins of the base images): it is used first.
 engine=""
-for candidate in docker podman; do
-  if usable "$candidate"; then engine=$candidate; break; fi
-done
+if [ ! -x "$smoke" ]; then
+  for candidate in docker podman; do
+    if usable "$candidate"; then engine=$candidate; break; fi
+  done
+fi
 
 if [ -z "$engine" ]; then
   if [ -x "$smoke" ]; then
-    echo "container-test: neither docker nor podman can get the base images; using $smoke"
+    echo "container-test: using $smoke (this machine's podman needs its options)"
     env_args=(--env "PORT=$port" --env "JWT_SECRET=$secret" --env APP_ENV=production)
     [ -n "$db_url" ] && env_args+=(--env "DATABASE_URL=$db_url")
     exec "$smoke" . --tag "$tag" --network host --port "$port" --health /healthz \
