@@ -40,11 +40,11 @@ class Recorder:
         self.work = work
         self.states: list[tuple[str, JobStatus, Any, str | None]] = []
 
-    async def lock(self, session: AsyncSession, job: Job) -> Any:
-        return None if job.payload.get("gone") else job.payload
+    async def lock(self, session: AsyncSession, job: Job) -> bool:
+        return not job.payload.get("gone")
 
-    async def started(self, session: AsyncSession, job: Job) -> None:
-        return None
+    async def started(self, session: AsyncSession, job: Job) -> Any:
+        return job.payload
 
     async def run(self, job: Job, prepared: Any) -> Any:
         assert prepared == job.payload  # what `started` prepared reaches `run`

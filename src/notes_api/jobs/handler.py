@@ -48,11 +48,11 @@ class JobHandler(Protocol):
 
     kind: str
 
-    async def lock(self, session: AsyncSession, job: Job) -> Any:
-        """Lock the job's subject and return what `run` needs; None when it is gone."""
+    async def lock(self, session: AsyncSession, job: Job) -> bool:
+        """Lock the job's subject; False when it is gone."""
 
-    async def started(self, session: AsyncSession, job: Job) -> None:
-        """The job was claimed and its subject is locked."""
+    async def started(self, session: AsyncSession, job: Job) -> Any:
+        """The job was claimed and its subject is locked: returns what `run` needs."""
 
     async def run(self, job: Job, subject: Any) -> Any:
         """The work itself, outside any transaction."""

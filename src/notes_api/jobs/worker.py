@@ -116,16 +116,15 @@ class Worker:
         # locking a subject while holding its job would invert the order the API keeps.
         ready: list[tuple[Job, Any]] = []
         async with self.db.session() as session:
-            subjects = [await self.handlers[job.kind].lock(session, job) for job in jobs]
-            for job, subject in zip(jobs, subjects, strict=True):
+            found = [await self.handlers[job.kind].lock(session, job) for job in jobs]
+            for job, exists in zip(jobs, found, strict=True):
                 JOB_ATTEMPTS.labels(job.kind).inc()
                 if not await queue.renew(session, job, self.config.lease_seconds):
                     continue  # cancelled since the claim (its note was edited or deleted)
-                if subject is None:
+                if not exists:
                     await self._record_failure(session, job, SubjectGone(), transient=False)
                     continue
-                await self.handlers[job.kind].started(session, job)
-                ready.append((job, subject))
+                ready.append((job, await self.handlers[job.kind].started(session, job)))
         for job, subject in ready:
             task = asyncio.create_task(self._execute(job, subject), name=f"job-{job.id}")
             self._running[task] = job

@@ -135,11 +135,11 @@ async def remove(session: AsyncSession, caller: Caller, note_id: uuid.UUID) -> N
 # ----------------------------------------------------------------------- the summarize job
 
 
-async def lock_for_job(session: AsyncSession, note_id: uuid.UUID) -> Row[Any, Any] | None:
+async def lock_for_job(session: AsyncSession, note_id: uuid.UUID) -> bool:
     """The job engine is about to change this note's job: lock the note first, as every
-    writer does (note before job), and hand back its text and title (None: it is gone)."""
-    stmt = select(notes.c.raw_text, notes.c.title).where(notes.c.id == note_id).with_for_update()
-    return (await session.execute(stmt)).one_or_none()
+    writer does (note before job). False when the note is gone."""
+    stmt = select(notes.c.id).where(notes.c.id == note_id).with_for_update()
+    return (await session.execute(stmt)).first() is not None
 
 
 async def record_job_state(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from notes_api.events import outbox
@@ -36,11 +37,12 @@ class SummarizeHandler:
     def __init__(self, summarizer: Summarizer) -> None:
         self.summarizer = summarizer
 
-    async def lock(self, session: AsyncSession, job: Job) -> Any:
+    async def lock(self, session: AsyncSession, job: Job) -> bool:
         return await repository.lock_for_job(session, _note_id(job))
 
-    async def started(self, session: AsyncSession, job: Job) -> None:
-        await self._record(session, job, NoteStatus.PROCESSING)
+    async def started(self, session: AsyncSession, job: Job) -> Any:
+        note = await self._record(session, job, NoteStatus.PROCESSING)
+        return (note.raw_text, note.title) if note is not None else None
 
     async def run(self, job: Job, subject: Any) -> tuple[str, Usage | None]:
         text, title = subject
@@ -66,13 +68,14 @@ class SummarizeHandler:
         *,
         summary: str | None = None,
         error: str | None = None,
-    ) -> None:
+    ) -> Row[Any] | None:
         """The note shows the job's new state, and its event says so, in one transaction."""
         note = await repository.record_job_state(
             session, _note_id(job), status, attempts=job.attempts, summary=summary, error=error
         )
         if note is not None:
             await outbox.record(session, _EVENT[status], note)
+        return note
 
 
 def _note_id(job: Job) -> uuid.UUID:

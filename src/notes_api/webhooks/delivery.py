@@ -102,9 +102,13 @@ class WebhookHandler:
         delay = min(self.retry_max, self.retry_base * 2.0 ** max(0, attempts - 1))
         return delay * random.uniform(0.8, 1.2)  # noqa: S311 - jitter, not security
 
-    async def lock(self, session: AsyncSession, job: Job) -> Prepared | Refused:
-        """What the delivery needs. Nothing to lock first: the API changes endpoints alone,
-        never their jobs, so the engine's transactions cannot wait on the API's in a cycle."""
+    async def lock(self, session: AsyncSession, job: Job) -> bool:
+        """Nothing to lock first: the API changes endpoints alone, never their jobs, so the
+        engine's transactions cannot wait on the API's in a cycle."""
+        return True
+
+    async def started(self, session: AsyncSession, job: Job) -> Prepared | Refused:
+        """What the delivery needs, or why it is not attempted."""
         event_id, endpoint_id = parse_key(job)
         endpoint = await session.get(WebhookEndpoint, endpoint_id)
         if endpoint is None or not endpoint.enabled:
@@ -123,9 +127,6 @@ class WebhookHandler:
         }
         body = json.dumps(payload, separators=(",", ":"))
         return Prepared(endpoint.id, event.id, event.type, endpoint.url, keys, body)
-
-    async def started(self, session: AsyncSession, job: Job) -> None:
-        return None
 
     async def run(self, job: Job, prepared: Prepared | Refused) -> int:
         if isinstance(prepared, Refused):
