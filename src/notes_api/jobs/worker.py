@@ -10,7 +10,7 @@ import secrets
 import socket
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -168,10 +168,17 @@ class Worker:
                     runner.cancel()
                 return
 
+    @contextlib.asynccontextmanager
+    async def _locked(self, job: Job) -> AsyncIterator[AsyncSession]:
+        """A unit of work that has locked the job's subject: every change of a claimed job
+        runs in one, so the engine keeps the lock order of jobs/handler.py everywhere."""
+        async with self.db.session() as session:
+            await self.handlers[job.kind].lock(session, job)
+            yield session
+
     async def _finish_done(self, job: Job, result: Any) -> None:
         try:
-            async with self.db.session() as session:
-                await self.handlers[job.kind].lock(session, job)
+            async with self._locked(job) as session:
                 if await queue.complete(session, job):
                     await self.handlers[job.kind].finished(
                         session, job, JobStatus.DONE, result, None
@@ -186,8 +193,7 @@ class Worker:
 
     async def _finish_failed(self, job: Job, exc: Exception) -> None:
         try:
-            async with self.db.session() as session:
-                await self.handlers[job.kind].lock(session, job)
+            async with self._locked(job) as session:
                 await self._record_failure(session, job, exc, transient=is_transient(exc))
         except Exception:
             log.exception("worker.fail_record_failed", job_id=str(job.id))
@@ -245,8 +251,7 @@ class Worker:
                 continue
             log.warning("worker.lease_expired", job_id=str(job.id), worker=job.worker_id)
             # Fenced by the token read above: a job renewed or finished meanwhile is left be.
-            async with self.db.session() as session:
-                await self.handlers[job.kind].lock(session, job)
+            async with self._locked(job) as session:
                 await self._record_failure(session, job, LeaseExpired(), transient=True)
         # Look again now: jobs put back by the reaper, and retries whose backoff has passed
         # (nothing notifies about those), are due.
@@ -265,8 +270,7 @@ class Worker:
             if job is None:
                 continue
             try:
-                async with self.db.session() as session:
-                    await self.handlers[job.kind].lock(session, job)
+                async with self._locked(job) as session:
                     if await queue.release(session, job):
                         await self.handlers[job.kind].finished(
                             session, job, JobStatus.QUEUED, None, None

@@ -40,11 +40,25 @@ class Created:
     replayed: bool
 
 
-async def _queue_summary(session: AsyncSession, note: Row[Any], max_attempts: int) -> None:
-    """A new summary job for the note; a job still live for it is cancelled first (clearing
-    its lease token fences the attempt running it: its result can no longer land)."""
+# What a note looks like while its new summary is queued.
+_QUEUED = {"status": NoteStatus.QUEUED, "summary": None, "summarized_at": None, "attempts": 0}
+
+
+async def _requeue(
+    session: AsyncSession,
+    caller: Caller,
+    note: Row[Any],
+    values: dict[str, Any],
+    max_attempts: int,
+) -> Row[Any]:
+    """Write `values` to a locked note and queue its summary anew: a job still live for it is
+    cancelled first (clearing its lease token fences the attempt running it: its result can
+    no longer land). The note as it is now, and its `note.queued` event."""
     await queue.cancel_active(session, SUMMARIZE, str(note.id))
     await _enqueue_summary(session, note, max_attempts)
+    changed = await repository.change(session, caller, note.id, {**values, **_QUEUED})
+    await outbox.record(session, EventType.QUEUED, changed)
+    return changed
 
 
 async def _enqueue_summary(session: AsyncSession, note: Row[Any], max_attempts: int) -> None:
@@ -56,10 +70,6 @@ async def _enqueue_summary(session: AsyncSession, note: Row[Any], max_attempts: 
         fairness_key=str(note.organization_id),  # organizations share the workers fairly
         max_attempts=max_attempts,
     )
-
-
-# What a note looks like while its new summary is queued.
-_QUEUED = {"status": NoteStatus.QUEUED, "summary": None, "summarized_at": None, "attempts": 0}
 
 
 async def create_note(
@@ -203,11 +213,11 @@ async def update_note(
     if "title" in body.model_fields_set:
         values["title"] = body.title or None
     if body.raw_text is not None and body.raw_text != note.raw_text:
-        values.update(_QUEUED, raw_text=body.raw_text, error=None)
-        await _queue_summary(session, note, max_attempts)
-    changed = await repository.change(session, caller, note_id, values)
-    requeued = "raw_text" in values
-    await outbox.record(session, EventType.QUEUED if requeued else EventType.UPDATED, changed)
+        values.update(raw_text=body.raw_text, error=None)
+        changed = await _requeue(session, caller, note, values, max_attempts)
+    else:
+        changed = await repository.change(session, caller, note_id, values)
+        await outbox.record(session, EventType.UPDATED, changed)
     return NotePublic.model_validate(changed)
 
 
@@ -217,10 +227,7 @@ async def retry_note(
     note = await _lock(session, caller, note_id)
     if note.status is not NoteStatus.FAILED:
         raise Conflict(f"Only a failed note can be retried; this one is {note.status.value}")
-    await _queue_summary(session, note, max_attempts)
-    changed = await repository.change(session, caller, note_id, _QUEUED)
-    await outbox.record(session, EventType.QUEUED, changed)
-    return NotePublic.model_validate(changed)
+    return NotePublic.model_validate(await _requeue(session, caller, note, {}, max_attempts))
 
 
 async def delete_note(session: AsyncSession, caller: Caller, note_id: uuid.UUID) -> None:
