@@ -229,6 +229,29 @@ async def test_stop_gives_back_jobs_that_outlive_the_grace_period(db: Database) 
     assert handler.states == [(str(job.id), JobStatus.QUEUED, None, None)]
 
 
+class Closing(Recorder):
+    """A handler that holds something to close (the webhook handler's HTTP client, say)."""
+
+    def __init__(self, work: Callable[[Job], Any]) -> None:
+        super().__init__(work)
+        self.closed_after: list[tuple[str, JobStatus, Any, str | None]] | None = None
+
+    async def aclose(self) -> None:
+        self.closed_after = list(self.states)
+
+
+async def test_a_stopped_worker_closes_its_handlers_after_handing_back_their_jobs(
+    db: Database,
+) -> None:
+    handler = Closing(lambda job: asyncio.sleep(30))
+    async with running(db, handler):
+        job = await enqueue(db)
+        await wait_status(db, job, JobStatus.PROCESSING)
+        assert handler.closed_after is None
+    # Closed once, and only after the running job was handed back (its client not in use).
+    assert handler.closed_after == [(str(job.id), JobStatus.QUEUED, None, None)]
+
+
 async def test_concurrency_limit_is_respected(db: Database) -> None:
     running_now = 0
     peak = 0

@@ -44,7 +44,8 @@ class JobHandler(Protocol):
     changes a job's row it calls `lock`, and no two transactions can wait on each other.
 
     A handler may also set its own retry policy: `max_attempts` (an int, instead of the
-    job's) and `retry_delay(attempts) -> seconds` (instead of the worker's backoff)."""
+    job's) and `retry_delay(attempts) -> seconds` (instead of the worker's backoff), and
+    an `aclose()` that the worker awaits once it has stopped (to close an HTTP client)."""
 
     kind: str
 

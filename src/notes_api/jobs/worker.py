@@ -78,6 +78,10 @@ class Worker:
                 await maintenance
             signals.remove_wake_event(self.wake)
             await self._drain()
+            for handler in self.handlers.values():
+                close = getattr(handler, "aclose", None)
+                if close is not None:
+                    await close()
             log.info("worker.stopped", worker_id=self.worker_id)
 
     def stop(self) -> None:
