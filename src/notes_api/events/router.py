@@ -1,9 +1,10 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Depends, Header, Request
 from fastapi.security.utils import get_authorization_scheme_param
 from sse_starlette import EventSourceResponse
 
@@ -35,31 +36,40 @@ _STREAM = {
 }
 
 
-async def _respond(
-    request: Request,
-    caller: CurrentCaller,
-    claims: TokenClaims,
-    session: SessionDep,
-    db: DatabaseDep,
-    settings: SettingsDep,
-    note_id: uuid.UUID | None,
-    last_event_id: int | None,
-) -> EventSourceResponse:
+@dataclass
+class _Opening:
+    """What opening either stream takes: the caller (confirmed), its token (each wake checks
+    it again), and where to resume from."""
+
+    request: Request
+    caller: CurrentCaller
+    claims: TokenClaims
+    session: SessionDep
+    db: DatabaseDep
+    settings: SettingsDep
+    last_event_id: LastEventId = None
+
+
+Opening = Annotated[_Opening, Depends()]
+
+
+async def _respond(opening: _Opening, note_id: uuid.UUID | None) -> EventSourceResponse:
+    request, settings = opening.request, opening.settings
     feed: Feed = request.app.state.event_feed
-    sub = await service.open_stream(session, feed, caller, note_id)
+    sub = await service.open_stream(opening.session, feed, opening.caller, note_id)
     _, token = get_authorization_scheme_param(request.headers.get("Authorization"))
     stream = service.Stream(
-        db=db,
+        db=opening.db,
         feed=feed,
         sub=sub,
         jwt_secret=settings.jwt_secret.get_secret_value(),
         token=token,
-        claims=claims,
+        claims=opening.claims,
         heartbeat=settings.event_heartbeat_seconds,
         retry_ms=settings.event_retry_ms,
     )
     return EventSourceResponse(
-        service.follow(stream, last_event_id),
+        service.follow(stream, opening.last_event_id),
         # The stream sends its own heartbeats (and re-checks the caller at each).
         ping=max(60.0, settings.event_heartbeat_seconds * 4),
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
@@ -67,31 +77,14 @@ async def _respond(
 
 
 @router.get("/events", responses=_STREAM, response_class=EventSourceResponse)
-async def stream_all(
-    request: Request,
-    caller: CurrentCaller,
-    claims: TokenClaims,
-    session: SessionDep,
-    db: DatabaseDep,
-    settings: SettingsDep,
-    last_event_id: LastEventId = None,
-) -> EventSourceResponse:
+async def stream_all(opening: Opening) -> EventSourceResponse:
     """Events of every note you may see (an agent: its own; an admin: its organization's),
     live, as Server-Sent Events. Reconnect with `Last-Event-ID` to get what you missed."""
-    return await _respond(request, caller, claims, session, db, settings, None, last_event_id)
+    return await _respond(opening, None)
 
 
 @router.get("/{note_id}/events", responses=_STREAM, response_class=EventSourceResponse)
-async def stream_note(
-    note_id: uuid.UUID,
-    request: Request,
-    caller: CurrentCaller,
-    claims: TokenClaims,
-    session: SessionDep,
-    db: DatabaseDep,
-    settings: SettingsDep,
-    last_event_id: LastEventId = None,
-) -> EventSourceResponse:
+async def stream_note(note_id: uuid.UUID, opening: Opening) -> EventSourceResponse:
     """Events of one note, live (`queued`, `processing`, `done`...); ends after
     `note.deleted`."""
-    return await _respond(request, caller, claims, session, db, settings, note_id, last_event_id)
+    return await _respond(opening, note_id)
