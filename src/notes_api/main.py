@@ -19,8 +19,9 @@ from notes_api.bootstrap import bootstrap_admin
 from notes_api.core import docs, handlers, openapi
 from notes_api.core.config import Settings, get_settings
 from notes_api.core.db import Database
+from notes_api.core.deadline import Deadline
 from notes_api.core.logging import configure_logging
-from notes_api.core.middleware import BodyLimit, Deadline, RequestContext
+from notes_api.core.middleware import BodyLimit, RequestContext
 from notes_api.core.migrations import head_revision
 from notes_api.events import signals as event_signals
 from notes_api.events.feed import Feed

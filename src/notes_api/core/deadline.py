@@ -1,13 +1,24 @@
-"""What a request's deadline does not count: time spent waiting for its body and for its
-turn at the database, each bounded on its own (the body's read timeout, DB_POOL_TIMEOUT).
-The deadline is for work that has begun: a query the database never answers."""
+"""Every request's deadline (the `Deadline` middleware), and what it does not count: time
+spent waiting for its body and for its turn at the database, each bounded on its own (the
+body's read timeout, DB_POOL_TIMEOUT). The deadline is for work that has begun: a query the
+database never answers."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from typing import Any
+from urllib.parse import parse_qs
+
+import structlog
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from notes_api.core.errors import send_problem
+
+log = structlog.get_logger("notes_api.http")
 
 
 class Budget:
@@ -52,3 +63,91 @@ def excused() -> Iterator[None]:
         return
     with budget.excused():
         yield
+
+
+class Deadline:
+    """A request has `seconds` to begin its answer (a long poll, its `wait` on top), time
+    spent receiving its body or waiting its turn at the database aside (see core/deadline.py).
+    Past it the client gets a 503
+    problem at once and the handler is cancelled in the background: a database that stops
+    answering must not hold requests, and a driver's clean-up after a cancelled query (it
+    tries to cancel the query on the server first) can take seconds of its own."""
+
+    def __init__(self, app: ASGIApp, seconds: float) -> None:
+        self.app = app
+        self.seconds = seconds
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        loop = asyncio.get_running_loop()
+        budget = Budget()
+        answered = abandoned = False
+
+        async def timed_receive() -> Message:
+            with budget.excused():
+                return await receive()
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal answered
+            if abandoned:
+                return
+            answered = answered or message["type"] == "http.response.start"
+            await send(message)
+
+        token = current_budget.set(budget)  # the handler's task starts with this context
+        try:
+            task = asyncio.ensure_future(self.app(scope, timed_receive, guarded_send))
+        finally:
+            current_budget.reset(token)
+        deadline = loop.time() + self.seconds + _wait_seconds(scope)
+        try:
+            while not task.done():
+                await asyncio.wait({task}, timeout=max(0.0, deadline - loop.time()))
+                if task.done():
+                    break
+                if answered:  # a stream: the deadline was for its start
+                    await asyncio.wait({task})
+                    break
+                deadline += budget.take_excused()
+                if loop.time() >= deadline:
+                    break
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        if task.done():
+            task.result()
+            return
+        abandoned = True
+        task.cancel()
+        _abandoned.add(task)
+        task.add_done_callback(_forget)
+        log.warning("http.deadline", path=scope["path"], seconds=self.seconds)
+        await send_problem(
+            send,
+            503,
+            "Service unavailable",
+            "The request took too long; try again shortly",
+            headers=[(b"retry-after", b"2")],
+        )
+
+
+_abandoned: set[asyncio.Future[Any]] = set()
+
+
+def _forget(task: asyncio.Future[Any]) -> None:
+    _abandoned.discard(task)
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("http.abandoned_failed", error=type(task.exception()).__name__)
+
+
+def _wait_seconds(scope: Scope) -> float:
+    """The `wait` a long poll asks for (at most 30 s; the route validates it)."""
+    if b"wait=" not in scope["query_string"]:
+        return 0.0
+    values = parse_qs(scope["query_string"].decode("latin-1")).get("wait", [])
+    try:
+        return min(30.0, max(0.0, float(values[0]))) if values else 0.0
+    except ValueError:
+        return 0.0

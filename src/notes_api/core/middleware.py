@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import time
 from secrets import token_hex
-from typing import Any
-from urllib.parse import parse_qs
 
 import structlog
 from prometheus_client import Counter, Histogram
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from notes_api.core.deadline import Budget, current_budget
-from notes_api.core.errors import PROBLEM_JSON
+from notes_api.core.errors import send_problem
 
 log = structlog.get_logger("notes_api.http")
 
@@ -75,7 +71,7 @@ class RequestContext:
             if responded:
                 raise
             log.error("http.unhandled", error=type(exc).__name__, exc_info=exc)
-            await _problem(send_wrapper, 500, "Internal Server Error", _UNEXPECTED)
+            await send_problem(send_wrapper, 500, "Internal Server Error", _UNEXPECTED)
         finally:
             elapsed = time.perf_counter() - started
             route = getattr(scope.get("route"), "path", "unmatched")
@@ -104,7 +100,7 @@ class BodyLimit:
             return
         declared = _header(scope, b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            await _problem(
+            await send_problem(
                 send,
                 413,
                 "Request body too large",
@@ -112,10 +108,10 @@ class BodyLimit:
             )
             return
         if sum(len(k) + len(v) for k, v in scope["headers"]) > MAX_HEADER_BYTES:
-            await _problem(send, 431, "Request headers too large", "At most 16 KiB of headers")
+            await send_problem(send, 431, "Request headers too large", "At most 16 KiB of headers")
             return
         if len(scope.get("raw_path") or b"") + len(scope["query_string"]) > MAX_URL_BYTES:
-            await _problem(send, 414, "URI too long", "The URL must be at most 8 KiB")
+            await send_problem(send, 414, "URI too long", "The URL must be at most 8 KiB")
             return
         seen, more = 0, True
 
@@ -141,94 +137,6 @@ class BodyLimit:
         await self.app(scope, limited_receive, send)
 
 
-class Deadline:
-    """A request has `seconds` to begin its answer (a long poll, its `wait` on top), time
-    spent receiving its body or waiting its turn at the database aside (see core/deadline.py).
-    Past it the client gets a 503
-    problem at once and the handler is cancelled in the background: a database that stops
-    answering must not hold requests, and a driver's clean-up after a cancelled query (it
-    tries to cancel the query on the server first) can take seconds of its own."""
-
-    def __init__(self, app: ASGIApp, seconds: float) -> None:
-        self.app = app
-        self.seconds = seconds
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        loop = asyncio.get_running_loop()
-        budget = Budget()
-        answered = abandoned = False
-
-        async def timed_receive() -> Message:
-            with budget.excused():
-                return await receive()
-
-        async def guarded_send(message: Message) -> None:
-            nonlocal answered
-            if abandoned:
-                return
-            answered = answered or message["type"] == "http.response.start"
-            await send(message)
-
-        token = current_budget.set(budget)  # the handler's task starts with this context
-        try:
-            task = asyncio.ensure_future(self.app(scope, timed_receive, guarded_send))
-        finally:
-            current_budget.reset(token)
-        deadline = loop.time() + self.seconds + _wait_seconds(scope)
-        try:
-            while not task.done():
-                await asyncio.wait({task}, timeout=max(0.0, deadline - loop.time()))
-                if task.done():
-                    break
-                if answered:  # a stream: the deadline was for its start
-                    await asyncio.wait({task})
-                    break
-                deadline += budget.take_excused()
-                if loop.time() >= deadline:
-                    break
-        except asyncio.CancelledError:
-            task.cancel()
-            raise
-        if task.done():
-            task.result()
-            return
-        abandoned = True
-        task.cancel()
-        _abandoned.add(task)
-        task.add_done_callback(_forget)
-        log.warning("http.deadline", path=scope["path"], seconds=self.seconds)
-        await _problem(
-            send,
-            503,
-            "Service unavailable",
-            "The request took too long; try again shortly",
-            headers=[(b"retry-after", b"2")],
-        )
-
-
-_abandoned: set[asyncio.Future[Any]] = set()
-
-
-def _forget(task: asyncio.Future[Any]) -> None:
-    _abandoned.discard(task)
-    if not task.cancelled() and task.exception() is not None:
-        log.warning("http.abandoned_failed", error=type(task.exception()).__name__)
-
-
-def _wait_seconds(scope: Scope) -> float:
-    """The `wait` a long poll asks for (at most 30 s; the route validates it)."""
-    if b"wait=" not in scope["query_string"]:
-        return 0.0
-    values = parse_qs(scope["query_string"].decode("latin-1")).get("wait", [])
-    try:
-        return min(30.0, max(0.0, float(values[0]))) if values else 0.0
-    except ValueError:
-        return 0.0
-
-
 def _header(scope: Scope, name: bytes) -> str | None:
     for key, value in scope.get("headers", ()):
         if key == name:
@@ -237,31 +145,3 @@ def _header(scope: Scope, name: bytes) -> str | None:
             except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes any byte
                 return None
     return None
-
-
-async def _problem(
-    send: Send,
-    status: int,
-    title: str,
-    detail: str,
-    headers: list[tuple[bytes, bytes]] | None = None,
-) -> None:
-    body: dict[str, Any] = {
-        "type": "about:blank",
-        "title": title,
-        "status": status,
-        "detail": detail,
-    }
-    payload = json.dumps(body).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", PROBLEM_JSON.encode()),
-                (b"content-length", str(len(payload)).encode()),
-                *(headers or []),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": payload})
