@@ -23,6 +23,7 @@ class Run:
     baseline: LoadResult
     databases: dict[str, list[LoadResult]] = field(default_factory=dict)
     jobs: JobFigures | None = None
+    streams: dict[str, float] | None = None  # bench/streams.py's figures (Postgres)
 
     def ratio(self, result: LoadResult) -> float:
         return result.rps / self.baseline.rps
@@ -103,6 +104,28 @@ def _jobs_section(figures: JobFigures) -> list[str]:
     return lines
 
 
+def _streams_section(f: dict[str, float]) -> list[str]:
+    n = int(f["streams"])
+    return [
+        "## Event streams (`bench/streams.py`)",
+        "",
+        f"Postgres, one `notes-api serve`: {n} `GET /notes/events` streams opened and left "
+        "idle (a heartbeat may pass), then one note created. Connections are the server's to "
+        "its database (`pg_stat_activity`): the pool's idle ones and the feed's listener; busy "
+        "means in a query or a transaction.",
+        "",
+        "| streams | RSS without, MB | RSS with, MB | KB per stream | DB connections without "
+        "| with | busy while idle | ms until every stream has the event |",
+        "|--:|--:|--:|--:|--:|--:|--:|--:|",
+        f"| {n} | {f['rss_mb_without_streams']:.0f} | {f['rss_mb_with_streams']:.0f} "
+        f"| {f['kb_per_stream']:.0f} | {f['db_connections_without_streams']:.0f} "
+        f"| {f['db_connections_with_streams']:.0f} "
+        f"| {f['db_connections_busy_with_streams_idle']:.0f} "
+        f"| {f['ms_until_all_streams_have_an_event']:.0f} |",
+        "",
+    ]
+
+
 def _verdict(ok: bool) -> str:
     return "met" if ok else "**not met**"
 
@@ -165,6 +188,17 @@ def targets(run: Run) -> list[tuple[str, dict[str, str], bool]]:
                 worst < 2,
             )
         )
+    if (st := run.streams) is not None:
+        n, pool = int(st["streams"]), int(st["db_pool_size"])
+        busy, held = st["db_connections_busy_with_streams_idle"], st["db_connections_with_streams"]
+        rows.append(
+            (
+                f"{n} idle streams hold no database connection (none busy; at most the pool "
+                f"of {pool} and the listener open)",
+                {"Postgres": f"{busy:.0f} busy, {held:.0f} open"},
+                busy == 0 and held <= pool + 1,
+            )
+        )
     return rows
 
 
@@ -204,6 +238,8 @@ def write_report(run: Run, out: Path, png: bool) -> Path:
         lines += ["## Baseline", "", *_load_table(run, [], baseline=True), ""]
     if run.jobs is not None:
         lines += _jobs_section(run.jobs)
+    if run.streams is not None:
+        lines += _streams_section(run.streams)
     rows = targets(run)
     if rows:
         dbs = list(run.databases)
@@ -234,5 +270,6 @@ def write_json(run: Run, out: Path) -> None:
         "baseline": run.baseline.as_dict(),
         "databases": {db: [r.as_dict() for r in rs] for db, rs in run.databases.items()},
         "jobs": asdict(run.jobs) if run.jobs else None,
+        "streams": run.streams,
     }
     (out / "results.json").write_text(json.dumps(data, indent=2) + "\n")

@@ -1,12 +1,13 @@
 """The API benchmark (`make bench`): each endpoint under wrk on SQLite and on Postgres, a
-FastAPI baseline served the same way, and the job figures of bench/jobs.py; writes
+FastAPI baseline served the same way, the job figures of bench/jobs.py and (Postgres) the
+idle event streams of bench/streams.py; writes
 bench/results/REPORT.md, results.json and bench.png.
 
     python bench/run.py [--duration 10] [--quick] [--only sqlite|postgres] [--out DIR]
 
 Postgres: `BENCH_DATABASE_URL` (default postgresql://postgres@127.0.0.1:5432/notes_bench)
 names the server; the run drops and creates its own databases (notes_bench_api,
-notes_bench_jobs) there."""
+notes_bench_jobs, notes_bench_streams) there."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from typing import Any
 
 import httpx
 import psycopg
+import streams
 from corpus import note_text
 from load import LoadResult, ensure_wrk, load, start_baseline
 from report import GET, LIST, LOGIN, POST, Run, write_json, write_report
@@ -65,6 +67,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.notes = 20 if args.quick else 200
     args.job_notes = 200 if args.quick else 2000
     args.samples = 20 if args.quick else 200
+    args.streams = 20 if args.quick else 500
     return args
 
 
@@ -282,6 +285,9 @@ def main(argv: list[str] | None = None) -> int:
                     )
                 )
                 print("\n".join("  " + line for line in jobs.describe(run.jobs)))
+            if "postgres" in kinds:
+                print(f"streams: {args.streams} idle event streams", flush=True)
+                run.streams = asyncio.run(streams.measure(args.streams, log_dir=args.logs))
         except Exception:
             kept = args.out / "logs"
             shutil.rmtree(kept, ignore_errors=True)

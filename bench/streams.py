@@ -14,6 +14,7 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import psycopg
@@ -22,6 +23,7 @@ from load import rss_mb
 import jobs
 
 DB = "notes_bench_streams"
+POOL = 10  # the server's DB_POOL_SIZE: its connections never outnumber these and the listener
 
 
 def connections(url: str) -> tuple[int, int]:
@@ -49,7 +51,7 @@ async def wait_for_event(lines: AsyncIterator[str]) -> float:
     raise RuntimeError("stream ended")
 
 
-async def measure(streams: int) -> dict[str, float]:
+async def measure(streams: int, log_dir: Path | None = None) -> dict[str, float]:
     url = jobs.pg_url(DB)
     jobs.reset_pg(url)
     env = jobs.base_env(
@@ -57,8 +59,9 @@ async def measure(streams: int) -> dict[str, float]:
         WORKER_EMBEDDED="false",
         EVENT_STREAMS_PER_USER=str(streams),
         EVENT_STREAMS_PER_PROCESS=str(streams),
+        DB_POOL_SIZE=str(POOL),
     )
-    server, base = await jobs.start_server(env)
+    server, base = await jobs.start_server(env, log_dir)
     try:
         limits = httpx.Limits(max_connections=streams + 10, max_keepalive_connections=0)
         async with httpx.AsyncClient(base_url=base, timeout=60, limits=limits) as client:
@@ -93,6 +96,7 @@ async def measure(streams: int) -> dict[str, float]:
         jobs.stop(server)
     result: dict[str, float] = {
         "streams": streams,
+        "db_pool_size": POOL,
         "rss_mb_without_streams": round(rss_before, 1),
         "rss_mb_with_streams": round(rss_after, 1),
         "kb_per_stream": round((rss_after - rss_before) * 1024 / streams, 1),
