@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import secrets
 import shlex
 import shutil
@@ -30,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from fake_model import FakeModel, running_fake_model
 
 COLOUR = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
 TEXT = (
@@ -417,38 +418,6 @@ STEPS = [
 ]
 
 
-class FakeModel(ThreadingHTTPServer):
-    """A tiny OpenAI-compatible chat-completions server: the summary is the note's first
-    sentence, and a note containing "[fail]" is refused with 400 while `failing` is set."""
-
-    daemon_threads = True
-    failing = True
-
-
-class _FakeHandler(BaseHTTPRequestHandler):
-    server: FakeModel
-
-    def do_POST(self) -> None:
-        request = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
-        text = re.sub(r"^Title: .*\n\n", "", request["messages"][-1]["content"])
-        reply: dict[str, Any]
-        if "[fail]" in text and self.server.failing:
-            status, reply = 400, {"error": {"message": "the demo model refuses [fail] notes"}}
-        else:
-            time.sleep(1.0)  # slow enough for the walkthrough to see "processing"
-            summary = re.split(r"(?<=[.!?])\s", text.strip(), maxsplit=1)[0]
-            status, reply = 200, {"choices": [{"message": {"content": summary}}]}
-        payload = json.dumps(reply).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -540,14 +509,9 @@ def main() -> int:
     try:
         if base_url:
             return run(base_url, None)
-        fake = FakeModel(("127.0.0.1", 0), _FakeHandler)
-        threading.Thread(target=fake.serve_forever, args=(0.05,), daemon=True).start()
-        try:
-            with local_service(fake) as local_url:
-                return run(local_url, fake)
-        finally:
-            fake.shutdown()
-            fake.server_close()
+        # Slow enough for the walkthrough to see "processing"; refuses "[fail]" notes.
+        with running_fake_model(1.0, failing=True) as fake, local_service(fake) as local_url:
+            return run(local_url, fake)
     except DemoFailure as exc:
         print("\n" + bold(red(f"✘ FAILED: {exc}")), file=sys.stderr)
     except httpx.TransportError as exc:

@@ -1,7 +1,7 @@
 """The live demo: the real service, driven in Swagger UI by Playwright, one screenshot per step.
 
 `record(steps, out_dir)` starts `notes-api serve` (the project's .venv) on a free port with a
-throwaway SQLite database, its worker embedded, and `video/fake_model.py` as the summarizer;
+throwaway SQLite database, its worker embedded, and `scripts/fake_model.py` as the summarizer;
 then it walks the steps in order and returns {step: screenshot path} plus, for the card steps,
 {step: lines to show}. Every step checks what the service answered and raises if it is not
 what the narration says."""
@@ -14,6 +14,7 @@ import os
 import re
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -26,9 +27,10 @@ from typing import Any
 import httpx
 from playwright.sync_api import Page, Route, sync_playwright
 
-from fake_model import FakeModel, running_fake_model
-
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))  # the demo's stand-in model is the video's too
+from fake_model import FakeModel, running_fake_model  # noqa: E402
+
 WIDTH, HEIGHT = 1280, 720
 BAND = 56  # the title band the frame adds above each screenshot (images.py)
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")

@@ -1,6 +1,8 @@
-"""The stand-in summarizer of the recorded demo: an OpenAI-compatible chat-completions server.
+"""The stand-in summarizer of `make demo` and of the walkthrough video (video/browser.py): an
+OpenAI-compatible chat-completions server, so both run the service's real OpenAI client
+offline and without a key.
 
-The summary is the note's first sentence, after `delay` seconds (so the demo can show the note
+The summary is the note's first sentence, after `delay` seconds (so a note can be seen
 `processing`); while `failing` is set, a note containing "[fail]" is refused with HTTP 400,
 which the service treats as a permanent error."""
 
@@ -49,9 +51,9 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 @contextlib.contextmanager
-def running_fake_model(delay: float) -> Iterator[FakeModel]:
+def running_fake_model(delay: float, *, failing: bool = False) -> Iterator[FakeModel]:
     model = FakeModel(("127.0.0.1", 0), _Handler)
-    model.delay = delay
+    model.delay, model.failing = delay, failing
     model.base_url = f"http://127.0.0.1:{model.server_address[1]}/v1"
     threading.Thread(target=model.serve_forever, args=(0.05,), daemon=True).start()
     try:
