@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import pytest
 from tests.fake_model import running_fake_model
 
+from notes_api.core.retry_after import retry_after_seconds
 from notes_api.summarize.base import (
     PermanentSummarizerError,
     SummarizerError,
@@ -19,7 +20,7 @@ from notes_api.summarize.base import (
     Usage,
 )
 from notes_api.summarize.chunking import estimate_tokens, split_text
-from notes_api.summarize.openai import OpenAISummarizer, _retry_after
+from notes_api.summarize.openai import OpenAISummarizer
 
 if TYPE_CHECKING:  # fixtures come from this directory's conftest, never imported at run time
     from conftest import ChatServer
@@ -167,12 +168,15 @@ async def test_a_429_says_when_to_come_back(wait: str) -> None:
 
 def test_retry_after_reads_seconds_and_http_dates_and_ignores_nonsense() -> None:
     soon = format_datetime(datetime.now(UTC) + timedelta(seconds=90), usegmt=True)
-    assert _retry_after("120") == 120.0
-    assert _retry_after(soon) == pytest.approx(90, abs=2)
-    assert _retry_after("Wed, 21 Oct 2015 07:28:00 GMT") is None  # already past
-    assert _retry_after("soon") is None
-    assert _retry_after(None) is None
-    assert _retry_after("0") is None
+    unzoned = format_datetime(datetime.now(UTC) + timedelta(seconds=60)).replace("+0000", "-0000")
+    assert retry_after_seconds("120") == 120.0
+    assert retry_after_seconds(soon) == pytest.approx(90, abs=2)
+    assert retry_after_seconds(unzoned) == pytest.approx(60, abs=2)  # a naive date is UTC
+    assert retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT") is None  # already past
+    assert retry_after_seconds("99999999") == 86_400.0  # at most a day
+    for nonsense in ("soon", "-5", "1e9", "nan", "", None):
+        assert retry_after_seconds(nonsense) is None, nonsense
+    assert retry_after_seconds("0") is None
 
 
 async def test_usage_is_read_from_each_reply(chat_server: ChatServer) -> None:

@@ -8,12 +8,11 @@ split again rather than failed."""
 import asyncio
 import json
 import re
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
 
+from notes_api.core.retry_after import retry_after_seconds
 from notes_api.summarize.base import PermanentSummarizerError, TransientSummarizerError, Usage
 from notes_api.summarize.chunking import estimate_tokens, split_text
 from notes_api.summarize.metrics import MODEL_CALLS, MODEL_TOKENS
@@ -42,7 +41,6 @@ _MIN_INPUT_TOKENS = (
     100  # below this a budget leaves no room for a note: the server is misconfigured
 )
 _MAX_COMBINE_ROUNDS = 6
-_MAX_RETRY_AFTER = 86_400.0  # a provider's "come back in a year" is read as a day
 _CONTEXT_LIMIT = re.compile(r"maximum context length is (\d+)", re.IGNORECASE)
 _REQUESTED = re.compile(r"(?:resulted in|requested|you have) (\d+) tokens", re.IGNORECASE)
 
@@ -164,7 +162,7 @@ class OpenAISummarizer:
             if detail := self._detail(body):
                 message = f"{message}: {detail}"
             if status in _TRANSIENT_STATUSES or status >= 500:
-                wait = _retry_after(headers.get("retry-after"))
+                wait = retry_after_seconds(headers.get("retry-after"))
                 raise TransientSummarizerError(message, retry_after=wait)
             if _is_context_length(body):
                 raise _ContextTooLong(body.decode("utf-8", "replace"))
@@ -228,25 +226,6 @@ def _shrunk_budget(budget: int, message: str) -> int:
         if scaled < budget:
             return scaled
     return budget // 2
-
-
-def _retry_after(value: str | None) -> float | None:
-    """`Retry-After` as seconds from now: delay-seconds or an HTTP date (RFC 9110 10.2.3)."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        seconds = float(value)
-    else:
-        try:
-            when = parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        seconds = (when - datetime.now(UTC)).total_seconds()
-    seconds = min(seconds, _MAX_RETRY_AFTER)
-    return seconds if seconds > 0 else None
 
 
 def _parse_reply(body: bytes, input_chars: int) -> tuple[str, Usage]:

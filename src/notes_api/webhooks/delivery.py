@@ -12,8 +12,6 @@ import random
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
@@ -22,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from notes_api.core.config import Settings
 from notes_api.core.models import utcnow
+from notes_api.core.retry_after import retry_after_seconds
 from notes_api.events.models import NoteEvent
 from notes_api.jobs.handler import JobError, PermanentJobError
 from notes_api.jobs.models import Job, JobStatus
@@ -29,8 +28,6 @@ from notes_api.webhooks.fanout import WEBHOOK
 from notes_api.webhooks.models import WebhookDelivery, WebhookEndpoint
 from notes_api.webhooks.signing import signed_headers
 from notes_api.webhooks.targets import TargetRefused, resolve
-
-MAX_RETRY_AFTER = 24 * 3600.0
 
 
 @dataclass(frozen=True)
@@ -62,21 +59,6 @@ class Attempt:
 def parse_key(job: Job) -> tuple[int, uuid.UUID]:
     event_id, _, endpoint_id = str(job.dedupe_key).partition(":")
     return int(event_id), uuid.UUID(endpoint_id)
-
-
-def retry_after_seconds(value: str | None) -> float | None:
-    """`Retry-After` as seconds (delta-seconds or an HTTP date), bounded to a day."""
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when: datetime = parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        seconds = (when - utcnow()).total_seconds()
-    return max(0.0, min(seconds, MAX_RETRY_AFTER))
 
 
 class WebhookHandler:
