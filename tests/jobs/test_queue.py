@@ -84,6 +84,7 @@ async def test_transient_failure_requeues_with_backoff_until_attempts_run_out(db
     assert status is JobStatus.QUEUED
     requeued = await _get(db, first)
     assert requeued.last_error == "timeout"
+    assert (requeued.lease_token, requeued.lease_expires_at) == (None, None)
     assert requeued.run_after >= utcnow() + timedelta(seconds=4)  # at least half of 10 s
     async with db.session(write=True) as s:
         await s.execute(update(Job).where(Job.id == first.id).values(run_after=utcnow()))
@@ -116,6 +117,7 @@ async def test_expired_leases_are_found_and_released_jobs_do_not_count(db: Datab
         assert await queue.release(s, claimed)
     job = await _get(db, claimed)
     assert (job.status, job.attempts, job.lease_token) == (JobStatus.QUEUED, 0, None)
+    assert job.lease_expires_at is None
 
 
 def test_backoff_grows_exponentially_with_jitter_and_a_cap() -> None:
@@ -249,25 +251,27 @@ async def test_completion_finishes_the_job_and_clears_an_earlier_error(db: Datab
     async with db.session(write=True) as s:
         assert await queue.complete(s, second)
     done = await _get(db, second)
-    assert (done.status, done.last_error, done.lease_token) == (JobStatus.DONE, None, None)
+    assert (done.status, done.last_error) == (JobStatus.DONE, None)
+    assert (done.lease_token, done.lease_expires_at) == (None, None)  # no lease to reap
     assert done.finished_at is not None and done.finished_at >= before
 
 
 async def test_expired_leases_come_oldest_first_up_to_the_limit(db: Database) -> None:
-    for key in ("older", "newer", "live"):
+    # Queued, and so stored, in the opposite order to their expiry: the order is the query's.
+    for key in ("live", "newer", "older"):
         await _enqueue(db, key=key)
-    for key, lease in (("older", 0.01), ("newer", 0.05), ("live", 60.0)):
-        async with db.session(write=True) as s:  # as if claimed with these leases
+    now = utcnow()
+    for key, expires in (("live", 60), ("newer", -1), ("older", -2)):
+        async with db.session(write=True) as s:  # as if claimed, leases run out or not
             await s.execute(
                 update(Job)
                 .where(Job.dedupe_key == key)
                 .values(
                     status=JobStatus.PROCESSING,
                     lease_token=uuid.uuid4(),
-                    lease_expires_at=utcnow() + timedelta(seconds=lease),
+                    lease_expires_at=now + timedelta(seconds=expires),
                 )
             )
-    await asyncio.sleep(0.1)  # both short leases have run out (a sleep only runs longer)
     async with db.session(write=True) as s:
         assert [j.dedupe_key for j in await queue.expired(s, limit=1)] == ["older"]
     async with db.session(write=True) as s:
@@ -277,6 +281,8 @@ async def test_expired_leases_come_oldest_first_up_to_the_limit(db: Database) ->
 async def test_queue_depth_counts_the_jobs_waiting_and_running(db: Database) -> None:
     for key in ("a", "b", "c", "d"):
         await _enqueue(db, key=key)
+    async with db.session() as s:
+        assert await queue.active_depth(s) == {"queued": 4, "processing": 0}
     await _claim(db, limit=1)
     async with db.session() as s:
         await queue.cancel_active(s, KIND, "d")  # finished jobs are not counted here

@@ -19,9 +19,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from notes_api.core.db import Database
 from notes_api.core.models import utcnow
 from notes_api.jobs import queue, signals
-from notes_api.jobs.handler import PermanentJobError
+from notes_api.jobs.handler import JobError, PermanentJobError
 from notes_api.jobs.models import Job, JobStatus
-from notes_api.jobs.worker import SubjectGone, Worker, WorkerConfig
+from notes_api.jobs.worker import Worker, WorkerConfig
 
 FAST = WorkerConfig(
     concurrency=4,
@@ -160,7 +160,7 @@ async def test_job_whose_subject_is_gone_fails_without_running(db: Database) -> 
     async with running(db, handler):
         job = await enqueue(db, {"gone": True})
         failed = await wait_status(db, job, JobStatus.FAILED)
-    assert ran == [] and failed.last_error == str(SubjectGone())
+    assert ran == [] and failed.last_error == "what this job was about no longer exists"
     assert failed.attempts == 1  # not retried: a gone subject does not come back
 
 
@@ -412,3 +412,67 @@ async def test_a_failed_claim_is_tried_again(db: Database, monkeypatch: pytest.M
         job = await enqueue(db)
         done = await wait_status(db, job, JobStatus.DONE, timeout=10)
     assert failures == [1] and done.attempts == 1
+
+
+async def wait_failed_once(db: Database, job: Job, timeout: float = 5) -> Job:
+    """The job once its first failed attempt is recorded (queued again or failed)."""
+    async with asyncio.timeout(timeout):
+        while True:
+            async with db.session() as s:
+                found = await s.get_one(Job, job.id)
+            if found.last_error is not None:
+                return found
+            await asyncio.sleep(0.02)
+
+
+class PolicyRecorder(Recorder):
+    """A handler with its own retry policy (see jobs/handler.py): `retry_delay` instead of
+    the worker's backoff, and `max_attempts` instead of the job's."""
+
+    def __init__(self, work: Callable[[Job], Any], max_attempts: int | None = None) -> None:
+        super().__init__(work)
+        self.asked: list[int] = []
+        if max_attempts is not None:
+            self.max_attempts = max_attempts
+
+    def retry_delay(self, attempts: int) -> float:
+        self.asked.append(attempts)
+        return 300.0 * attempts
+
+
+def timing_out(job: Job) -> str:
+    raise TimeoutError("model timed out")
+
+
+async def test_a_handlers_retry_delay_replaces_the_workers_backoff(db: Database) -> None:
+    handler = PolicyRecorder(timing_out)
+    async with running(db, handler):  # FAST backs off 0.01 to 0.02 s
+        before = utcnow()
+        job = await enqueue(db, attempts=5)
+        retried = await wait_failed_once(db, job)
+    assert (retried.status, retried.attempts) == (JobStatus.QUEUED, 1)
+    assert handler.asked == [1]  # asked with the attempts made so far
+    assert before + timedelta(seconds=300) <= retried.run_after
+    assert retried.run_after <= utcnow() + timedelta(seconds=300)
+
+
+async def test_a_handlers_max_attempts_replaces_the_jobs(db: Database) -> None:
+    handler = PolicyRecorder(timing_out, max_attempts=1)
+    async with running(db, handler):
+        job = await enqueue(db, attempts=5)
+        failed = await wait_status(db, job, JobStatus.FAILED)
+    assert (failed.attempts, failed.last_error) == (1, "model timed out")
+    assert [s[1] for s in handler.states] == [JobStatus.FAILED]
+
+
+async def test_a_retry_waits_at_least_as_long_as_the_error_asks(db: Database) -> None:
+    def busy(job: Job) -> str:
+        raise JobError("model busy", retry_after=120)
+
+    async with running(db, Recorder(busy)):  # FAST backs off 0.01 to 0.02 s
+        before = utcnow()
+        job = await enqueue(db, attempts=5)
+        retried = await wait_failed_once(db, job)
+    assert (retried.status, retried.last_error) == (JobStatus.QUEUED, "model busy")
+    assert before + timedelta(seconds=120) <= retried.run_after
+    assert retried.run_after <= utcnow() + timedelta(seconds=121)
