@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -63,9 +64,14 @@ class Recorder:
 
 @asynccontextmanager
 async def running(
-    db: Database, handler: Recorder, config: WorkerConfig = FAST
+    db: Database,
+    handler: Recorder,
+    config: WorkerConfig = FAST,
+    setup: Callable[[Worker], None] | None = None,
 ) -> AsyncIterator[Worker]:
     worker = Worker(db, [handler], config)
+    if setup is not None:
+        setup(worker)  # before it runs
     task = asyncio.create_task(worker.run())
     try:
         yield worker
@@ -273,10 +279,12 @@ async def test_outcomes_are_counted_and_only_a_final_failure_is_announced(db: Da
         raise PermanentJobError("input rejected")
 
     before = {o: outcomes(o) or 0.0 for o in ("retried", "failed", "done")}
-    attempts_before, runs_before = (
+    attempts_before, runs_before, run_time_before = (
         rec_sample("jobs_attempts_total"),
         rec_sample("jobs_duration_seconds_count"),
+        rec_sample("jobs_duration_seconds_sum"),
     )
+    started = time.perf_counter()
     signals.add_finished_listener(listener)
     try:
         async with running(db, Recorder(flaky_then_bad)):
@@ -292,6 +300,9 @@ async def test_outcomes_are_counted_and_only_a_final_failure_is_announced(db: Da
     assert {o: after[o] - before[o] for o in after} == {"retried": 2, "failed": 1, "done": 0}
     assert rec_sample("jobs_attempts_total") - attempts_before == 3
     assert rec_sample("jobs_duration_seconds_count") - runs_before == 3
+    # Each run's own duration: together, less than the whole test took.
+    run_time = rec_sample("jobs_duration_seconds_sum") - run_time_before
+    assert 0 < run_time < time.perf_counter() - started
 
 
 async def test_a_failed_renewal_is_retried_and_the_lease_kept(
@@ -380,18 +391,27 @@ async def test_jobs_record_the_worker_that_ran_them(db: Database) -> None:
     assert re.fullmatch(rf"[^:]+:{os.getpid()}:[0-9a-f]{{8}}", worker.worker_id)
 
 
-async def test_an_idle_worker_polls_for_work_that_became_due_unannounced(db: Database) -> None:
-    # Nothing announces a job when its run_after passes: the poll finds it. The reaper,
-    # which also wakes the worker, runs only every 30 s here.
+async def test_an_idle_worker_polls_for_work_that_became_due_unannounced(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Nothing announces a job when its run_after passes: the poll finds it. The reaper, which
+    # wakes the worker after every round (each poll interval, at most), is silenced here.
+    async def reap_nothing() -> None:
+        return None
+
+    def silenced(worker: Worker) -> None:
+        monkeypatch.setattr(worker, "_reap", reap_nothing)
+
     config = replace(FAST, poll_interval=0.1, lease_seconds=60.0)
-    async with running(db, Recorder(lambda job: "found"), config):
-        job = await enqueue(db)
-        async with db.session(write=True) as s:
+    async with running(db, Recorder(lambda job: "found"), config, silenced):
+        async with db.session(write=True) as s:  # queued and put off in one transaction
+            job_id = await queue.enqueue(s, "rec", {}, max_attempts=3)
             await s.execute(
                 Job.__table__.update()
-                .where(Job.id == job.id)
-                .values(run_after=utcnow() + timedelta(seconds=0.5))
+                .where(Job.id == job_id)
+                .values(run_after=utcnow() + timedelta(seconds=0.3))
             )
+            job = await s.get_one(Job, job_id)
         # A worker whose loop died on its first idle poll would never get to it.
         done = await wait_status(db, job, JobStatus.DONE, timeout=10)
     assert done.attempts == 1
@@ -476,3 +496,46 @@ async def test_a_retry_waits_at_least_as_long_as_the_error_asks(db: Database) ->
     assert (retried.status, retried.last_error) == (JobStatus.QUEUED, "model busy")
     assert before + timedelta(seconds=120) <= retried.run_after
     assert retried.run_after <= utcnow() + timedelta(seconds=121)
+
+
+async def test_an_idle_worker_sleeps_instead_of_looking_again(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    claim = queue.claim
+    looks: list[int] = []
+
+    async def counted_claim(*args: Any, **kwargs: Any) -> list[Job]:
+        looks.append(1)
+        return await claim(*args, **kwargs)
+
+    monkeypatch.setattr(queue, "claim", counted_claim)
+    async with running(db, Recorder(lambda job: "ok"), SLEEPY):
+        await asyncio.sleep(0.3)  # nothing queued, nothing wakes it: one look, then sleep
+    assert looks == [1]
+
+
+async def test_a_worker_with_one_slot_runs_its_jobs_one_at_a_time(db: Database) -> None:
+    running_now = peak = 0
+
+    async def work(job: Job) -> None:
+        nonlocal running_now, peak
+        running_now += 1
+        peak = max(peak, running_now)
+        await asyncio.sleep(0.01)
+        running_now -= 1
+
+    async with running(db, Recorder(work), replace(FAST, concurrency=1)):
+        async with db.session(write=True) as s:
+            ids = [await queue.enqueue(s, "rec", {}, max_attempts=3) for _ in range(3)]
+            jobs = [await s.get_one(Job, job_id) for job_id in ids]
+        for job in jobs:
+            await wait_status(db, job, JobStatus.DONE)
+    assert peak == 1
+
+
+async def test_a_stopped_worker_is_no_longer_woken_by_new_work(db: Database) -> None:
+    async with running(db, Recorder(lambda job: "ok"), SLEEPY) as worker:
+        await asyncio.sleep(0.05)
+    worker.wake.clear()
+    await enqueue(db)  # its commit wakes every registered worker
+    assert not worker.wake.is_set()
