@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections import Counter
 from datetime import timedelta
 
 import pytest
@@ -257,7 +258,7 @@ async def test_completion_finishes_the_job_and_clears_an_earlier_error(db: Datab
 
 
 async def test_expired_leases_come_oldest_first_up_to_the_limit(db: Database) -> None:
-    # Queued, and so stored, in the opposite order to their expiry: the order is the query's.
+    # Queued in the opposite order to their expiry.
     for key in ("live", "newer", "older"):
         await _enqueue(db, key=key)
     now = utcnow()
@@ -288,3 +289,72 @@ async def test_queue_depth_counts_the_jobs_waiting_and_running(db: Database) -> 
         await queue.cancel_active(s, KIND, "d")  # finished jobs are not counted here
     async with db.session() as s:
         assert await queue.active_depth(s) == {"queued": 2, "processing": 1}
+
+
+async def _enqueue_for(db: Database, fairness_key: str, kind: str = KIND) -> Job:
+    async with db.session(write=True) as s:
+        job_id = await queue.enqueue(s, kind, {}, max_attempts=3, fairness_key=fairness_key)
+        return await s.get_one(Job, job_id)
+
+
+async def _claim_with(db: Database, due_keys: queue.DueKeys, limit: int) -> list[Job]:
+    async with db.session(write=True) as s:
+        return await queue.claim(
+            s, [KIND], worker_id="w", lease_seconds=30, limit=limit, due_keys=due_keys
+        )
+
+
+async def test_each_fairness_key_gets_its_own_jobs(db: Database) -> None:
+    a = await _enqueue_for(db, "a")
+    b = await _enqueue_for(db, "b")
+    claimed = await _claim(db, limit=2)
+    assert {(j.id, j.fairness_key) for j in claimed} == {(a.id, "a"), (b.id, "b")}
+
+
+async def test_claim_takes_only_jobs_of_its_kinds_even_when_another_kind_waits_longer(
+    db: Database,
+) -> None:
+    foreign = await _enqueue_for(db, "", kind="other")
+    mine = await _enqueue_for(db, "")
+    assert [j.id for j in await _claim(db, limit=1)] == [mine.id]
+    assert (await _get(db, foreign)).status is JobStatus.QUEUED
+
+
+async def test_a_reading_out_of_date_claims_no_job_before_it_is_due_and_is_then_read_again(
+    db: Database,
+) -> None:
+    due_keys = queue.DueKeys(ttl=60)  # reused until a claim finds it out of date
+    first, second, later = await _enqueue(db), await _enqueue(db), await _enqueue(db)
+    async with db.session(write=True) as s:
+        await s.execute(
+            update(Job).where(Job.id == later.id).values(run_after=utcnow() + timedelta(minutes=1))
+        )
+    assert [j.id for j in await _claim_with(db, due_keys, 1)] == [first.id]  # read: 2 due
+    assert [j.id for j in await _claim(db, limit=1)] == [second.id]  # another worker
+    assert await _claim_with(db, due_keys, 1) == []  # its reading still says 1 is due
+    async with db.session(write=True) as s:
+        await s.execute(update(Job).where(Job.id == later.id).values(run_after=utcnow()))
+    assert [j.id for j in await _claim_with(db, due_keys, 1)] == [later.id]
+
+
+async def test_a_reused_reading_counts_the_jobs_already_taken(db: Database) -> None:
+    for key, count in (("a", 2), ("b", 5)):  # a's jobs wait longest
+        for _ in range(count):
+            await _enqueue_for(db, key)
+    due_keys = queue.DueKeys(ttl=60)
+    assert [j.fairness_key for j in await _claim_with(db, due_keys, 1)] == ["a"]
+    # The reading now says: one of a's, five of b's. Four slots: a's last job and three of b's.
+    taken = Counter(j.fairness_key for j in await _claim_with(db, due_keys, 4))
+    assert taken == {"a": 1, "b": 3}
+
+
+async def test_a_key_gives_its_longest_waiting_due_job_first(db: Database) -> None:
+    newer, older = await _enqueue(db), await _enqueue(db)
+    async with db.session(write=True) as s:
+        for job, age in ((newer, 1), (older, 2)):
+            await s.execute(
+                update(Job)
+                .where(Job.id == job.id)
+                .values(run_after=utcnow() - timedelta(seconds=age))
+            )
+    assert [j.id for j in await _claim(db, limit=1)] == [older.id]

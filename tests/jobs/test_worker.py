@@ -42,9 +42,11 @@ class Recorder:
         self.states: list[tuple[str, JobStatus, Any, str | None]] = []
 
     async def lock(self, session: AsyncSession, job: Job) -> bool:
+        assert isinstance(session, AsyncSession)  # the engine's transaction, to lock in
         return not job.payload.get("gone")
 
     async def started(self, session: AsyncSession, job: Job) -> Any:
+        assert isinstance(session, AsyncSession)  # the same, to prepare in
         return job.payload
 
     async def run(self, job: Job, prepared: Any) -> Any:
@@ -539,3 +541,101 @@ async def test_a_stopped_worker_is_no_longer_woken_by_new_work(db: Database) -> 
     worker.wake.clear()
     await enqueue(db)  # its commit wakes every registered worker
     assert not worker.wake.is_set()
+
+
+async def test_a_freed_slot_goes_to_the_key_the_worker_is_not_already_running(
+    db: Database,
+) -> None:
+    """The worker shares its slots out counting the jobs it runs of each fairness key: with a
+    job of key "a" running, a free slot goes to key "b" even though "a" waits longer."""
+    release = {name: asyncio.Event() for name in ("a1", "c1")}
+    started: list[str] = []
+
+    async def work(job: Job) -> None:
+        name = job.payload["name"]
+        started.append(name)
+        if name in release:
+            await release[name].wait()
+
+    async def add(*jobs: tuple[str, str]) -> list[Job]:
+        async with db.session(write=True) as s:  # in this order, in one transaction
+            ids = [
+                await queue.enqueue(s, "rec", {"name": n}, max_attempts=3, fairness_key=key)
+                for n, key in jobs
+            ]
+            return [await s.get_one(Job, job_id) for job_id in ids]
+
+    async with running(db, Recorder(work), replace(FAST, concurrency=2, lease_seconds=5.0)):
+        await add(("a1", "a"), ("c1", "c"))
+        async with asyncio.timeout(10):
+            while len(started) < 2:
+                await asyncio.sleep(0.01)
+        a2, b1 = await add(("a2", "a"), ("b1", "b"))  # a2 waits longer
+        release["c1"].set()  # one slot frees; "a" still has a job running
+        await wait_status(db, b1, JobStatus.DONE)
+        assert started[2] == "b1"
+        release["a1"].set()
+        await wait_status(db, a2, JobStatus.DONE)
+    assert started[3:] == ["a2"]
+
+
+class FirstLockedRecorder(Recorder):
+    """The first job the worker locks turns out gone, or (`cancel`) is cancelled in the lock's
+    transaction, as an edit of its note would: the worker must still start the rest of the
+    batch it claimed along with it."""
+
+    def __init__(self, work: Callable[[Job], Any], *, cancel: bool) -> None:
+        super().__init__(work)
+        self.cancel = cancel
+        self.first: Job | None = None
+
+    async def lock(self, session: AsyncSession, job: Job) -> bool:
+        if self.first is None:
+            self.first = job
+            if self.cancel:
+                assert job.dedupe_key is not None
+                await queue.cancel_active(session, self.kind, job.dedupe_key)
+            else:
+                return False
+        return self.first is not job or self.cancel
+
+
+@pytest.mark.parametrize("cancel", [False, True], ids=["gone", "cancelled"])
+async def test_the_rest_of_a_batch_runs_when_its_first_job_is_dropped(
+    db: Database, cancel: bool
+) -> None:
+    async with db.session(write=True) as s:  # one batch: all committed before the worker looks
+        ids = [
+            await queue.enqueue(s, "rec", {}, dedupe_key=f"k{i}", max_attempts=3) for i in range(3)
+        ]
+    handler = FirstLockedRecorder(lambda job: "ok", cancel=cancel)
+    async with running(db, handler):
+        async with asyncio.timeout(10):
+            while len(handler.states) < 2 + (not cancel):
+                await asyncio.sleep(0.02)
+    assert handler.first is not None and handler.first.id in ids
+    async with db.session() as s:
+        jobs = {j.id: j for j in (await s.scalars(select(Job).where(Job.id.in_(ids)))).all()}
+    dropped = jobs.pop(handler.first.id)
+    assert dropped.status is (JobStatus.CANCELLED if cancel else JobStatus.FAILED)
+    # The others ran at their first attempt, not after their leases ran out.
+    assert [(j.status, j.attempts) for j in jobs.values()] == [(JobStatus.DONE, 1)] * 2
+
+
+async def test_periodic_work_runs_once_per_its_interval(db: Database) -> None:
+    runs = {"often": 0, "rarely": 0}
+
+    def counting(name: str) -> Any:
+        async def run(session: AsyncSession) -> None:
+            runs[name] += 1
+
+        return run
+
+    config = replace(FAST, poll_interval=0.02)  # a maintenance round every 0.02 s
+    async with running(db, Recorder(lambda job: None), config) as worker:
+        worker.add_periodic(0.1, counting("often"))
+        worker.add_periodic(60.0, counting("rarely"))
+        async with asyncio.timeout(10):
+            while runs["often"] < 2:
+                await asyncio.sleep(0.02)
+    assert runs["rarely"] == 1  # at once, then not again within the minute
