@@ -43,6 +43,7 @@ async def test_claimed_job_carries_a_lease_and_counts_the_attempt(db: Database) 
     assert claimed.id == job.id
     assert claimed.status is JobStatus.PROCESSING
     assert claimed.attempts == 1
+    assert claimed.fairness_key == ""  # the key every job without one shares
     assert claimed.lease_token is not None
     assert claimed.lease_expires_at is not None and claimed.lease_expires_at > utcnow()
     assert await _claim(db) == []  # nobody else gets it
@@ -358,3 +359,57 @@ async def test_a_key_gives_its_longest_waiting_due_job_first(db: Database) -> No
                 .values(run_after=utcnow() - timedelta(seconds=age))
             )
     assert [j.id for j in await _claim(db, limit=1)] == [older.id]
+
+
+async def test_the_key_waiting_longest_gets_the_first_slot(db: Database) -> None:
+    older = await _enqueue_for(db, "z")
+    await _enqueue_for(db, "a")
+    assert [j.id for j in await _claim(db, limit=1)] == [older.id]
+
+
+@pytest.mark.parametrize("only", ["not yet due", "another kind", "running"])
+async def test_a_key_without_a_due_job_of_the_claimers_kinds_takes_no_slot(
+    db: Database, only: str
+) -> None:
+    if only == "running":
+        await _enqueue_for(db, "a")
+        await _claim(db, limit=1)  # a's only due job, now running
+    if only == "another kind":
+        await _enqueue_for(db, "a", kind="other")
+    else:  # a queued job of a's that is not due yet, so that the key is looked at
+        job = await _enqueue_for(db, "a")
+        async with db.session(write=True) as s:
+            later = utcnow() + timedelta(minutes=1)
+            await s.execute(update(Job).where(Job.id == job.id).values(run_after=later))
+    b = {(await _enqueue_for(db, "b")).id for _ in range(2)}
+    assert {j.id for j in await _claim(db, limit=2)} == b
+
+
+@pytest.mark.parametrize(
+    ("running", "room", "shares"),
+    [
+        ({}, 4, {"a": 2, "b": 2}),  # turn about, the longest waiting first
+        ({}, 1, {"a": 1}),
+        ({"a": 2}, 3, {"b": 2, "a": 1}),  # b catches up with a's two running, then turns
+        ({"b": 1}, 2, {"a": 2}),
+        ({"c": 5}, 12, {"a": 5, "b": 5}),  # no more than each key has due
+    ],
+)
+def test_slots_are_shared_out_to_the_least_loaded_key_then_the_longest_waiting(
+    running: dict[str, int], room: int, shares: dict[str, int]
+) -> None:
+    t = utcnow()
+    keys = [("b", t, 5), ("a", t - timedelta(seconds=1), 5), ("idle", None, 0)]
+    assert queue.share_out(keys, running, room) == shares
+
+
+async def test_a_fresh_reading_is_reused_and_an_exhausted_one_read_again(db: Database) -> None:
+    due_keys = queue.DueKeys(ttl=60)
+    await _enqueue(db)
+    await _enqueue(db)
+    assert len(await _claim_with(db, due_keys, 1)) == 1  # read: 2 due, 1 left
+    await _enqueue(db)
+    # Still fresh: it takes the one it knows of, not the one queued since.
+    assert len(await _claim_with(db, due_keys, 5)) == 1
+    # Used up, it is read again at once: the newest job is found.
+    assert len(await _claim_with(db, due_keys, 5)) == 1
