@@ -13,6 +13,7 @@ from sqlalchemy import select, update
 
 from notes_api.core.db import Database
 from notes_api.jobs.models import Job, JobStatus
+from notes_api.notes import repository
 from notes_api.notes.models import Note, NoteStatus
 from notes_api.notes.service import SUMMARIZE
 from tests.conftest import NOTE_FIELDS, client_for, create_note, make_settings, running_app, signup
@@ -359,3 +360,42 @@ async def test_failing_summarizer_fails_the_note_and_retry_requeues_it(database_
         )
         assert again.json()["status"] == "failed"
         assert again.json()["attempts"] == 1
+
+
+async def test_editing_or_deleting_a_note_leaves_the_callers_other_notes_alone(
+    client: httpx.AsyncClient,
+) -> None:
+    account = await signup(client)
+    kept = await create_note(client, account, "Kept as it is.", title="kept")
+    note = await create_note(client, account, TEXT, title="before")
+    edited = await client.patch(
+        f"/notes/{note['id']}", headers=account.headers, json={"title": "after"}
+    )
+    assert edited.status_code == 200, edited.text
+    assert edited.json()["title"] == "after"
+    deleted = await client.delete(f"/notes/{note['id']}", headers=account.headers)
+    assert deleted.status_code == 204
+    still = await client.get(f"/notes/{kept['id']}", headers=account.headers)
+    assert still.status_code == 200
+    assert (still.json()["title"], still.json()["raw_text"]) == ("kept", "Kept as it is.")
+
+
+async def test_a_summary_that_lands_after_a_failed_attempt_clears_its_error(
+    client: httpx.AsyncClient, db: Database
+) -> None:
+    account = await signup(client)
+    note_id = uuid.UUID((await create_note(client, account, TEXT))["id"])
+    async with db.session(write=True) as session:
+        retried = await repository.record_job_state(
+            session, note_id, NoteStatus.QUEUED, attempts=1, error="model timed out"
+        )
+        assert retried is not None and retried.error == "model timed out"
+        done = await repository.record_job_state(
+            session, note_id, NoteStatus.DONE, attempts=2, summary="Dana wants the export."
+        )
+    assert done is not None
+    assert (done.status, done.summary, done.error) == (
+        NoteStatus.DONE,
+        "Dana wants the export.",
+        None,
+    )
