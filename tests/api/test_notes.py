@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 import uuid
@@ -16,6 +17,7 @@ from notes_api.jobs.models import Job, JobStatus
 from notes_api.notes import repository
 from notes_api.notes.models import Note, NoteStatus
 from notes_api.notes.service import SUMMARIZE
+from notes_api.notes.watcher import NoteWatcher
 from tests.conftest import NOTE_FIELDS, client_for, create_note, make_settings, running_app, signup
 
 PROBLEM_FIELDS = {"type", "title", "status", "detail"}
@@ -399,3 +401,27 @@ async def test_a_summary_that_lands_after_a_failed_attempt_clears_its_error(
         "Dana wants the export.",
         None,
     )
+
+
+async def test_the_watchers_poll_finds_a_note_finished_unannounced(
+    client: httpx.AsyncClient, db: Database
+) -> None:
+    """A note finished by a process whose announcement never came: the watcher's poll reads
+    the statuses (repository.status_of) and lets its waiter go; a waiter on a note still
+    queued keeps waiting."""
+    account = await signup(client)
+    finished = uuid.UUID((await create_note(client, account, TEXT))["id"])
+    queued = uuid.UUID((await create_note(client, account, TEXT))["id"])
+    await set_note(db, str(finished), status=NoteStatus.DONE)  # no signal: as from elsewhere
+    watcher = NoteWatcher(db, kind=SUMMARIZE, poll_interval=0.05)
+    watcher.start()
+    try:
+        started = time.monotonic()
+        await watcher.wait(finished, 3)
+        assert time.monotonic() - started < 2.5  # let go by the poll, not by the timeout
+        waiting = asyncio.ensure_future(watcher.wait(queued, 10))
+        await asyncio.sleep(0.3)  # several polls
+        assert not waiting.done()
+        waiting.cancel()
+    finally:
+        await watcher.stop()
