@@ -9,9 +9,10 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 
-from notes_api.auth.models import RefreshToken
+from notes_api.auth import throttle
+from notes_api.auth.models import LoginAttempt, RefreshToken
 from notes_api.auth.passwords import Passwords
 from notes_api.core.config import Settings
 from notes_api.core.db import Database
@@ -547,3 +548,47 @@ async def test_a_login_holds_no_connection_while_the_password_is_checked(
             assert (await client.get("/users/me", headers=account.headers)).status_code == 200
         release.set()
         assert (await login).status_code == 200
+
+
+async def age_login_counters(db: Database, seconds: float) -> None:
+    """As if every counter's window had started `seconds` ago."""
+    async with db.session(write=True) as session:
+        started = utcnow() - timedelta(seconds=seconds)
+        await session.execute(update(LoginAttempt).values(window_started_at=started))
+
+
+async def test_a_new_window_counts_failures_afresh_and_locks_out_again(
+    database_url: str,
+) -> None:
+    settings = make_settings(database_url, login_max_failures=3, login_lockout_seconds=60)
+    async with running_app(settings) as app, client_for(app) as client:
+        db: Database = app.state.db
+        account = await signup(client)
+        for _ in range(3):
+            assert_problem(await login(client, account.email, "wrong password"), 401)
+        assert_problem(await login(client, account.email, PASSWORD), 429)
+        await age_login_counters(db, 61)  # the window has passed
+        for _ in range(3):  # the first failure of the new window counts one, not more
+            assert_problem(await login(client, account.email, "wrong password"), 401)
+        blocked = await login(client, account.email, PASSWORD)
+        assert_problem(blocked, 429)
+        assert 59 <= int(blocked.headers["retry-after"]) <= 60  # the new window's end
+
+
+async def test_purge_drops_only_counters_whose_window_has_ended(db: Database) -> None:
+    ended = throttle.Attempt("old@example.com", "10.0.0.1")
+    current = throttle.Attempt("new@example.com", "10.0.0.1")
+    async with db.session(write=True) as session:
+        for attempt in (ended, current):
+            assert await throttle.reserve(session, attempt, limit=5, window=60) == 0
+    async with db.session(write=True) as session:
+        await session.execute(
+            update(LoginAttempt)
+            .where(LoginAttempt.key.in_(ended.keys))
+            .values(window_started_at=utcnow() - timedelta(seconds=61))
+        )
+    async with db.session(write=True) as session:
+        await throttle.purge(session, 60)
+    async with db.session() as session:
+        left = set((await session.scalars(select(LoginAttempt.key))).all())
+    assert left == set(current.keys)

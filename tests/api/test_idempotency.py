@@ -80,6 +80,8 @@ async def test_same_key_with_a_different_body_is_422(client: httpx.AsyncClient) 
         problem = response.json()
         assert problem["status"] == 422
         assert problem["errors"][0]["loc"] == ["header", "Idempotency-Key"]
+        assert problem["errors"][0]["msg"] == "reused with a different request body"
+        assert problem["detail"] == "This Idempotency-Key was already used with a different body"
     assert await note_count(client, account) == 1
 
 
@@ -214,3 +216,27 @@ async def test_concurrent_requests_over_tcp_with_one_key_create_one_note(
         assert len(ids) == 1
         assert await note_count(tcp, account) == 1
     assert await rows(db, Note) == 1
+
+
+async def test_one_users_different_keys_each_create_a_note(client: httpx.AsyncClient) -> None:
+    account = await signup(client)
+    first = await post(client, account, "key-a")
+    second = await post(client, account, "key-b", {"raw_text": "Another call, another note."})
+    assert first.status_code == second.status_code == 202, second.text
+    assert "idempotent-replayed" not in second.headers
+    assert first.json()["id"] != second.json()["id"]
+    assert await note_count(client, account) == 2
+
+
+async def test_a_key_whose_first_request_is_still_in_progress_is_409(
+    client: httpx.AsyncClient, db: Database
+) -> None:
+    account = await signup(client)
+    assert (await post(client, account, "slow")).status_code == 202
+    async with db.session(write=True) as session:  # as while the first request runs
+        await session.execute(update(IdempotencyKey).values(note_id=None))
+    response = await post(client, account, "slow")
+    assert response.status_code == 409, response.text
+    problem = response.json()
+    assert problem["detail"] == "A request with this Idempotency-Key is still in progress"
+    assert await note_count(client, account) == 1

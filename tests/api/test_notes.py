@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 import uuid
@@ -13,8 +14,10 @@ from sqlalchemy import select, update
 
 from notes_api.core.db import Database
 from notes_api.jobs.models import Job, JobStatus
+from notes_api.notes import repository
 from notes_api.notes.models import Note, NoteStatus
 from notes_api.notes.service import SUMMARIZE
+from notes_api.notes.watcher import NoteWatcher
 from tests.conftest import NOTE_FIELDS, client_for, create_note, make_settings, running_app, signup
 
 PROBLEM_FIELDS = {"type", "title", "status", "detail"}
@@ -359,3 +362,66 @@ async def test_failing_summarizer_fails_the_note_and_retry_requeues_it(database_
         )
         assert again.json()["status"] == "failed"
         assert again.json()["attempts"] == 1
+
+
+async def test_editing_or_deleting_a_note_leaves_the_callers_other_notes_alone(
+    client: httpx.AsyncClient,
+) -> None:
+    account = await signup(client)
+    kept = await create_note(client, account, "Kept as it is.", title="kept")
+    note = await create_note(client, account, TEXT, title="before")
+    edited = await client.patch(
+        f"/notes/{note['id']}", headers=account.headers, json={"title": "after"}
+    )
+    assert edited.status_code == 200, edited.text
+    assert edited.json()["title"] == "after"
+    deleted = await client.delete(f"/notes/{note['id']}", headers=account.headers)
+    assert deleted.status_code == 204
+    still = await client.get(f"/notes/{kept['id']}", headers=account.headers)
+    assert still.status_code == 200
+    assert (still.json()["title"], still.json()["raw_text"]) == ("kept", "Kept as it is.")
+
+
+async def test_a_summary_that_lands_after_a_failed_attempt_clears_its_error(
+    client: httpx.AsyncClient, db: Database
+) -> None:
+    account = await signup(client)
+    note_id = uuid.UUID((await create_note(client, account, TEXT))["id"])
+    async with db.session(write=True) as session:
+        retried = await repository.record_job_state(
+            session, note_id, NoteStatus.QUEUED, attempts=1, error="model timed out"
+        )
+        assert retried is not None and retried.error == "model timed out"
+        done = await repository.record_job_state(
+            session, note_id, NoteStatus.DONE, attempts=2, summary="Dana wants the export."
+        )
+    assert done is not None
+    assert (done.status, done.summary, done.error) == (
+        NoteStatus.DONE,
+        "Dana wants the export.",
+        None,
+    )
+
+
+async def test_the_watchers_poll_finds_a_note_finished_unannounced(
+    client: httpx.AsyncClient, db: Database
+) -> None:
+    """A note finished by a process whose announcement never came: the watcher's poll reads
+    the statuses (repository.status_of) and lets its waiter go; a waiter on a note still
+    queued keeps waiting."""
+    account = await signup(client)
+    finished = uuid.UUID((await create_note(client, account, TEXT))["id"])
+    queued = uuid.UUID((await create_note(client, account, TEXT))["id"])
+    await set_note(db, str(finished), status=NoteStatus.DONE)  # no signal: as from elsewhere
+    watcher = NoteWatcher(db, kind=SUMMARIZE, poll_interval=0.05)
+    watcher.start()
+    try:
+        started = time.monotonic()
+        await watcher.wait(finished, 3)
+        assert time.monotonic() - started < 2.5  # let go by the poll, not by the timeout
+        waiting = asyncio.ensure_future(watcher.wait(queued, 10))
+        await asyncio.sleep(0.3)  # several polls
+        assert not waiting.done()
+        waiting.cancel()
+    finally:
+        await watcher.stop()

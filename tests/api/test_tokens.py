@@ -14,10 +14,17 @@ import httpx
 import jwt
 import pytest
 
-from notes_api.auth.tokens import create_access_token, decode_access_token
+from notes_api.auth import tokens
+from notes_api.auth.tokens import (
+    AccessClaims,
+    create_access_token,
+    decode_access_token,
+    hash_refresh_token,
+)
 from notes_api.core.config import Settings
 from notes_api.core.models import utcnow
 from notes_api.organizations.models import DEFAULT_ORGANIZATION_ID
+from notes_api.users.models import Role
 from tests.conftest import Account, add_user, signup
 
 
@@ -360,3 +367,52 @@ async def test_refreshed_access_token_carries_the_new_role(
         pair["access_token"], secret_of(settings), algorithms=["HS256"], issuer="notes-api"
     )
     assert claims["role"] == "ADMIN"
+
+
+def test_a_valid_token_gives_back_the_claims_it_was_issued_with() -> None:
+    secret, user, org = "s" * 40, uuid.uuid4(), uuid.uuid4()
+    token = create_access_token(secret, user_id=user, organization_id=org, role="ADMIN", ttl=60)
+    assert decode_access_token(secret, token) == AccessClaims(user, org, Role.ADMIN)
+    # Signed with the right secret, but naming a role that does not exist: refused.
+    forged = create_access_token(secret, user_id=user, organization_id=org, role="ROOT", ttl=60)
+    assert decode_access_token(secret, forged) is None
+
+
+def counting_verify(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    verify = tokens._verify
+    checked: list[str] = []
+
+    def counted(secret: str, token: str) -> Any:
+        checked.append(token)
+        return verify(secret, token)
+
+    monkeypatch.setattr(tokens, "_verify", counted)
+    return checked
+
+
+def test_a_token_is_verified_once_and_the_oldest_remembered_forgotten_first(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    checked = counting_verify(monkeypatch)
+    monkeypatch.setattr(tokens, "_verified", {})
+    monkeypatch.setattr(tokens, "_REMEMBERED", 2)
+    secret = "s" * 40
+    first, second, third = (
+        create_access_token(
+            secret, user_id=uuid.uuid4(), organization_id=uuid.uuid4(), role="AGENT", ttl=60
+        )
+        for _ in range(3)
+    )
+    for token in (first, first, second, second):
+        assert decode_access_token(secret, token) is not None
+    assert checked == [first, second]  # each signature checked once
+    for token in (third, second, first):  # the third pushes out the oldest, the first
+        assert decode_access_token(secret, token) is not None
+    assert checked == [first, second, third, first]
+
+
+def test_a_refresh_token_with_a_lone_surrogate_hashes_instead_of_failing() -> None:
+    # JSON can carry "\ud800"; such a token is unknown (401), not a server error.
+    digests = {hash_refresh_token(t) for t in ("\ud800", "\udfff", "\ud800x")}
+    assert len(digests) == 3
+    assert all(len(d) == 64 and int(d, 16) >= 0 for d in digests)

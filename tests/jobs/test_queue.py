@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections import Counter
 from datetime import timedelta
 
 import pytest
@@ -42,6 +43,7 @@ async def test_claimed_job_carries_a_lease_and_counts_the_attempt(db: Database) 
     assert claimed.id == job.id
     assert claimed.status is JobStatus.PROCESSING
     assert claimed.attempts == 1
+    assert claimed.fairness_key == ""  # the key every job without one shares
     assert claimed.lease_token is not None
     assert claimed.lease_expires_at is not None and claimed.lease_expires_at > utcnow()
     assert await _claim(db) == []  # nobody else gets it
@@ -84,6 +86,7 @@ async def test_transient_failure_requeues_with_backoff_until_attempts_run_out(db
     assert status is JobStatus.QUEUED
     requeued = await _get(db, first)
     assert requeued.last_error == "timeout"
+    assert (requeued.lease_token, requeued.lease_expires_at) == (None, None)
     assert requeued.run_after >= utcnow() + timedelta(seconds=4)  # at least half of 10 s
     async with db.session(write=True) as s:
         await s.execute(update(Job).where(Job.id == first.id).values(run_after=utcnow()))
@@ -116,6 +119,7 @@ async def test_expired_leases_are_found_and_released_jobs_do_not_count(db: Datab
         assert await queue.release(s, claimed)
     job = await _get(db, claimed)
     assert (job.status, job.attempts, job.lease_token) == (JobStatus.QUEUED, 0, None)
+    assert job.lease_expires_at is None
 
 
 def test_backoff_grows_exponentially_with_jitter_and_a_cap() -> None:
@@ -249,25 +253,27 @@ async def test_completion_finishes_the_job_and_clears_an_earlier_error(db: Datab
     async with db.session(write=True) as s:
         assert await queue.complete(s, second)
     done = await _get(db, second)
-    assert (done.status, done.last_error, done.lease_token) == (JobStatus.DONE, None, None)
+    assert (done.status, done.last_error) == (JobStatus.DONE, None)
+    assert (done.lease_token, done.lease_expires_at) == (None, None)  # no lease to reap
     assert done.finished_at is not None and done.finished_at >= before
 
 
 async def test_expired_leases_come_oldest_first_up_to_the_limit(db: Database) -> None:
-    for key in ("older", "newer", "live"):
+    # Queued in the opposite order to their expiry.
+    for key in ("live", "newer", "older"):
         await _enqueue(db, key=key)
-    for key, lease in (("older", 0.01), ("newer", 0.05), ("live", 60.0)):
-        async with db.session(write=True) as s:  # as if claimed with these leases
+    now = utcnow()
+    for key, expires in (("live", 60), ("newer", -1), ("older", -2)):
+        async with db.session(write=True) as s:  # as if claimed, leases run out or not
             await s.execute(
                 update(Job)
                 .where(Job.dedupe_key == key)
                 .values(
                     status=JobStatus.PROCESSING,
                     lease_token=uuid.uuid4(),
-                    lease_expires_at=utcnow() + timedelta(seconds=lease),
+                    lease_expires_at=now + timedelta(seconds=expires),
                 )
             )
-    await asyncio.sleep(0.1)  # both short leases have run out (a sleep only runs longer)
     async with db.session(write=True) as s:
         assert [j.dedupe_key for j in await queue.expired(s, limit=1)] == ["older"]
     async with db.session(write=True) as s:
@@ -277,8 +283,133 @@ async def test_expired_leases_come_oldest_first_up_to_the_limit(db: Database) ->
 async def test_queue_depth_counts_the_jobs_waiting_and_running(db: Database) -> None:
     for key in ("a", "b", "c", "d"):
         await _enqueue(db, key=key)
+    async with db.session() as s:
+        assert await queue.active_depth(s) == {"queued": 4, "processing": 0}
     await _claim(db, limit=1)
     async with db.session() as s:
         await queue.cancel_active(s, KIND, "d")  # finished jobs are not counted here
     async with db.session() as s:
         assert await queue.active_depth(s) == {"queued": 2, "processing": 1}
+
+
+async def _enqueue_for(db: Database, fairness_key: str, kind: str = KIND) -> Job:
+    async with db.session(write=True) as s:
+        job_id = await queue.enqueue(s, kind, {}, max_attempts=3, fairness_key=fairness_key)
+        return await s.get_one(Job, job_id)
+
+
+async def _claim_with(db: Database, due_keys: queue.DueKeys, limit: int) -> list[Job]:
+    async with db.session(write=True) as s:
+        return await queue.claim(
+            s, [KIND], worker_id="w", lease_seconds=30, limit=limit, due_keys=due_keys
+        )
+
+
+async def test_each_fairness_key_gets_its_own_jobs(db: Database) -> None:
+    a = await _enqueue_for(db, "a")
+    b = await _enqueue_for(db, "b")
+    claimed = await _claim(db, limit=2)
+    assert {(j.id, j.fairness_key) for j in claimed} == {(a.id, "a"), (b.id, "b")}
+
+
+async def test_claim_takes_only_jobs_of_its_kinds_even_when_another_kind_waits_longer(
+    db: Database,
+) -> None:
+    foreign = await _enqueue_for(db, "", kind="other")
+    mine = await _enqueue_for(db, "")
+    assert [j.id for j in await _claim(db, limit=1)] == [mine.id]
+    assert (await _get(db, foreign)).status is JobStatus.QUEUED
+
+
+async def test_a_reading_out_of_date_claims_no_job_before_it_is_due_and_is_then_read_again(
+    db: Database,
+) -> None:
+    due_keys = queue.DueKeys(ttl=60)  # reused until a claim finds it out of date
+    first, second, later = await _enqueue(db), await _enqueue(db), await _enqueue(db)
+    async with db.session(write=True) as s:
+        await s.execute(
+            update(Job).where(Job.id == later.id).values(run_after=utcnow() + timedelta(minutes=1))
+        )
+    assert [j.id for j in await _claim_with(db, due_keys, 1)] == [first.id]  # read: 2 due
+    assert [j.id for j in await _claim(db, limit=1)] == [second.id]  # another worker
+    assert await _claim_with(db, due_keys, 1) == []  # its reading still says 1 is due
+    async with db.session(write=True) as s:
+        await s.execute(update(Job).where(Job.id == later.id).values(run_after=utcnow()))
+    assert [j.id for j in await _claim_with(db, due_keys, 1)] == [later.id]
+
+
+async def test_a_reused_reading_counts_the_jobs_already_taken(db: Database) -> None:
+    for key, count in (("a", 2), ("b", 5)):  # a's jobs wait longest
+        for _ in range(count):
+            await _enqueue_for(db, key)
+    due_keys = queue.DueKeys(ttl=60)
+    assert [j.fairness_key for j in await _claim_with(db, due_keys, 1)] == ["a"]
+    # The reading now says: one of a's, five of b's. Four slots: a's last job and three of b's.
+    taken = Counter(j.fairness_key for j in await _claim_with(db, due_keys, 4))
+    assert taken == {"a": 1, "b": 3}
+
+
+async def test_a_key_gives_its_longest_waiting_due_job_first(db: Database) -> None:
+    newer, older = await _enqueue(db), await _enqueue(db)
+    async with db.session(write=True) as s:
+        for job, age in ((newer, 1), (older, 2)):
+            await s.execute(
+                update(Job)
+                .where(Job.id == job.id)
+                .values(run_after=utcnow() - timedelta(seconds=age))
+            )
+    assert [j.id for j in await _claim(db, limit=1)] == [older.id]
+
+
+async def test_the_key_waiting_longest_gets_the_first_slot(db: Database) -> None:
+    older = await _enqueue_for(db, "z")
+    await _enqueue_for(db, "a")
+    assert [j.id for j in await _claim(db, limit=1)] == [older.id]
+
+
+@pytest.mark.parametrize("only", ["not yet due", "another kind", "running"])
+async def test_a_key_without_a_due_job_of_the_claimers_kinds_takes_no_slot(
+    db: Database, only: str
+) -> None:
+    if only == "running":
+        await _enqueue_for(db, "a")
+        await _claim(db, limit=1)  # a's only due job, now running
+    if only == "another kind":
+        await _enqueue_for(db, "a", kind="other")
+    else:  # a queued job of a's that is not due yet, so that the key is looked at
+        job = await _enqueue_for(db, "a")
+        async with db.session(write=True) as s:
+            later = utcnow() + timedelta(minutes=1)
+            await s.execute(update(Job).where(Job.id == job.id).values(run_after=later))
+    b = {(await _enqueue_for(db, "b")).id for _ in range(2)}
+    assert {j.id for j in await _claim(db, limit=2)} == b
+
+
+@pytest.mark.parametrize(
+    ("running", "room", "shares"),
+    [
+        ({}, 4, {"a": 2, "b": 2}),  # turn about, the longest waiting first
+        ({}, 1, {"a": 1}),
+        ({"a": 2}, 3, {"b": 2, "a": 1}),  # b catches up with a's two running, then turns
+        ({"b": 1}, 2, {"a": 2}),
+        ({"c": 5}, 12, {"a": 5, "b": 5}),  # no more than each key has due
+    ],
+)
+def test_slots_are_shared_out_to_the_least_loaded_key_then_the_longest_waiting(
+    running: dict[str, int], room: int, shares: dict[str, int]
+) -> None:
+    t = utcnow()
+    keys = [("b", t, 5), ("a", t - timedelta(seconds=1), 5), ("idle", None, 0)]
+    assert queue.share_out(keys, running, room) == shares
+
+
+async def test_a_fresh_reading_is_reused_and_an_exhausted_one_read_again(db: Database) -> None:
+    due_keys = queue.DueKeys(ttl=60)
+    await _enqueue(db)
+    await _enqueue(db)
+    assert len(await _claim_with(db, due_keys, 1)) == 1  # read: 2 due, 1 left
+    await _enqueue(db)
+    # Still fresh: it takes the one it knows of, not the one queued since.
+    assert len(await _claim_with(db, due_keys, 5)) == 1
+    # Used up, it is read again at once: the newest job is found.
+    assert len(await _claim_with(db, due_keys, 5)) == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -19,9 +20,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from notes_api.core.db import Database
 from notes_api.core.models import utcnow
 from notes_api.jobs import queue, signals
-from notes_api.jobs.handler import PermanentJobError
+from notes_api.jobs.handler import JobError, PermanentJobError
 from notes_api.jobs.models import Job, JobStatus
-from notes_api.jobs.worker import SubjectGone, Worker, WorkerConfig
+from notes_api.jobs.worker import Worker, WorkerConfig
 
 FAST = WorkerConfig(
     concurrency=4,
@@ -41,9 +42,11 @@ class Recorder:
         self.states: list[tuple[str, JobStatus, Any, str | None]] = []
 
     async def lock(self, session: AsyncSession, job: Job) -> bool:
+        assert isinstance(session, AsyncSession)  # the engine's transaction, to lock in
         return not job.payload.get("gone")
 
     async def started(self, session: AsyncSession, job: Job) -> Any:
+        assert isinstance(session, AsyncSession)  # the same, to prepare in
         return job.payload
 
     async def run(self, job: Job, prepared: Any) -> Any:
@@ -63,9 +66,14 @@ class Recorder:
 
 @asynccontextmanager
 async def running(
-    db: Database, handler: Recorder, config: WorkerConfig = FAST
+    db: Database,
+    handler: Recorder,
+    config: WorkerConfig = FAST,
+    setup: Callable[[Worker], None] | None = None,
 ) -> AsyncIterator[Worker]:
     worker = Worker(db, [handler], config)
+    if setup is not None:
+        setup(worker)  # before it runs
     task = asyncio.create_task(worker.run())
     try:
         yield worker
@@ -160,7 +168,7 @@ async def test_job_whose_subject_is_gone_fails_without_running(db: Database) -> 
     async with running(db, handler):
         job = await enqueue(db, {"gone": True})
         failed = await wait_status(db, job, JobStatus.FAILED)
-    assert ran == [] and failed.last_error == str(SubjectGone())
+    assert ran == [] and failed.last_error == "what this job was about no longer exists"
     assert failed.attempts == 1  # not retried: a gone subject does not come back
 
 
@@ -296,10 +304,12 @@ async def test_outcomes_are_counted_and_only_a_final_failure_is_announced(db: Da
         raise PermanentJobError("input rejected")
 
     before = {o: outcomes(o) or 0.0 for o in ("retried", "failed", "done")}
-    attempts_before, runs_before = (
+    attempts_before, runs_before, run_time_before = (
         rec_sample("jobs_attempts_total"),
         rec_sample("jobs_duration_seconds_count"),
+        rec_sample("jobs_duration_seconds_sum"),
     )
+    started = time.perf_counter()
     signals.add_finished_listener(listener)
     try:
         async with running(db, Recorder(flaky_then_bad)):
@@ -315,6 +325,9 @@ async def test_outcomes_are_counted_and_only_a_final_failure_is_announced(db: Da
     assert {o: after[o] - before[o] for o in after} == {"retried": 2, "failed": 1, "done": 0}
     assert rec_sample("jobs_attempts_total") - attempts_before == 3
     assert rec_sample("jobs_duration_seconds_count") - runs_before == 3
+    # Each run's own duration: together, less than the whole test took.
+    run_time = rec_sample("jobs_duration_seconds_sum") - run_time_before
+    assert 0 < run_time < time.perf_counter() - started
 
 
 async def test_a_failed_renewal_is_retried_and_the_lease_kept(
@@ -403,18 +416,27 @@ async def test_jobs_record_the_worker_that_ran_them(db: Database) -> None:
     assert re.fullmatch(rf"[^:]+:{os.getpid()}:[0-9a-f]{{8}}", worker.worker_id)
 
 
-async def test_an_idle_worker_polls_for_work_that_became_due_unannounced(db: Database) -> None:
-    # Nothing announces a job when its run_after passes: the poll finds it. The reaper,
-    # which also wakes the worker, runs only every 30 s here.
+async def test_an_idle_worker_polls_for_work_that_became_due_unannounced(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Nothing announces a job when its run_after passes: the poll finds it. The reaper, which
+    # wakes the worker after every round (each poll interval, at most), is silenced here.
+    async def reap_nothing() -> None:
+        return None
+
+    def silenced(worker: Worker) -> None:
+        monkeypatch.setattr(worker, "_reap", reap_nothing)
+
     config = replace(FAST, poll_interval=0.1, lease_seconds=60.0)
-    async with running(db, Recorder(lambda job: "found"), config):
-        job = await enqueue(db)
-        async with db.session(write=True) as s:
+    async with running(db, Recorder(lambda job: "found"), config, silenced):
+        async with db.session(write=True) as s:  # queued and put off in one transaction
+            job_id = await queue.enqueue(s, "rec", {}, max_attempts=3)
             await s.execute(
                 Job.__table__.update()
-                .where(Job.id == job.id)
-                .values(run_after=utcnow() + timedelta(seconds=0.5))
+                .where(Job.id == job_id)
+                .values(run_after=utcnow() + timedelta(seconds=0.3))
             )
+            job = await s.get_one(Job, job_id)
         # A worker whose loop died on its first idle poll would never get to it.
         done = await wait_status(db, job, JobStatus.DONE, timeout=10)
     assert done.attempts == 1
@@ -435,3 +457,208 @@ async def test_a_failed_claim_is_tried_again(db: Database, monkeypatch: pytest.M
         job = await enqueue(db)
         done = await wait_status(db, job, JobStatus.DONE, timeout=10)
     assert failures == [1] and done.attempts == 1
+
+
+async def wait_failed_once(db: Database, job: Job, timeout: float = 5) -> Job:
+    """The job once its first failed attempt is recorded (queued again or failed)."""
+    async with asyncio.timeout(timeout):
+        while True:
+            async with db.session() as s:
+                found = await s.get_one(Job, job.id)
+            if found.last_error is not None:
+                return found
+            await asyncio.sleep(0.02)
+
+
+class PolicyRecorder(Recorder):
+    """A handler with its own retry policy (see jobs/handler.py): `retry_delay` instead of
+    the worker's backoff, and `max_attempts` instead of the job's."""
+
+    def __init__(self, work: Callable[[Job], Any], max_attempts: int | None = None) -> None:
+        super().__init__(work)
+        self.asked: list[int] = []
+        if max_attempts is not None:
+            self.max_attempts = max_attempts
+
+    def retry_delay(self, attempts: int) -> float:
+        self.asked.append(attempts)
+        return 300.0 * attempts
+
+
+def timing_out(job: Job) -> str:
+    raise TimeoutError("model timed out")
+
+
+async def test_a_handlers_retry_delay_replaces_the_workers_backoff(db: Database) -> None:
+    handler = PolicyRecorder(timing_out)
+    async with running(db, handler):  # FAST backs off 0.01 to 0.02 s
+        before = utcnow()
+        job = await enqueue(db, attempts=5)
+        retried = await wait_failed_once(db, job)
+    assert (retried.status, retried.attempts) == (JobStatus.QUEUED, 1)
+    assert handler.asked == [1]  # asked with the attempts made so far
+    assert before + timedelta(seconds=300) <= retried.run_after
+    assert retried.run_after <= utcnow() + timedelta(seconds=300)
+
+
+async def test_a_handlers_max_attempts_replaces_the_jobs(db: Database) -> None:
+    handler = PolicyRecorder(timing_out, max_attempts=1)
+    async with running(db, handler):
+        job = await enqueue(db, attempts=5)
+        failed = await wait_status(db, job, JobStatus.FAILED)
+    assert (failed.attempts, failed.last_error) == (1, "model timed out")
+    assert [s[1] for s in handler.states] == [JobStatus.FAILED]
+
+
+async def test_a_retry_waits_at_least_as_long_as_the_error_asks(db: Database) -> None:
+    def busy(job: Job) -> str:
+        raise JobError("model busy", retry_after=120)
+
+    async with running(db, Recorder(busy)):  # FAST backs off 0.01 to 0.02 s
+        before = utcnow()
+        job = await enqueue(db, attempts=5)
+        retried = await wait_failed_once(db, job)
+    assert (retried.status, retried.last_error) == (JobStatus.QUEUED, "model busy")
+    assert before + timedelta(seconds=120) <= retried.run_after
+    assert retried.run_after <= utcnow() + timedelta(seconds=121)
+
+
+async def test_an_idle_worker_sleeps_instead_of_looking_again(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    claim = queue.claim
+    looks: list[int] = []
+
+    async def counted_claim(*args: Any, **kwargs: Any) -> list[Job]:
+        looks.append(1)
+        return await claim(*args, **kwargs)
+
+    monkeypatch.setattr(queue, "claim", counted_claim)
+    async with running(db, Recorder(lambda job: "ok"), SLEEPY):
+        await asyncio.sleep(0.3)  # nothing queued, nothing wakes it: one look, then sleep
+    assert looks == [1]
+
+
+async def test_a_worker_with_one_slot_runs_its_jobs_one_at_a_time(db: Database) -> None:
+    running_now = peak = 0
+
+    async def work(job: Job) -> None:
+        nonlocal running_now, peak
+        running_now += 1
+        peak = max(peak, running_now)
+        await asyncio.sleep(0.01)
+        running_now -= 1
+
+    async with running(db, Recorder(work), replace(FAST, concurrency=1)):
+        async with db.session(write=True) as s:
+            ids = [await queue.enqueue(s, "rec", {}, max_attempts=3) for _ in range(3)]
+            jobs = [await s.get_one(Job, job_id) for job_id in ids]
+        for job in jobs:
+            await wait_status(db, job, JobStatus.DONE)
+    assert peak == 1
+
+
+async def test_a_stopped_worker_is_no_longer_woken_by_new_work(db: Database) -> None:
+    async with running(db, Recorder(lambda job: "ok"), SLEEPY) as worker:
+        await asyncio.sleep(0.05)
+    worker.wake.clear()
+    await enqueue(db)  # its commit wakes every registered worker
+    assert not worker.wake.is_set()
+
+
+async def test_a_freed_slot_goes_to_the_key_the_worker_is_not_already_running(
+    db: Database,
+) -> None:
+    """The worker shares its slots out counting the jobs it runs of each fairness key: with a
+    job of key "a" running, a free slot goes to key "b" even though "a" waits longer."""
+    release = {name: asyncio.Event() for name in ("a1", "c1")}
+    started: list[str] = []
+
+    async def work(job: Job) -> None:
+        name = job.payload["name"]
+        started.append(name)
+        if name in release:
+            await release[name].wait()
+
+    async def add(*jobs: tuple[str, str]) -> list[Job]:
+        async with db.session(write=True) as s:  # in this order, in one transaction
+            ids = [
+                await queue.enqueue(s, "rec", {"name": n}, max_attempts=3, fairness_key=key)
+                for n, key in jobs
+            ]
+            return [await s.get_one(Job, job_id) for job_id in ids]
+
+    async with running(db, Recorder(work), replace(FAST, concurrency=2, lease_seconds=5.0)):
+        await add(("a1", "a"), ("c1", "c"))
+        async with asyncio.timeout(10):
+            while len(started) < 2:
+                await asyncio.sleep(0.01)
+        a2, b1 = await add(("a2", "a"), ("b1", "b"))  # a2 waits longer
+        release["c1"].set()  # one slot frees; "a" still has a job running
+        await wait_status(db, b1, JobStatus.DONE)
+        assert started[2] == "b1"
+        release["a1"].set()
+        await wait_status(db, a2, JobStatus.DONE)
+    assert started[3:] == ["a2"]
+
+
+class FirstLockedRecorder(Recorder):
+    """The first job the worker locks turns out gone, or (`cancel`) is cancelled in the lock's
+    transaction, as an edit of its note would: the worker must still start the rest of the
+    batch it claimed along with it."""
+
+    def __init__(self, work: Callable[[Job], Any], *, cancel: bool) -> None:
+        super().__init__(work)
+        self.cancel = cancel
+        self.first: Job | None = None
+
+    async def lock(self, session: AsyncSession, job: Job) -> bool:
+        if self.first is None:
+            self.first = job
+            if self.cancel:
+                assert job.dedupe_key is not None
+                await queue.cancel_active(session, self.kind, job.dedupe_key)
+            else:
+                return False
+        return self.first is not job or self.cancel
+
+
+@pytest.mark.parametrize("cancel", [False, True], ids=["gone", "cancelled"])
+async def test_the_rest_of_a_batch_runs_when_its_first_job_is_dropped(
+    db: Database, cancel: bool
+) -> None:
+    async with db.session(write=True) as s:  # one batch: all committed before the worker looks
+        ids = [
+            await queue.enqueue(s, "rec", {}, dedupe_key=f"k{i}", max_attempts=3) for i in range(3)
+        ]
+    handler = FirstLockedRecorder(lambda job: "ok", cancel=cancel)
+    async with running(db, handler):
+        async with asyncio.timeout(10):
+            while len(handler.states) < 2 + (not cancel):
+                await asyncio.sleep(0.02)
+    assert handler.first is not None and handler.first.id in ids
+    async with db.session() as s:
+        jobs = {j.id: j for j in (await s.scalars(select(Job).where(Job.id.in_(ids)))).all()}
+    dropped = jobs.pop(handler.first.id)
+    assert dropped.status is (JobStatus.CANCELLED if cancel else JobStatus.FAILED)
+    # The others ran at their first attempt, not after their leases ran out.
+    assert [(j.status, j.attempts) for j in jobs.values()] == [(JobStatus.DONE, 1)] * 2
+
+
+async def test_periodic_work_runs_once_per_its_interval(db: Database) -> None:
+    runs = {"often": 0, "rarely": 0}
+
+    def counting(name: str) -> Any:
+        async def run(session: AsyncSession) -> None:
+            runs[name] += 1
+
+        return run
+
+    config = replace(FAST, poll_interval=0.02)  # a maintenance round every 0.02 s
+    async with running(db, Recorder(lambda job: None), config) as worker:
+        worker.add_periodic(0.1, counting("often"))
+        worker.add_periodic(60.0, counting("rarely"))
+        async with asyncio.timeout(10):
+            while runs["often"] < 2:
+                await asyncio.sleep(0.02)
+    assert runs["rarely"] == 1  # at once, then not again within the minute
