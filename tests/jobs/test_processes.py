@@ -21,7 +21,7 @@ from notes_api.core.config import Settings
 from notes_api.core.db import Database
 from notes_api.jobs.models import Job
 from notes_api.notes.models import Note
-from tests.conftest import Account, client_for, make_settings, running_app, signup
+from tests.conftest import Account, client_for, empty_pg, make_settings, running_app, signup
 from tests.fake_model import FakeModel, running_fake_model
 
 
@@ -33,12 +33,7 @@ def model() -> Iterator[FakeModel]:
 
 @pytest.fixture
 def pg_settings(pg_url: str, model: FakeModel) -> Settings:
-    import psycopg
-
-    from tests.conftest import TABLES
-
-    with psycopg.connect(pg_url, autocommit=True) as conn:
-        conn.execute(f"TRUNCATE {TABLES} CASCADE")
+    empty_pg(pg_url)
     return make_settings(
         pg_url, summarizer="openai", openai_base_url=model.base_url, openai_timeout=30.0
     )
