@@ -34,8 +34,13 @@ worker: $(RUN_STAMP) ## a standalone worker on DATABASE_URL
 migrate: $(RUN_STAMP)
 	$(BIN)/notes-api migrate
 
+# Two pytest-xdist workers (TEST_WORKERS=0 runs it in one process): most of the suite waits
+# on real servers, processes and Postgres, so two run in about the time of one. Each worker
+# has its own Postgres database (TEST_DATABASE_URL's name + _gw0, _gw1; tests/conftest.py);
+# worksteal keeps the two busy to the end despite tests of a minute beside tests of 10 ms.
+TEST_WORKERS ?= 2
 test: $(STAMP) ## the whole suite, Postgres included when TEST_DATABASE_URL answers
-	$(BIN)/pytest --cov --cov-report=term $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal --cov --cov-report=term $(PYTEST_ARGS)
 
 mutate: $(STAMP) ## mutation testing of jobs/, the tenancy rule, auth throttle and tokens, the idempotency claim -> mutation/REPORT.md
 	$(BIN)/python mutation/run.py $(MUTATE_ARGS)

@@ -1,9 +1,10 @@
 """Fixtures: every database-backed test runs on SQLite and on a real, migrated Postgres.
 
 Postgres comes from TEST_DATABASE_URL (default: the local server, database notes_test, which
-is created when missing). Where no Postgres answers: with CI set, the run stops at once and
-fails (half the suite, all the real concurrency coverage, must not vanish silently); locally,
-its tests are skipped with the reason and the run ends with a warning that counts them."""
+is created when missing; under pytest-xdist each worker has its own database beside it).
+Where no Postgres answers: with CI set, the run stops at once and fails (half the suite, all
+the real concurrency coverage, must not vanish silently); locally, its tests are skipped with
+the reason and the run ends with a warning that counts them."""
 
 from __future__ import annotations
 
@@ -29,7 +30,22 @@ from notes_api.core.db import Database
 from notes_api.core.migrations import upgrade
 from notes_api.main import create_app
 
-PG_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/notes_test")
+
+def _worker_database(url: str) -> str:
+    """Under pytest-xdist (`make test` runs two workers) each worker has a database of its
+    own, named after TEST_DATABASE_URL's with the worker's id (notes_test_gw0, ...): the
+    fixtures empty and migrate it, and tests running at once must not see each other's rows.
+    Run without xdist, the suite uses TEST_DATABASE_URL's database itself."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if not worker:
+        return url
+    parsed = make_url(url)
+    return parsed.set(database=f"{parsed.database}_{worker}").render_as_string(hide_password=False)
+
+
+PG_URL = _worker_database(
+    os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/notes_test")
+)
 TABLES = (
     "webhook_deliveries, webhook_endpoints, note_events, note_usage, organization_usage,"
     " rate_limit_counters, idempotency_keys, notes, jobs, refresh_tokens, login_attempts,"
@@ -55,6 +71,16 @@ def ensure_pg_database(url: str) -> str | None:
     except psycopg.Error as exc:
         return f"no Postgres at TEST_DATABASE_URL ({type(exc).__name__}: {exc})".strip()
     return None
+
+
+def empty_pg(url: str) -> None:
+    """Every table emptied, children before parents, in one transaction. DELETE rather than
+    TRUNCATE: between tests the tables hold a few rows, which a DELETE removes in about a
+    millisecond, while a TRUNCATE gives each of the 13 tables and their indexes new files
+    (50 to 400 ms on this machine's Postgres), before every one of ~700 Postgres tests."""
+    with psycopg.connect(url, autocommit=True) as conn, conn.transaction():
+        for table in TABLES.split(","):
+            conn.execute(f"DELETE FROM {table.strip()}")
 
 
 def reset_pg_schema(url: str) -> None:
@@ -145,8 +171,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         yield f"sqlite:///{path}"
         return
     url: str = request.getfixturevalue("pg_url")
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(f"TRUNCATE {TABLES} CASCADE")
+    empty_pg(url)
     yield url
 
 

@@ -17,7 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
 ENDPOINTS = ("GET /notes/{id}", "GET /notes?limit=20", "POST /notes", "POST /auth/login")
 
 
-@pytest.mark.timeout(110)
+# About 40 s alone; 74 s as one of two xdist workers beside a CPU hog: room to spare.
+@pytest.mark.timeout(200)
 def test_quick_benchmark_writes_a_report_with_every_endpoint_and_the_baseline(
     tmp_path: Path,
 ) -> None:
@@ -31,7 +32,7 @@ def test_quick_benchmark_writes_a_report_with_every_endpoint_and_the_baseline(
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=100,
+        timeout=180,
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr

@@ -215,10 +215,13 @@ async def test_signups_hashing_slowly_hold_no_connection_from_note_creation(
     database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async def slow_hash(self: Passwords, password: str) -> str:
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(2.5)
         return "$argon2id$v=19$m=1024,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA"
 
-    settings = make_settings(database_url, db_pool_size=2, db_pool_timeout=0.5)
+    # A signup that held its connection while hashing would keep both for 2.5 s, longer than
+    # a note creation waits for one (2 s): 503s. The 2 s leaves room for a loaded machine
+    # (0.5 s did not, with two CPU-bound processes beside the suite).
+    settings = make_settings(database_url, db_pool_size=2, db_pool_timeout=2.0)
     async with (
         running_app(settings) as app,
         serve(app) as url,

@@ -25,10 +25,10 @@ from notes_api.users.models import Role
 def database_url(pg_url: str) -> str:
     import psycopg
 
-    from tests.conftest import TABLES
+    from tests.conftest import empty_pg
 
+    empty_pg(pg_url)
     with psycopg.connect(pg_url, autocommit=True) as conn:
-        conn.execute(f"TRUNCATE {TABLES} CASCADE")
         conn.execute(
             "INSERT INTO organizations (id, name, created_at, updated_at) "
             "VALUES (%s, 'Default', now(), now())",

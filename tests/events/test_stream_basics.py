@@ -27,6 +27,10 @@ def settings(database_url: str) -> Settings:
     return make_settings(
         database_url,
         worker_embedded=True,
+        # The production lease, not the suite's 2 s: these tests count each note's events,
+        # and on a loaded machine a 2 s lease can run out before its renewal gets the CPU,
+        # so the job is (rightly) run again. Leases have their own tests in tests/jobs/.
+        job_lease_seconds=30.0,
         event_heartbeat_seconds=0.5,
         event_poll_interval=0.5,
         event_streams_per_user=3,

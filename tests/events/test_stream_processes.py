@@ -11,19 +11,17 @@ from collections.abc import AsyncIterator, Iterator
 from datetime import datetime
 
 import httpx
-import psycopg
 import pytest
 
 from notes_api.core.config import Settings
-from tests.conftest import TABLES, create_note, make_settings, running_app, serve, signup
+from tests.conftest import create_note, empty_pg, make_settings, running_app, serve, signup
 from tests.events.sse import free_port, open_stream, start_api, wait_ready
 from tests.jobs.test_processes import start_worker, stop
 
 
 @pytest.fixture
 def pg_settings(pg_url: str) -> Settings:
-    with psycopg.connect(pg_url, autocommit=True) as conn:
-        conn.execute(f"TRUNCATE {TABLES} CASCADE")
+    empty_pg(pg_url)
     return make_settings(pg_url)
 
 

@@ -13,10 +13,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import psycopg
 import pytest
 
-from tests.conftest import PASSWORD, TABLES
+from tests.conftest import PASSWORD, empty_pg
 from tests.reliability.harness import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,8 +48,7 @@ def _serve(pg_url: str, port: int) -> subprocess.Popen[bytes]:
 
 @pytest.fixture
 def two_servers(pg_url: str) -> Iterator[list[str]]:
-    with psycopg.connect(pg_url, autocommit=True) as conn:
-        conn.execute(f"TRUNCATE {TABLES} CASCADE")
+    empty_pg(pg_url)
     ports = [free_port(), free_port()]
     procs = [_serve(pg_url, port) for port in ports]
     bases = [f"http://127.0.0.1:{port}" for port in ports]

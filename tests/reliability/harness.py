@@ -20,12 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
 import uvicorn
 from fastapi import FastAPI
 from sqlalchemy.engine import make_url
 
-from tests.conftest import TABLES
+from tests.conftest import empty_pg
 
 # The settings the API and worker processes get unless a test says otherwise: cheap hashes,
 # short leases and quick polling, as tests/conftest.py's make_settings has them.
@@ -58,8 +57,7 @@ def free_port() -> int:
 
 
 def truncate(pg_url: str) -> None:
-    with psycopg.connect(pg_url, autocommit=True) as conn:
-        conn.execute(f"TRUNCATE {TABLES} CASCADE")
+    empty_pg(pg_url)
 
 
 def via_port(pg_url: str, port: int) -> str:
