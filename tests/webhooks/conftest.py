@@ -18,6 +18,9 @@ FAST_RETRIES = {
     "webhook_retry_base": 0.2,
     "webhook_retry_max": 0.4,
     "webhook_timeout": 2.0,
+    # Longer than a delivery's timeout with room to spare: on a starved machine a 2 s lease
+    # ran out during a 2 s timed-out delivery, and the attempt read "lease expired".
+    "job_lease_seconds": 10.0,
 }
 
 
