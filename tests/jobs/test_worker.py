@@ -260,28 +260,32 @@ async def test_a_stopped_worker_closes_its_handlers_after_handing_back_their_job
     assert handler.closed_after == [(str(job.id), JobStatus.QUEUED, None, None)]
 
 
-async def test_concurrency_limit_is_respected(db: Database) -> None:
-    running_now = 0
-    peak = 0
+# Four slots and twelve jobs; and one slot, which runs jobs one at a time.
+@pytest.mark.parametrize(
+    ("concurrency", "count", "seconds"), [(FAST.concurrency, 12, 0.05), (1, 3, 0.01)]
+)
+async def test_concurrency_limit_is_respected(
+    db: Database, concurrency: int, count: int, seconds: float
+) -> None:
+    running_now = peak = 0
 
     async def work(job: Job) -> None:
         nonlocal running_now, peak
         running_now += 1
         peak = max(peak, running_now)
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(seconds)
         running_now -= 1
 
-    handler = Recorder(work)
-    async with running(db, handler):
-        # All twelve at once, so the worker always has more than it may run: queued one by
-        # one, they could arrive slower than jobs finish (on SQLite the enqueues and the
+    async with running(db, Recorder(work), replace(FAST, concurrency=concurrency)):
+        # All at once, so the worker always has more than it may run: queued one by one,
+        # they could arrive slower than jobs finish (on SQLite the enqueues and the
         # worker's writes take turns at the one write lock).
         async with db.session(write=True) as s:
-            ids = [await queue.enqueue(s, "rec", {}, max_attempts=3) for _ in range(12)]
+            ids = [await queue.enqueue(s, "rec", {}, max_attempts=3) for _ in range(count)]
             jobs = [await s.get_one(Job, job_id) for job_id in ids]
         for job in jobs:
             await wait_status(db, job, JobStatus.DONE)
-    assert peak == FAST.concurrency
+    assert peak == concurrency
 
 
 def rec_sample(name: str) -> float:
@@ -537,25 +541,6 @@ async def test_an_idle_worker_sleeps_instead_of_looking_again(
     async with running(db, Recorder(lambda job: "ok"), SLEEPY):
         await asyncio.sleep(0.3)  # nothing queued, nothing wakes it: one look, then sleep
     assert looks == [1]
-
-
-async def test_a_worker_with_one_slot_runs_its_jobs_one_at_a_time(db: Database) -> None:
-    running_now = peak = 0
-
-    async def work(job: Job) -> None:
-        nonlocal running_now, peak
-        running_now += 1
-        peak = max(peak, running_now)
-        await asyncio.sleep(0.01)
-        running_now -= 1
-
-    async with running(db, Recorder(work), replace(FAST, concurrency=1)):
-        async with db.session(write=True) as s:
-            ids = [await queue.enqueue(s, "rec", {}, max_attempts=3) for _ in range(3)]
-            jobs = [await s.get_one(Job, job_id) for job_id in ids]
-        for job in jobs:
-            await wait_status(db, job, JobStatus.DONE)
-    assert peak == 1
 
 
 async def test_a_stopped_worker_is_no_longer_woken_by_new_work(db: Database) -> None:
