@@ -183,6 +183,21 @@ async def test_the_account_wide_ceiling_holds_against_many_clients(
     assert (await guess(http, who.email, who.password, "10.0.0.99")).status_code == 429
 
 
+async def test_the_longest_email_from_the_longest_address_is_counted_not_a_500(
+    http: httpx.AsyncClient,
+) -> None:
+    # 254 characters, the most an address may have, from an IPv4-mapped IPv6 client (45): the
+    # per-client counter's key is 307 characters long and must fit its column.
+    domain = f"{'b' * 63}.{'c' * 63}.{'d' * 57}.com"
+    email = f"{uuid.uuid4().hex * 2}@{domain}"
+    assert len(email) == 254
+    who = await signup(http, email=email)
+    client = "0000:0000:0000:0000:0000:ffff:255.255.255.255"
+    for _ in range(5):
+        assert (await guess(http, who.email, "nope", client)).status_code == 401
+    assert (await guess(http, who.email, who.password, client)).status_code == 429
+
+
 # ------------------------------------------------------------------ tokens and hashing
 
 

@@ -32,6 +32,6 @@ class LoginAttempt(Base):
 
     __tablename__ = "login_attempts"
 
-    key: Mapped[str] = mapped_column(String(300), primary_key=True)
+    key: Mapped[str] = mapped_column(String(320), primary_key=True)
     failures: Mapped[int] = mapped_column(Integer, default=0)
     window_started_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
