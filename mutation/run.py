@@ -11,6 +11,12 @@ renumbered mutants keep their reasons.
 
 --survivors tries again only the mutants that survived the last run, or that no test reached
 (after new tests were written).
+
+mutmut forks each mutant's test run from a process that has already imported the code, so a
+function that runs at import (building a statement once, say) is never seen mutated there.
+Such functions are listed in AT_IMPORT; each of their survivors is tried again in a fresh
+pytest process, with the mutant written into the source, against the tests that mutmut found
+for the function that uses what they built.
 """
 
 from __future__ import annotations
@@ -101,7 +107,15 @@ TARGETS = [
         "idempotency",
     ),
 ]
+# A function that runs at import -> the function whose tests exercise what it built.
+AT_IMPORT = {
+    "notes_api.notes.repository.x__job_state_update": (
+        "notes_api.notes.repository.x_record_job_state"
+    ),
+}
 WORK = ROOT / "mutation" / "work"
+FRESH_RESULTS = "at-import.json"  # in the group's copy: what the fresh processes found
+PYTEST_FRESH = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:randomly", "--no-cov"]
 COPIED = ("src", "tests", "migrations", "alembic.ini", "pyproject.toml")
 
 
@@ -143,7 +157,62 @@ def results(target: Target) -> dict[str, int | None]:
     if not meta.exists():
         return {}
     codes: dict[str, int | None] = json.loads(meta.read_text())["exit_code_by_key"]
+    fresh = WORK / target.group / FRESH_RESULTS
+    if fresh.exists():
+        codes.update(json.loads(fresh.read_text()))
     return {k: v for k, v in codes.items() if fnmatch.fnmatch(k, target.pattern)}
+
+
+def _mutmut(work: Path, *args: str) -> str:
+    done = subprocess.run([*MUTMUT, *args], cwd=work, capture_output=True, text=True, check=True)
+    return done.stdout
+
+
+def _fresh_run(work: Path, tests: list[str]) -> int:
+    """mutmut's exit code for a mutant (KILLED, TIMEOUT, NO_TESTS or 0) from a fresh pytest."""
+    command = [*PYTEST_FRESH, *tests]
+    env = {**os.environ, "PYTHONPATH": str(work / "src")}
+    try:
+        run = subprocess.run(command, cwd=work, env=env, capture_output=True, timeout=600)
+    except subprocess.TimeoutExpired:
+        return 36
+    if run.returncode in (0, 5):
+        return run.returncode
+    return 1  # a failing test, or the mutant broke the import: killed
+
+
+def try_at_import(group: str, targets: list[Target]) -> None:
+    """Each surviving mutant of an AT_IMPORT function, in a fresh process (see the top)."""
+    work = WORK / group
+    fresh = work / FRESH_RESULTS
+    tried: dict[str, int] = {}
+    for function, user in AT_IMPORT.items():
+        target = next(
+            (t for t in targets if fnmatch.fnmatch(function + "__mutmut_1", t.pattern)), None
+        )
+        if target is None:
+            continue
+        meta = json.loads((work / "mutants" / "src" / (target.path + ".meta")).read_text())
+        codes: dict[str, int | None] = meta["exit_code_by_key"]
+        names = sorted(k for k, c in codes.items() if k.startswith(function + "__") and c == 0)
+        if not names:
+            continue
+        tests = _mutmut(work, "tests-for-mutant", f"{user}__mutmut_1").split()
+        if not tests:
+            raise SystemExit(f"mutate: no test reaches {user}; AT_IMPORT needs another function")
+        if _fresh_run(work, tests) != 0:
+            raise SystemExit(f"mutate: the tests of {user} fail without a mutant: {tests}")
+        source = work / "src" / target.path
+        original = source.read_text()
+        print(f"mutate: {len(names)} mutants of {function} in fresh processes", flush=True)
+        try:
+            for name in names:
+                _mutmut(work, "apply", name)
+                tried[name] = _fresh_run(work, tests)
+                source.write_text(original)
+        finally:
+            source.write_text(original)
+    fresh.write_text(json.dumps(tried, indent=1))
 
 
 _DIFFS = """
@@ -233,7 +302,9 @@ def write_report(targets: list[Target], elapsed: float | None) -> int:
                 f"Written by `make mutate` (mutmut, SQLite-only test selection){took}. Score ="
                 " (killed + timed out) / mutants tried. Each group of modules runs against its"
                 " own tests (GROUPS in mutation/run.py), and each mutant only against the tests"
-                " that reach its function.",
+                " that reach its function. A function that runs at import (AT_IMPORT in"
+                " mutation/run.py) cannot be mutated in mutmut's forked runs; its mutants are"
+                " tried each in a fresh pytest process instead.",
                 "",
                 "Postgres-only statements are not exercised here (mutants run in parallel"
                 " processes, which would share the one Postgres test database); such survivors"
@@ -291,6 +362,7 @@ def main() -> int:
             if done.returncode != 0:
                 print(f"mutate: mutmut exited with {done.returncode}", file=sys.stderr)
                 return done.returncode
+            try_at_import(group, members)
             write_report(targets, time.monotonic() - started)
         elapsed = time.monotonic() - started
     write_report(targets, elapsed)

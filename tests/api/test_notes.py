@@ -71,6 +71,7 @@ async def test_create_note_answers_202_queued_with_location(client: httpx.AsyncC
     assert note["raw_text"] == TEXT
     assert note["title"] == "Acme"
     assert uuid.UUID(note["id"]).version == 4
+    assert note["updated_at"] == note["created_at"]  # never changed yet
 
 
 async def test_create_note_without_title_has_null_title(client: httpx.AsyncClient) -> None:

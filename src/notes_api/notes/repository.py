@@ -109,14 +109,12 @@ _ADD = insert(notes).returning(notes)
 
 
 async def add(session: AsyncSession, caller: Caller, values: dict[str, Any]) -> Row[Any]:
-    """A new note owned by the caller, in the caller's organization."""
+    """A new note owned by the caller, in the caller's organization: queued, never attempted
+    and never changed (the model's defaults, with one time for created_at and updated_at)."""
     now = utcnow()
     row = {
-        "id": uuid.uuid4(),
         "owner_id": caller.id,
         "organization_id": caller.organization_id,
-        "status": NoteStatus.QUEUED,
-        "attempts": 0,
         "created_at": now,
         "updated_at": now,
         **values,
@@ -198,7 +196,7 @@ async def record_job_state(
         # Used by the statements that write them (_job_state_update), ignored by the others.
         "new_summary": summary,
         "new_summarized_at": now,
-        "new_error": None if status is NoteStatus.DONE else error,
+        "new_error": error,
     }
     conn = await session.connection()
     note: Row[Any] | None = (await conn.execute(_JOB_STATE_UPDATES[status], params)).one_or_none()
