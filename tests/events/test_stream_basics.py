@@ -81,6 +81,31 @@ async def test_a_note_is_seen_queued_processing_done_as_it_happens(
     assert final.json()["status"] == "done"
 
 
+async def test_an_event_committed_after_connected_is_delivered_even_by_a_slow_server(
+    served: tuple[FastAPI, str, httpx.AsyncClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A busy server takes its time to find where a new stream starts. The note below is
+    # created as soon as "connected" arrives; its queued event must still come.
+    app, base_url, client = served
+    feed = app.state.event_feed
+    horizon, slowed = feed.horizon, []
+
+    async def slow_horizon() -> int:
+        if not slowed:
+            slowed.append(True)
+            await asyncio.sleep(0.5)
+        return int(await horizon())
+
+    monkeypatch.setattr(feed, "horizon", slow_horizon)
+    agent = await signup(client)
+    async with open_stream(base_url, "/notes/events", agent.access_token) as reader:
+        await reader.next(comments=True)
+        note = await create_note(client, agent, "Created the moment the stream said so.")
+        first = (await reader.next()).json
+    assert slowed
+    assert (first["type"], first["data"]["id"]) == ("note.queued", note["id"])
+
+
 async def test_event_data_is_the_public_state_without_raw_text(
     served: tuple[FastAPI, str, httpx.AsyncClient],
 ) -> None:

@@ -85,8 +85,10 @@ async def follow(stream: Stream, last_event_id: int | None) -> AsyncIterator[Ser
     """The stream's events: those after `last_event_id` (when given), then live ones."""
     feed, sub = stream.feed, stream.sub
     try:
-        yield ServerSentEvent(comment="connected", retry=stream.retry_ms)
+        # Where the stream starts is fixed before it says "connected": an event committed
+        # after the client heard that is one the stream delivers.
         last = last_event_id if last_event_id is not None else await feed.horizon()
+        yield ServerSentEvent(comment="connected", retry=stream.retry_ms)
         while not feed.closed:
             sub.wake.clear()
             rows = await _read(stream, last)
