@@ -205,13 +205,12 @@ def try_at_import(group: str, targets: list[Target]) -> None:
         source = work / "src" / target.path
         original = source.read_text()
         print(f"mutate: {len(names)} mutants of {function} in fresh processes", flush=True)
-        try:
-            for name in names:
+        for name in names:
+            try:
                 _mutmut(work, "apply", name)
                 tried[name] = _fresh_run(work, tests)
-                source.write_text(original)
-        finally:
-            source.write_text(original)
+            finally:
+                source.write_text(original)  # the next mutant is applied to the original
     fresh.write_text(json.dumps(tried, indent=1))
 
 
