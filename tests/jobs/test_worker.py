@@ -647,3 +647,45 @@ async def test_periodic_work_runs_once_per_its_interval(db: Database) -> None:
             while runs["often"] < 2:
                 await asyncio.sleep(0.02)
     assert runs["rarely"] == 1  # at once, then not again within the minute
+
+
+async def test_a_stopping_worker_lets_its_maintenance_round_finish(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A cancel landing while the round checks out a connection would leave that connection
+    # owned by nothing: the round under way ends on its own instead.
+    reading, read = asyncio.Event(), []
+    expired = queue.expired
+
+    async def slow_expired(session: AsyncSession) -> list[Job]:
+        reading.set()
+        await asyncio.sleep(0.2)
+        found = await expired(session)
+        read.append(found)
+        return found
+
+    monkeypatch.setattr(queue, "expired", slow_expired)
+    config = replace(FAST, poll_interval=0.02, shutdown_grace=5.0)
+    async with running(db, Recorder(lambda job: None), config):
+        await asyncio.wait_for(reading.wait(), 10)
+    assert read == [[]]  # the round that was reading when stopped, and none after it
+    assert db.engine.pool.checkedout() == 0
+
+
+async def test_a_maintenance_round_stuck_past_the_grace_does_not_hold_up_the_stop(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reading = asyncio.Event()
+
+    async def stuck(session: AsyncSession) -> list[Job]:
+        reading.set()
+        await asyncio.Event().wait()  # never set
+        return []
+
+    monkeypatch.setattr(queue, "expired", stuck)
+    config = replace(FAST, poll_interval=0.02, shutdown_grace=0.3)
+    worker = Worker(db, [Recorder(lambda job: None)], config)
+    task = asyncio.create_task(worker.run())
+    await asyncio.wait_for(reading.wait(), 10)
+    worker.stop()
+    await asyncio.wait_for(task, 5)  # the grace (0.3 s), then the round is cancelled

@@ -73,9 +73,12 @@ class Worker:
                     continue  # more may be waiting: look again at once
                 await self._sleep()
         finally:
-            maintenance.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await maintenance
+            self._stopping.set()  # also when the loop ended by an error: maintenance stops too
+            # A round under way finishes: a cancel landing while it checks out a connection
+            # would leave that connection owned by nothing. A round stuck past the grace is
+            # cancelled all the same.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(maintenance, timeout=self.config.shutdown_grace)
             signals.remove_wake_event(self.wake)
             await self._drain()
             for handler in self.handlers.values():
@@ -231,8 +234,12 @@ class Worker:
 
     async def _maintenance(self) -> None:
         last: dict[int, float] = {}
+        pause = min(self.config.lease_seconds / 2, self.config.poll_interval)
         while True:
-            await asyncio.sleep(min(self.config.lease_seconds / 2, self.config.poll_interval))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), timeout=pause)
+            if self._stopping.is_set():
+                return
             try:
                 await self._reap()
                 now = time.monotonic()
