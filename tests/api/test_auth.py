@@ -592,3 +592,19 @@ async def test_purge_drops_only_counters_whose_window_has_ended(db: Database) ->
     async with db.session() as session:
         left = set((await session.scalars(select(LoginAttempt.key))).all())
     assert left == set(current.keys)
+
+
+async def test_logins_of_one_account_at_once_never_deadlock_on_its_counters(db: Database) -> None:
+    # Each login counts itself on two rows, then a correct password clears both, in
+    # transactions of their own. Taken in different orders, the rows deadlock on Postgres,
+    # and one login fails with a 5xx.
+    attempt = throttle.Attempt("busy@example.com", "10.0.0.1")
+
+    async def login_once() -> None:
+        async with db.session(write=True) as session:
+            await throttle.reserve(session, attempt, limit=1000, window=60)
+        async with db.session(write=True) as session:
+            await throttle.clear(session, attempt)
+
+    for _ in range(150):
+        await asyncio.gather(*(login_once() for _ in range(10)))
