@@ -608,3 +608,19 @@ async def test_logins_of_one_account_at_once_never_deadlock_on_its_counters(db: 
 
     for _ in range(150):
         await asyncio.gather(*(login_once() for _ in range(10)))
+
+
+async def test_clearing_one_accounts_counters_leaves_every_other_ones(db: Database) -> None:
+    mine = throttle.Attempt("mine@example.com", "10.0.0.1")
+    others = [
+        throttle.Attempt("other@example.com", "10.0.0.1"),
+        throttle.Attempt(mine.email, "10.0.0.2"),
+    ]
+    async with db.session(write=True) as session:
+        for attempt in (mine, *others):
+            await throttle.reserve(session, attempt, limit=5, window=60)
+    async with db.session(write=True) as session:
+        await throttle.clear(session, mine)
+    async with db.session() as session:
+        left = set((await session.scalars(select(LoginAttempt.key))).all())
+    assert left == {others[0].keys[0], others[0].keys[1], others[1].keys[0]}
