@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import jwt
 import psycopg
 import pytest
 import uvicorn
@@ -246,6 +247,11 @@ class Account:
     @property
     def id(self) -> str:
         return str(self.user["id"])
+
+    @property
+    def session_id(self) -> uuid.UUID:
+        """The session its access token names (`sid`)."""
+        return uuid.UUID(jwt.decode(self.access_token, options={"verify_signature": False})["sid"])
 
     @property
     def headers(self) -> dict[str, str]:

@@ -13,6 +13,8 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from notes_api import __version__
+from notes_api.auth import callers
+from notes_api.auth.callers import CallerRecord
 from notes_api.auth.passwords import Passwords
 from notes_api.auth.router import router as auth_router
 from notes_api.bootstrap import bootstrap_admin
@@ -65,6 +67,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.db = db
     app.state.passwords = Passwords(settings)
     app.state.migration_head = head_revision()
+    # On Postgres the record comes alive once the listener below is listening.
+    record = CallerRecord(settings.caller_record_seconds, live=db.is_sqlite)
+    app.state.callers = record
+    callers.add_listener(record.forget)
     watcher = NoteWatcher(db, kind=SUMMARIZE)
     app.state.note_watcher = watcher
     feed = Feed(
@@ -79,8 +85,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     watcher.start()
     feed.start()
     if not db.is_sqlite:
-        channels = {event_signals.CHANNEL: lambda _payload: event_signals.published()}
-        listener = listen_forever(settings.async_direct_url, channels=channels)
+        channels = {
+            event_signals.CHANNEL: lambda _payload: event_signals.published(),
+            callers.CHANNEL: record.on_notify,
+        }
+        listener = listen_forever(
+            settings.async_direct_url, channels=channels, on_lost=record.on_lost
+        )
         background.append(asyncio.create_task(listener))
     summarizer = worker = worker_task = None
     if settings.worker_embedded:
@@ -115,6 +126,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await watcher.stop()
         await feed.stop()
         await db.dispose()
+        callers.remove_listener(record.forget)
         app.state.passwords.close()
 
 

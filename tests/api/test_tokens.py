@@ -59,6 +59,7 @@ def claims_for(account: Account, **changes: Any) -> dict[str, Any]:
         "sub": account.id,
         "org": account.user["organization_id"],
         "role": account.user["role"],
+        "sid": str(account.session_id),
         "iat": now,
         "exp": now + timedelta(minutes=5),
         "jti": uuid.uuid4().hex,
@@ -140,6 +141,7 @@ async def test_expired_token_is_401(client: httpx.AsyncClient, settings: Setting
         user_id=uuid.UUID(account.id),
         organization_id=uuid.UUID(account.user["organization_id"]),
         role="AGENT",
+        session_id=account.session_id,
         ttl=60,
         now=utcnow() - timedelta(minutes=5),
     )
@@ -156,6 +158,7 @@ async def test_token_made_the_same_way_but_current_is_accepted(
         user_id=uuid.UUID(account.id),
         organization_id=uuid.UUID(account.user["organization_id"]),
         role="AGENT",
+        session_id=account.session_id,
         ttl=60,
     )
     assert (await client.get("/users/me", headers=bearer(token))).status_code == 200
@@ -197,6 +200,7 @@ async def test_token_for_unknown_user_is_401(client: httpx.AsyncClient, settings
         user_id=uuid.uuid4(),
         organization_id=DEFAULT_ORGANIZATION_ID,
         role="ADMIN",
+        session_id=uuid.uuid4(),
         ttl=60,
     )
     assert_unauthorized(await client.get("/users/me", headers=bearer(token)))
@@ -261,7 +265,7 @@ def test_a_token_verified_once_still_expires(monkeypatch: pytest.MonkeyPatch) ->
     # Verified signatures are remembered; the expiry is not, so an accepted token is refused
     # as soon as its time is up.
     secret, user, org = "s" * 40, uuid.uuid4(), uuid.uuid4()
-    token = create_access_token(secret, user_id=user, organization_id=org, role="AGENT", ttl=60)
+    token = create_access_token(secret, user_id=user, organization_id=org, role="AGENT", session_id=uuid.uuid4(), ttl=60)
     claims = decode_access_token(secret, token)
     assert claims is not None and claims.user_id == user and claims.organization_id == org
     assert decode_access_token(secret, token) == claims
@@ -273,7 +277,12 @@ def test_a_token_verified_once_still_expires(monkeypatch: pytest.MonkeyPatch) ->
 def test_a_remembered_token_is_refused_under_another_secret() -> None:
     secret, other = "s" * 40, "t" * 40
     token = create_access_token(
-        secret, user_id=uuid.uuid4(), organization_id=uuid.uuid4(), role="ADMIN", ttl=60
+        secret,
+        user_id=uuid.uuid4(),
+        organization_id=uuid.uuid4(),
+        role="ADMIN",
+        session_id=uuid.uuid4(),
+        ttl=60,
     )
     assert decode_access_token(secret, token) is not None
     assert decode_access_token(other, token) is None
@@ -323,10 +332,11 @@ async def test_reactivated_user_must_sign_in_again(client: httpx.AsyncClient) ->
     agent = await add_user(client, admin, "AGENT")
     for active in (False, True):
         await client.patch(f"/users/{agent.id}", headers=admin.headers, json={"is_active": active})
-    # Deactivation revoked the sessions for good; the access token works again.
+    # Deactivation ended its sessions for good: neither their refresh token nor their
+    # access token works again; a new login does.
     refreshed = await client.post("/auth/refresh", json={"refresh_token": agent.refresh_token})
     assert_unauthorized(refreshed)
-    assert (await client.get("/users/me", headers=agent.headers)).status_code == 200
+    assert_unauthorized(await client.get("/users/me", headers=agent.headers))
     login = await client.post(
         "/auth/login", json={"email": agent.email, "password": agent.password}
     )
@@ -370,11 +380,15 @@ async def test_refreshed_access_token_carries_the_new_role(
 
 
 def test_a_valid_token_gives_back_the_claims_it_was_issued_with() -> None:
-    secret, user, org = "s" * 40, uuid.uuid4(), uuid.uuid4()
-    token = create_access_token(secret, user_id=user, organization_id=org, role="ADMIN", ttl=60)
-    assert decode_access_token(secret, token) == AccessClaims(user, org, Role.ADMIN)
+    secret, user, org, sid = "s" * 40, uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    token = create_access_token(
+        secret, user_id=user, organization_id=org, role="ADMIN", session_id=sid, ttl=60
+    )
+    assert decode_access_token(secret, token) == AccessClaims(user, org, Role.ADMIN, sid)
     # Signed with the right secret, but naming a role that does not exist: refused.
-    forged = create_access_token(secret, user_id=user, organization_id=org, role="ROOT", ttl=60)
+    forged = create_access_token(
+        secret, user_id=user, organization_id=org, role="ROOT", session_id=sid, ttl=60
+    )
     assert decode_access_token(secret, forged) is None
 
 
@@ -399,7 +413,12 @@ def test_a_token_is_verified_once_and_the_oldest_remembered_forgotten_first(
     secret = "s" * 40
     first, second, third = (
         create_access_token(
-            secret, user_id=uuid.uuid4(), organization_id=uuid.uuid4(), role="AGENT", ttl=60
+            secret,
+            user_id=uuid.uuid4(),
+            organization_id=uuid.uuid4(),
+            role="AGENT",
+            session_id=uuid.uuid4(),
+            ttl=60,
         )
         for _ in range(3)
     )

@@ -283,6 +283,7 @@ async def test_a_stream_ends_when_its_token_expires(
         user_id=uuid.UUID(agent.id),
         organization_id=uuid.UUID(agent.user["organization_id"]),
         role="AGENT",
+        session_id=agent.session_id,
         ttl=2,
     )
     async with open_stream(base_url, "/notes/events", token) as reader:

@@ -1,7 +1,8 @@
 """Who is calling: the one way a request learns its caller. The token names a user, an
-organization and a role; the database confirms them on every request, in the request's own
-unit of work, so deactivation and role changes take effect at once, not when the access
-token expires."""
+organization, a role and a session; the database confirms them (`auth.service.confirm_caller`),
+and the process remembers the confirmation until the database announces a change
+(`auth.callers`), so deactivation, role changes and sign-outs take effect within a moment on
+every process, not when the access token expires."""
 
 from __future__ import annotations
 
@@ -36,9 +37,10 @@ async def token_claims(
 TokenClaims = Annotated[AccessClaims, Depends(token_claims)]
 
 
-async def current_caller(session: SessionDep, claims: TokenClaims) -> Caller:
-    """The caller, confirmed in the request's own unit of work (`confirm_caller`)."""
-    return await confirm_caller(session, claims)
+async def current_caller(request: Request, session: SessionDep, claims: TokenClaims) -> Caller:
+    """The caller, confirmed in the request's own unit of work (`confirm_caller`), or
+    remembered from a confirmation the database has not since announced a change to."""
+    return await confirm_caller(session, claims, request.app.state.callers)
 
 
 async def admin_caller(caller: Annotated[Caller, Depends(current_caller)]) -> Caller:

@@ -3,12 +3,14 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import cast
 
-from sqlalchemy import bindparam, delete, select, update
+from sqlalchemy import Table, bindparam, delete, exists, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from notes_api.auth import throttle
+from notes_api.auth import callers, throttle
+from notes_api.auth.callers import CallerRecord
 from notes_api.auth.models import RefreshToken
 from notes_api.auth.passwords import Passwords
 from notes_api.auth.schemas import SignupRequest, TokenPair
@@ -43,20 +45,42 @@ class RefreshReused(Unauthorized):
 _STILL_ACTIVE = select(User.is_active).where(User.id == bindparam("id"), User.is_active)
 
 
-# Built once: the caller check of every request, a primary-key lookup of one column.
-_ACTIVE_ROLE = select(users.c.role).where(ACTIVE_MEMBER)
+refresh_tokens = cast(Table, RefreshToken.__table__)
+
+# Built once: the caller check, a primary-key lookup of one column and an index probe of the
+# session's refresh tokens (a signed-out, revoked or reused session has none unrevoked).
+_LIVE_SESSION = exists().where(
+    refresh_tokens.c.family_id == bindparam("session_id", type_=refresh_tokens.c.family_id.type),
+    refresh_tokens.c.user_id == users.c.id,
+    refresh_tokens.c.revoked_at.is_(None),
+)
+_ACTIVE_ROLE = select(users.c.role).where(ACTIVE_MEMBER, _LIVE_SESSION)
 
 
-async def confirm_caller(session: AsyncSession, claims: AccessClaims) -> Caller:
-    """The token's user while it is an active member of the token's organization, with the
-    role it holds now; 401 otherwise. Every request's caller (`auth.deps.current_caller`)
-    and every event stream's, at each wake, is confirmed here."""
+async def confirm_caller(
+    session: AsyncSession, claims: AccessClaims, record: CallerRecord | None = None
+) -> Caller:
+    """The token's user while it is an active member of the token's organization and the
+    token's session is live, with the role it holds now; 401 otherwise. Every request's
+    caller (`auth.deps.current_caller`, which passes the process's `record`) and every event
+    stream's, at each wake, is confirmed here."""
+    key = (claims.user_id, claims.organization_id, claims.session_id)
+    epoch = 0
+    if record is not None:
+        remembered = record.caller(key)
+        if remembered is not None:
+            return remembered
+        epoch = record.epoch
     params = member_params(claims.user_id, claims.organization_id)
+    params["session_id"] = claims.session_id
     conn = await session.connection()  # a Core statement: no ORM execution to go through
     role = (await conn.execute(_ACTIVE_ROLE, params)).scalar_one_or_none()
     if role is None:
         raise Unauthorized("Invalid or expired access token")
-    return Caller(claims.user_id, claims.organization_id, role)
+    caller = Caller(claims.user_id, claims.organization_id, role)
+    if record is not None:
+        record.remember(key, caller, epoch)
+    return caller
 
 
 @dataclass
@@ -168,19 +192,25 @@ async def logout(session: AsyncSession, caller: Caller, token: str) -> None:
 
 
 async def revoke_family(session: AsyncSession, family_id: uuid.UUID) -> None:
-    await session.execute(
+    """End a session: its refresh tokens stop working, and so do its access tokens."""
+    revoked = await session.execute(
         update(RefreshToken)
         .where(RefreshToken.family_id == family_id, RefreshToken.revoked_at.is_(None))
         .values(revoked_at=utcnow())
+        .returning(RefreshToken.user_id)
     )
+    for user_id in set(revoked.scalars()):
+        callers.changed(session, user_id)
 
 
 async def revoke_user_tokens(session: AsyncSession, user_id: uuid.UUID) -> None:
+    """End every session of a user (a deactivation): reactivating it later brings none back."""
     await session.execute(
         update(RefreshToken)
         .where(RefreshToken.user_id == user_id, RefreshToken.revoked_at.is_(None))
         .values(revoked_at=utcnow())
     )
+    callers.changed(session, user_id)
 
 
 async def issue_tokens(
@@ -202,6 +232,7 @@ async def issue_tokens(
         user_id=user.id,
         organization_id=user.organization_id,
         role=user.role.value,
+        session_id=family_id,
         ttl=settings.access_token_ttl,
         now=now,
     )

@@ -33,6 +33,7 @@ class AccessClaims:
     user_id: uuid.UUID
     organization_id: uuid.UUID
     role: Role
+    session_id: uuid.UUID  # the refresh-token family the token was issued with
 
 
 def create_access_token(
@@ -41,6 +42,7 @@ def create_access_token(
     user_id: uuid.UUID,
     organization_id: uuid.UUID,
     role: str,
+    session_id: uuid.UUID,
     ttl: int,
     now: datetime | None = None,
 ) -> str:
@@ -49,6 +51,7 @@ def create_access_token(
         "sub": str(user_id),
         "org": str(organization_id),
         "role": role,
+        "sid": str(session_id),
         "iat": issued,
         "exp": issued + timedelta(seconds=ttl),
         "jti": secrets.token_hex(8),
@@ -95,12 +98,15 @@ def _verify(secret: str, token: str) -> tuple[AccessClaims, float] | None:
             secret,
             algorithms=[ALGORITHM],
             issuer=ISSUER,
-            options={"require": ["sub", "org", "role", "exp", "iat", "jti"]},
+            options={"require": ["sub", "org", "role", "sid", "exp", "iat", "jti"]},
         )
         if claims.get("typ") != "access":
             return None
         user = AccessClaims(
-            uuid.UUID(claims["sub"]), uuid.UUID(claims["org"]), Role(claims["role"])
+            uuid.UUID(claims["sub"]),
+            uuid.UUID(claims["org"]),
+            Role(claims["role"]),
+            uuid.UUID(claims["sid"]),
         )
         return user, float(claims["exp"])
     except (jwt.PyJWTError, ValueError, TypeError):

@@ -28,11 +28,16 @@ Handler = Callable[[str], None]
 
 
 async def listen_forever(
-    sqlalchemy_url: str, *, retry_max: float = 10.0, channels: Mapping[str, Handler] | None = None
+    sqlalchemy_url: str,
+    *,
+    retry_max: float = 10.0,
+    channels: Mapping[str, Handler] | None = None,
+    on_lost: Callable[[], None] | None = None,
 ) -> None:
     """LISTEN on the job engine's channels, and on `channels` for other parts of the process
-    (each called with a notification's payload, and with "*" after a reconnect, when
-    anything may have been missed): one connection for all of them."""
+    (each called with a notification's payload, and with "*" once listening, when anything
+    may have been missed): one connection for all of them. `on_lost` is called whenever the
+    connection is lost, before it is tried again."""
     url = libpq_url(sqlalchemy_url)
     others = dict(channels or {})
     delay = 0.5
@@ -59,6 +64,8 @@ async def listen_forever(
         except asyncio.CancelledError:
             raise
         except Exception as exc:
+            if on_lost is not None:
+                on_lost()
             log.warning("listener.disconnected", error=type(exc).__name__, retry_in=delay)
             await asyncio.sleep(delay)
             delay = min(retry_max, delay * 2)

@@ -5,6 +5,7 @@ import uuid
 from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from notes_api.auth import callers
 from notes_api.auth.service import AuthContext, create_user, revoke_user_tokens
 from notes_api.auth.tokens import Caller
 from notes_api.core.errors import Conflict, NotFound
@@ -61,6 +62,7 @@ async def update_user(
     )
     if user is None:
         raise NotFound("User not found")
+    callers.changed(session, user.id)  # its confirmations, on every process, are stale
     if body.role is not None:
         user.role = body.role
     if body.is_active is not None:
