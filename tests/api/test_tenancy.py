@@ -259,14 +259,13 @@ async def test_admin_of_organization_sees_note_after_agent_is_provisioned(
 async def test_every_note_route_reaches_notes_only_through_the_tenancy_rule(
     client: httpx.AsyncClient, world: World, method: str, path: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """With `visible_to` made to admit nothing, the owner's own note must be out of reach on
-    every route: a query that bypassed the rule would still find it."""
-    from sqlalchemy import false
-
+    """With the tenancy rule's tenant made one that owns nothing, the owner's own note must
+    be out of reach on every route: a query that bypassed the rule would still find it."""
     from notes_api.notes import repository
 
     note = await create_note(client, world.owner, title="original")
-    monkeypatch.setattr(repository, "visible_to", lambda caller, table=None: false())
+    nobody = {repository.TENANT: uuid.uuid4()}
+    monkeypatch.setattr(repository, "tenant_params", lambda caller: nobody)
     response = await call(client, method, path, note["id"], world.owner.headers)
     assert response.status_code == 404, response.text
     listed = await client.get("/notes", headers=world.owner.headers)

@@ -265,7 +265,9 @@ def test_a_token_verified_once_still_expires(monkeypatch: pytest.MonkeyPatch) ->
     # Verified signatures are remembered; the expiry is not, so an accepted token is refused
     # as soon as its time is up.
     secret, user, org = "s" * 40, uuid.uuid4(), uuid.uuid4()
-    token = create_access_token(secret, user_id=user, organization_id=org, role="AGENT", session_id=uuid.uuid4(), ttl=60)
+    token = create_access_token(
+        secret, user_id=user, organization_id=org, role="AGENT", session_id=uuid.uuid4(), ttl=60
+    )
     claims = decode_access_token(secret, token)
     assert claims is not None and claims.user_id == user and claims.organization_id == org
     assert decode_access_token(secret, token) == claims

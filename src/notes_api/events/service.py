@@ -34,7 +34,7 @@ def page_statement(
     """The events after `after`, up to the feed's horizon, that the caller may see (the
     notes' tenancy rule, on the events' owner and organization), oldest first."""
     stmt = select(events.c.id, events.c.type, events.c.occurred_at, events.c.data).where(
-        events.c.id > after, events.c.id <= horizon, repository.visible_to(caller, events)
+        events.c.id > after, events.c.id <= horizon, repository.visible_to(caller.role, events)
     )
     if note_id is not None:
         stmt = stmt.where(events.c.note_id == note_id)
@@ -78,7 +78,7 @@ async def _read(stream: Stream, after: int) -> list[Row[Any]] | None:
         if caller != sub.caller:  # the role changed since the stream opened
             stream.feed.recaller(sub, caller)
         stmt = page_statement(caller, sub.note_id, after, horizon)
-        return list((await session.execute(stmt)).all())
+        return list((await session.execute(stmt, repository.tenant_params(caller))).all())
 
 
 async def follow(stream: Stream, last_event_id: int | None) -> AsyncIterator[ServerSentEvent]:
