@@ -1,6 +1,7 @@
-"""Write limits per user and per organization, and the daily model-call quota, through the
+"""Write limits per user and per organization, and the daily summaries quota, through the
 API on SQLite and Postgres: the RateLimit headers on every limited answer, 429 with
-Retry-After past a limit, and refusals that spend nothing."""
+Retry-After past a limit, and only accepted writes spend anything: a refusal (404, 409, 422,
+429, a deactivated caller) spends nothing."""
 
 from __future__ import annotations
 
@@ -90,10 +91,50 @@ async def test_edits_and_retries_count_too(limited: httpx.AsyncClient) -> None:
     assert edited.status_code == 200
     assert _standing(edited)["user"][0] == 1
     retried = await limited.post(f"/notes/{note['id']}/retry", headers=admin.headers)
-    assert retried.status_code == 409  # counted (the note is not failed), then refused
-    refused = await limited.post(f"/notes/{note['id']}/retry", headers=admin.headers)
+    assert retried.status_code == 409  # the note is not failed: refused, and not counted
+    again = await limited.patch(f"/notes/{note['id']}", headers=admin.headers, json={"title": "3"})
+    assert again.status_code == 200
+    assert _standing(again)["user"][0] == 0
+    refused = await limited.patch(
+        f"/notes/{note['id']}", headers=admin.headers, json={"title": "4"}
+    )
     assert refused.status_code == 429
     assert "Retry-After" in refused.headers
+    # The refused edit did not happen.
+    shown = await limited.get(f"/notes/{note['id']}", headers=admin.headers)
+    assert shown.json()["title"] == "3"
+
+
+async def test_refused_writes_spend_nothing(limited: httpx.AsyncClient) -> None:
+    admin = await signup(limited, organization="Acme")
+    agent = await add_user(limited, admin, "AGENT")
+    missing = "00000000-0000-4000-8000-000000000000"
+    for _ in range(20):
+        assert (
+            await limited.patch(f"/notes/{missing}", headers=agent.headers, json={"title": "x"})
+        ).status_code == 404
+        assert (
+            await limited.post(f"/notes/{missing}/retry", headers=agent.headers)
+        ).status_code == 404
+        assert (await limited.post("/notes", headers=agent.headers, json={})).status_code == 422
+    # Neither the agent's limit nor its organization's was touched.
+    accepted = await _post(limited, agent.headers)
+    assert accepted.status_code == 202
+    assert _standing(accepted)["user"][0] == 2
+    assert _standing(accepted)["org"][0] == 4
+
+
+async def test_a_deactivated_callers_writes_spend_nothing(limited: httpx.AsyncClient) -> None:
+    admin = await signup(limited, organization="Acme")
+    agent = await add_user(limited, admin, "AGENT")
+    off = await limited.patch(
+        f"/users/{agent.id}", headers=admin.headers, json={"is_active": False}
+    )
+    assert off.status_code == 200
+    for _ in range(10):
+        assert (await _post(limited, agent.headers)).status_code == 401
+    accepted = await _post(limited, admin.headers)
+    assert _standing(accepted)["org"][0] == 4
 
 
 async def test_the_organization_limit_is_shared_by_its_users_and_no_one_else(
@@ -131,7 +172,7 @@ async def test_reads_carry_no_limit_headers(limited: httpx.AsyncClient) -> None:
     assert "RateLimit" not in response.headers
 
 
-async def test_model_calls_per_day_apply_only_with_a_paid_summarizer(database_url: str) -> None:
+async def test_summaries_per_day_apply_only_with_a_paid_summarizer(database_url: str) -> None:
     settings = make_settings(
         database_url,
         summarizer="openai",
@@ -142,12 +183,25 @@ async def test_model_calls_per_day_apply_only_with_a_paid_summarizer(database_ur
         admin = await signup(client, organization="Acme")
         first = await _post(client, admin.headers)
         assert _policies(first) == {"model": (2, 86400)}  # the per-minute limits are off (0)
+        # A title-only edit queues no summary: it spends none of the quota.
+        titled = await client.patch(
+            f"/notes/{first.json()['id']}", headers=admin.headers, json={"title": "Renamed"}
+        )
+        assert titled.status_code == 200
+        assert "RateLimit" not in titled.headers
         assert (await _post(client, admin.headers)).status_code == 202
         refused = await _post(client, admin.headers)
         assert refused.status_code == 429
-        assert "model calls" in refused.json()["detail"]
+        assert "summaries" in refused.json()["detail"]
         # Until the next UTC midnight.
         assert 1 <= int(refused.headers["Retry-After"]) <= 86_400
+        # A new text is a new summary: refused too, and the note keeps its text.
+        edited = await client.patch(
+            f"/notes/{first.json()['id']}", headers=admin.headers, json={"raw_text": "New."}
+        )
+        assert edited.status_code == 429
+        shown = await client.get(f"/notes/{first.json()['id']}", headers=admin.headers)
+        assert shown.json()["raw_text"] == "A note."
     free = make_settings(database_url, model_calls_per_org_per_day=2)  # extractive: no quota
     async for client in _client(free):
         admin = await signup(client, organization="Free")

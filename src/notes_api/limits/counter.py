@@ -1,10 +1,11 @@
-"""Fixed-window request counters in the database, shared by every API process.
+"""Fixed-window write counters in the database, shared by every API process.
 
 No maintained library keeps rate-limit counters in SQL: `limits` (behind slowapi and
 Flask-Limiter) stores them in memory, Redis, Memcached, MongoDB or etcd only, and the
 default deployment has none of those. So this is one statement: an UPSERT that adds to
-every counter of a request and RETURNING the new counts, atomic on SQLite and Postgres
-alike, so concurrent requests from any number of processes can never pass a limit."""
+every counter of a write and RETURNING the new counts, atomic on SQLite and Postgres alike,
+in the write's own transaction: concurrent writes from any number of processes can never
+pass a limit, and a write rolled back takes its counts with it."""
 
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ from typing import Any, cast
 from sqlalchemy import Table, delete
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from notes_api.core.db import Database
 from notes_api.core.models import utcnow
 from notes_api.core.sql import upsert_insert
 from notes_api.limits.models import RateLimitCounter
@@ -36,22 +36,11 @@ def _add_statement(session: AsyncSession, windows: list[Window], delta: int) -> 
     ).returning(counters.c.key, counters.c.count)
 
 
-async def _add(db: Database, windows: list[Window], delta: int) -> dict[str, int]:
-    async with db.session() as session:
-        rows = (await session.execute(_add_statement(session, windows, delta))).all()
+async def add(session: AsyncSession, windows: list[Window]) -> dict[str, int]:
+    """Count one write against each window, in the caller's unit of work; the counts
+    including it, by key."""
+    rows = (await session.execute(_add_statement(session, windows, 1))).all()
     return {str(key): int(count) for key, count in rows}
-
-
-async def hit(db: Database, windows: list[Window]) -> dict[str, int]:
-    """Count one request against each window; the counts including it, by key."""
-    return await _add(db, windows, 1)
-
-
-async def refund(db: Database, windows: list[Window]) -> None:
-    """Take back a refused request's counts, so refusals do not use up a quota: a user over
-    its own limit must not spend its organization's. Until the refund lands the counts are
-    one too high, which can only refuse, never admit, a concurrent request."""
-    await _add(db, windows, -1)
 
 
 async def purge_old_windows(session: AsyncSession) -> None:

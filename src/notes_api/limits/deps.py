@@ -1,46 +1,57 @@
-"""The write limit as a route dependency: `dependencies=[WriteLimit]`."""
+"""The write limits as a route dependency: `quota: WriteQuota` gives the route the quota its
+confirmed caller writes against, and the service spends it once the write is done."""
 
 from __future__ import annotations
 
-from fastapi import Depends, Response
+from typing import Annotated
 
-from notes_api.auth.deps import TokenClaims
-from notes_api.core.deps import DatabaseDep, SettingsDep
+from fastapi import Depends, Response
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from notes_api.auth.deps import CurrentCaller
+from notes_api.core.deps import SettingsDep
 from notes_api.core.errors import TooManyRequests
 from notes_api.core.models import utcnow
 from notes_api.limits import counter
-from notes_api.limits.policy import Standing, headers, write_policies
+from notes_api.limits.policy import MODEL, Policy, Standing, headers, write_policies
 
 _DETAIL = {
     "user": "Too many writes from this user; try again later",
     "org": "Too many writes from this organization; try again later",
-    "model": "This organization has used its model calls for today (UTC)",
+    MODEL: "This organization has used its summaries for today (UTC)",
 }
 
 
-async def limit_writes(
-    claims: TokenClaims, db: DatabaseDep, settings: SettingsDep, response: Response
-) -> None:
-    """Count the request against its limits before the route runs: within them, the
-    headers tell what is left; over one, 429 with `Retry-After` and nothing is counted.
-    The counts commit in a unit of work of their own, before the route's begins (a route
-    dependency runs first), so a request never holds two connections and no counter row
-    stays locked for a whole request."""
-    policies = write_policies(settings, claims.user_id, claims.organization_id)
-    if not policies:
-        return
-    now = utcnow()
-    windows = [(p.key, p.window_start(now)) for p in policies]
-    counts = await counter.hit(db, windows)
-    standings = [Standing(p, counts[p.key], p.reset(now)) for p in policies]
-    over = [s for s in standings if s.exceeded]
-    if over:
-        await counter.refund(db, windows)
-        worst = max(over, key=lambda s: s.reset)
-        error = TooManyRequests(_DETAIL[worst.policy.name], retry_after=worst.reset)
-        error.headers.update(headers(standings))
-        raise error
-    response.headers.update(headers(standings))
+class Quota:
+    """What one write request may spend. `spend` is called by the service, in the request's
+    unit of work, after the write is done: a request that fails (404, 409, 422) never gets
+    there and spends nothing, and one over a limit raises 429, which rolls back its write
+    and its counts together. The counters' rows are locked last, so writes that share them
+    take turns only for the moment before their commit."""
+
+    def __init__(self, policies: list[Policy], response: Response) -> None:
+        self.policies = policies
+        self.response = response
+
+    async def spend(self, session: AsyncSession, *, summary: bool) -> None:
+        """Count the write; with `summary`, also the summary it queued (the model quota)."""
+        policies = [p for p in self.policies if summary or p.name != MODEL]
+        if not policies:
+            return
+        now = utcnow()
+        counts = await counter.add(session, [(p.key, p.window_start(now)) for p in policies])
+        standings = [Standing(p, counts[p.key], p.reset(now)) for p in policies]
+        over = [s for s in standings if s.exceeded]
+        if over:
+            worst = max(over, key=lambda s: s.reset)
+            error = TooManyRequests(_DETAIL[worst.policy.name], retry_after=worst.reset)
+            error.headers.update(headers(standings))
+            raise error
+        self.response.headers.update(headers(standings))
 
 
-WriteLimit = Depends(limit_writes)
+async def write_quota(caller: CurrentCaller, settings: SettingsDep, response: Response) -> Quota:
+    return Quota(write_policies(settings, caller.id, caller.organization_id), response)
+
+
+WriteQuota = Annotated[Quota, Depends(write_quota)]

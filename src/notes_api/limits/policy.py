@@ -13,6 +13,7 @@ from notes_api.core.config import Settings
 
 DAY = 86_400
 MINUTE = 60
+MODEL = "model"  # the daily summaries of an organization with a paid summarizer
 
 
 @dataclass(frozen=True)
@@ -36,8 +37,8 @@ def write_policies(
     settings: Settings, user_id: uuid.UUID, organization_id: uuid.UUID
 ) -> list[Policy]:
     """A write (create, edit, retry) counts against its user's and its organization's
-    per-minute limits, and, with a paid summarizer, against the organization's daily
-    model calls: each write may queue a summary. A quota of 0 is no limit."""
+    per-minute limits; one that queues a summary, with a paid summarizer, also against the
+    organization's daily summaries (`Quota.spend`). A quota of 0 is no limit."""
     policies = [
         Policy(
             "user", f"user:{user_id}:writes", settings.rate_limit_user_writes_per_minute, MINUTE
@@ -51,9 +52,7 @@ def write_policies(
     ]
     if settings.summarizer == "openai":
         policies.append(
-            Policy(
-                "model", f"org:{organization_id}:model", settings.model_calls_per_org_per_day, DAY
-            )
+            Policy(MODEL, f"org:{organization_id}:model", settings.model_calls_per_org_per_day, DAY)
         )
     return [p for p in policies if p.quota > 0]
 

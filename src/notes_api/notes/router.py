@@ -9,7 +9,7 @@ from notes_api.auth.deps import CurrentCaller
 from notes_api.core.deps import SessionDep, SettingsDep
 from notes_api.core.openapi import errors
 from notes_api.core.schemas import SearchText, UTCTimestamp
-from notes_api.limits.deps import WriteLimit
+from notes_api.limits.deps import WriteQuota
 from notes_api.notes import service
 from notes_api.notes.models import NoteStatus
 from notes_api.notes.repository import NoteFilters
@@ -38,13 +38,13 @@ def _watcher(request: Request) -> NoteWatcher:
     "",
     status_code=status.HTTP_202_ACCEPTED,
     responses=errors(400, 401, 409, 413, 422, 429),
-    dependencies=[WriteLimit],
 )
 async def create_note(
     body: NoteCreate,
     caller: CurrentCaller,
     session: SessionDep,
     settings: SettingsDep,
+    quota: WriteQuota,
     response: Response,
     idempotency_key: IdempotencyKey = None,
 ) -> NotePublic:
@@ -56,6 +56,7 @@ async def create_note(
         body,
         idempotency_key=idempotency_key,
         max_attempts=settings.job_max_attempts,
+        spend=quota.spend,
     )
     response.headers["Location"] = f"/notes/{created.note.id}"
     if created.replayed:
@@ -101,20 +102,19 @@ async def get_note(
     return await service.get_note(session, caller, note_id, watcher=_watcher(request), wait=wait)
 
 
-@router.patch(
-    "/{note_id}", responses=errors(400, 401, 404, 413, 422, 429), dependencies=[WriteLimit]
-)
+@router.patch("/{note_id}", responses=errors(400, 401, 404, 413, 422, 429))
 async def update_note(
     note_id: uuid.UUID,
     body: NoteUpdate,
     caller: CurrentCaller,
     session: SessionDep,
     settings: SettingsDep,
+    quota: WriteQuota,
 ) -> NotePublic:
     """Edit a note. New `raw_text` queues a new summary; a summary still being made for the
     old text is discarded."""
     return await service.update_note(
-        session, caller, note_id, body, max_attempts=settings.job_max_attempts
+        session, caller, note_id, body, max_attempts=settings.job_max_attempts, spend=quota.spend
     )
 
 
@@ -122,17 +122,17 @@ async def update_note(
     "/{note_id}/retry",
     status_code=status.HTTP_202_ACCEPTED,
     responses=errors(401, 404, 409, 422, 429),
-    dependencies=[WriteLimit],
 )
 async def retry_note(
     note_id: uuid.UUID,
     caller: CurrentCaller,
     session: SessionDep,
     settings: SettingsDep,
+    quota: WriteQuota,
 ) -> NotePublic:
     """Queue a new summary for a `failed` note (409 for any other status)."""
     return await service.retry_note(
-        session, caller, note_id, max_attempts=settings.job_max_attempts
+        session, caller, note_id, max_attempts=settings.job_max_attempts, spend=quota.spend
     )
 
 

@@ -12,7 +12,7 @@ import json
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Row, delete, select
 from sqlalchemy.exc import IntegrityError
@@ -32,6 +32,13 @@ from notes_api.notes.watcher import NoteWatcher
 
 IDEMPOTENCY_TTL = timedelta(hours=24)
 _TERMINAL = (NoteStatus.DONE, NoteStatus.FAILED)
+
+
+class Spend(Protocol):
+    """Counts an accepted write against the caller's limits (`limits.deps.Quota.spend`),
+    in the write's unit of work, once the write is done; raises 429 past a limit."""
+
+    async def __call__(self, session: AsyncSession, *, summary: bool) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -79,6 +86,7 @@ async def create_note(
     *,
     idempotency_key: str | None,
     max_attempts: int,
+    spend: Spend,
 ) -> Created:
     claim: IdempotencyKey | None = None
     if idempotency_key is not None:
@@ -87,6 +95,7 @@ async def create_note(
         ).hexdigest()
         replay = await _claim_key(session, caller, idempotency_key, fingerprint)
         if not isinstance(replay, IdempotencyKey):
+            await spend(session, summary=False)  # a request, but no new note or summary
             return Created(NotePublic.model_validate(replay), replayed=True)
         claim = replay
     note = await repository.add(
@@ -97,6 +106,7 @@ async def create_note(
     if claim is not None:
         claim.note_id = note.id
         await session.flush()
+    await spend(session, summary=True)
     return Created(NotePublic.model_validate(note), replayed=False)
 
 
@@ -207,27 +217,32 @@ async def update_note(
     body: NoteUpdate,
     *,
     max_attempts: int,
+    spend: Spend,
 ) -> NotePublic:
     note = await _lock(session, caller, note_id)
     values: dict[str, Any] = {}
     if "title" in body.model_fields_set:
         values["title"] = body.title or None
-    if body.raw_text is not None and body.raw_text != note.raw_text:
+    requeue = body.raw_text is not None and body.raw_text != note.raw_text
+    if requeue:
         values.update(raw_text=body.raw_text, error=None)
         changed = await _requeue(session, caller, note, values, max_attempts)
     else:
         changed = await repository.change(session, caller, note_id, values)
         await outbox.record(session, EventType.UPDATED, changed)
+    await spend(session, summary=requeue)
     return NotePublic.model_validate(changed)
 
 
 async def retry_note(
-    session: AsyncSession, caller: Caller, note_id: uuid.UUID, *, max_attempts: int
+    session: AsyncSession, caller: Caller, note_id: uuid.UUID, *, max_attempts: int, spend: Spend
 ) -> NotePublic:
     note = await _lock(session, caller, note_id)
     if note.status is not NoteStatus.FAILED:
         raise Conflict(f"Only a failed note can be retried; this one is {note.status.value}")
-    return NotePublic.model_validate(await _requeue(session, caller, note, {}, max_attempts))
+    retried = await _requeue(session, caller, note, {}, max_attempts)
+    await spend(session, summary=True)
+    return NotePublic.model_validate(retried)
 
 
 async def delete_note(session: AsyncSession, caller: Caller, note_id: uuid.UUID) -> None:
