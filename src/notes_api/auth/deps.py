@@ -21,11 +21,7 @@ from notes_api.users.models import Role
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/auth/token", auto_error=False)
 
 
-async def token_claims(
-    request: Request, token: Annotated[str | None, Depends(oauth2_scheme)]
-) -> AccessClaims:
-    """What a valid bearer token says, before the database confirms it (the write limits
-    count against it; everything else takes `current_caller`)."""
+def _claims(request: Request, token: str | None) -> AccessClaims:
     if not token:
         raise Unauthorized("Not signed in")
     claims = decode_access_token(request.app.state.settings.jwt_secret.get_secret_value(), token)
@@ -34,12 +30,22 @@ async def token_claims(
     return claims
 
 
+Token = Annotated[str | None, Depends(oauth2_scheme)]
+
+
+async def token_claims(request: Request, token: Token) -> AccessClaims:
+    """What a valid bearer token says, before the database confirms it (an event stream
+    keeps them, to confirm its caller again at every wake)."""
+    return _claims(request, token)
+
+
 TokenClaims = Annotated[AccessClaims, Depends(token_claims)]
 
 
-async def current_caller(request: Request, session: SessionDep, claims: TokenClaims) -> Caller:
+async def current_caller(request: Request, session: SessionDep, token: Token) -> Caller:
     """The caller, confirmed in the request's own unit of work (`confirm_caller`), or
     remembered from a confirmation the database has not since announced a change to."""
+    claims = _claims(request, token)
     return await confirm_caller(session, claims, request.app.state.callers)
 
 

@@ -4,7 +4,12 @@ Each hash holds `memory_cost` KiB; on a 512 MB instance twenty concurrent logins
 would be 380 MB, so only `hash_concurrency` run at once and the rest wait their turn. They
 run on threads of their own: the allocator keeps a freed hash buffer in the arena of the
 thread that used it, so hashes spread over a shared pool's dozens of threads would each
-leave 19 MiB behind; and see `_hand_hash_memory_back`."""
+leave 19 MiB behind; and see `_hand_hash_memory_back`.
+
+A hash is either finished or refused before it starts: the wait for a turn does not count
+against the request's deadline (it is bounded here instead), and a request that would wait
+longer than `request_timeout` for its turn is refused at once with 503 and `Retry-After`,
+rather than queued, hashed, and cut off by the deadline after its hash was paid for."""
 
 from __future__ import annotations
 
@@ -12,6 +17,8 @@ import asyncio
 import ctypes
 import ctypes.util
 import functools
+import math
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
@@ -20,6 +27,8 @@ from pwdlib import PasswordHash
 from pwdlib.hashers.argon2 import Argon2Hasher
 
 from notes_api.core.config import Settings
+from notes_api.core.deadline import excused
+from notes_api.core.errors import ServiceUnavailable
 
 T = TypeVar("T")
 _M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
@@ -52,10 +61,32 @@ class Passwords:
         )
         _hand_hash_memory_back()
         self._threads = ThreadPoolExecutor(settings.hash_concurrency, thread_name_prefix="argon2")
+        self._turns = asyncio.Semaphore(settings.hash_concurrency)
+        self._concurrency = settings.hash_concurrency
+        self._max_wait = settings.request_timeout
+        self._waiting = 0
+        self._seconds = 0.05  # a hash's duration, a moving average of the last ones
         self._dummy: str | None = None
 
     async def _run(self, fn: Callable[..., T], *args: str) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._threads, fn, *args)
+        expected = (self._waiting + 1) * self._seconds / self._concurrency
+        if self._turns.locked() and expected > self._max_wait:
+            raise ServiceUnavailable(
+                "Too many sign-ins at once; try again shortly", retry_after=math.ceil(expected)
+            )
+        self._waiting += 1
+        try:
+            with excused():  # bounded above, not by the request's deadline
+                await self._turns.acquire()
+        finally:
+            self._waiting -= 1
+        try:
+            started = time.monotonic()
+            result = await asyncio.get_running_loop().run_in_executor(self._threads, fn, *args)
+            self._seconds = 0.8 * self._seconds + 0.2 * (time.monotonic() - started)
+            return result
+        finally:
+            self._turns.release()
 
     async def hash(self, password: str) -> str:
         return await self._run(self._hash.hash, password)
