@@ -26,7 +26,6 @@ from notes_api.core.config import Settings
 from notes_api.core.migrations import upgrade
 from notes_api.main import create_app
 
-
 SAMPLES = 50  # requests whose calls and round trips are averaged
 
 
@@ -168,9 +167,8 @@ def main() -> None:
     width = max(map(len, results))
     print(f"{'':{width}}  python calls  round trips  CPU ms")
     for name, r in results.items():
-        print(
-            f"{name:{width}}  {r['python_calls']:12,.0f}  {r['round_trips']:11.1f}  {r['cpu_ms']:6.3f}"
-        )
+        calls, trips, cpu = r["python_calls"], r["round_trips"], r["cpu_ms"]
+        print(f"{name:{width}}  {calls:12,.0f}  {trips:11.1f}  {cpu:6.3f}")
 
 
 if __name__ == "__main__":
