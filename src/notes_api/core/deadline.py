@@ -10,7 +10,6 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any
 from urllib.parse import parse_qs
 
 import structlog
@@ -68,10 +67,11 @@ def excused() -> Iterator[None]:
 class Deadline:
     """A request has `seconds` to begin its answer (a long poll, its `wait` on top), time
     spent receiving its body or waiting its turn at the database aside (see core/deadline.py).
-    Past it the client gets a 503
-    problem at once and the handler is cancelled in the background: a database that stops
-    answering must not hold requests, and a driver's clean-up after a cancelled query (it
-    tries to cancel the query on the server first) can take seconds of its own."""
+    Past it the client gets a 503 problem at once, sent beside the handler, which is
+    cancelled: a database that stops answering must not hold requests, and a driver's
+    clean-up after a cancelled query (it tries to cancel the query on the server first) can
+    take seconds of its own. The handler runs in the request's own task, watched by a timer,
+    so a request costs no task and no wait of its own."""
 
     def __init__(self, app: ASGIApp, seconds: float) -> None:
         self.app = app
@@ -82,8 +82,13 @@ class Deadline:
             await self.app(scope, receive, send)
             return
         loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
         budget = Budget()
         answered = abandoned = False
+        answer: asyncio.Task[None] | None = None
+        deadline = loop.time() + self.seconds + _wait_seconds(scope)
+        timer: asyncio.TimerHandle | None = None
 
         async def timed_receive() -> Message:
             with budget.excused():
@@ -96,50 +101,46 @@ class Deadline:
             answered = answered or message["type"] == "http.response.start"
             await send(message)
 
-        token = current_budget.set(budget)  # the handler's task starts with this context
-        try:
-            task = asyncio.ensure_future(self.app(scope, timed_receive, guarded_send))
-        finally:
-            current_budget.reset(token)
-        deadline = loop.time() + self.seconds + _wait_seconds(scope)
-        try:
-            while not task.done():
-                await asyncio.wait({task}, timeout=max(0.0, deadline - loop.time()))
-                if task.done():
-                    break
-                if answered:  # a stream: the deadline was for its start
-                    await asyncio.wait({task})
-                    break
-                deadline += budget.take_excused()
-                if loop.time() >= deadline:
-                    break
-        except asyncio.CancelledError:
+        def check() -> None:
+            nonlocal deadline, timer, abandoned, answer
+            if answered:  # a stream: the deadline was for its start
+                return
+            deadline += budget.take_excused()
+            if loop.time() < deadline:
+                timer = loop.call_at(deadline, check)
+                return
+            abandoned = True
             task.cancel()
-            raise
-        if task.done():
-            task.result()
-            return
-        abandoned = True
-        task.cancel()
-        _abandoned.add(task)
-        task.add_done_callback(_forget)
-        log.warning("http.deadline", path=scope["path"], seconds=self.seconds)
-        await send_problem(
-            send,
-            503,
-            "Service unavailable",
-            "The request took too long; try again shortly",
-            headers=[(b"retry-after", b"2")],
-        )
+            log.warning("http.deadline", path=scope["path"], seconds=self.seconds)
+            answer = loop.create_task(_unavailable(send))
+
+        timer = loop.call_at(deadline, check)
+        token = current_budget.set(budget)
+        try:
+            await self.app(scope, timed_receive, guarded_send)
+        except asyncio.CancelledError:
+            if not abandoned:
+                raise
+            task.uncancel()  # the cancel was the deadline's, not the server's
+        except Exception as exc:
+            if not abandoned:
+                raise
+            log.warning("http.abandoned_failed", error=type(exc).__name__)
+        finally:
+            timer.cancel()  # the one running now, which check() may have replaced
+            current_budget.reset(token)
+        if answer is not None:
+            await answer
 
 
-_abandoned: set[asyncio.Future[Any]] = set()
-
-
-def _forget(task: asyncio.Future[Any]) -> None:
-    _abandoned.discard(task)
-    if not task.cancelled() and task.exception() is not None:
-        log.warning("http.abandoned_failed", error=type(task.exception()).__name__)
+async def _unavailable(send: Send) -> None:
+    await send_problem(
+        send,
+        503,
+        "Service unavailable",
+        "The request took too long; try again shortly",
+        headers=[(b"retry-after", b"2")],
+    )
 
 
 def _wait_seconds(scope: Scope) -> float:
