@@ -20,7 +20,10 @@ def sleep_and_wake(ctx: Context, *, notes: int, lease: int = 5) -> None:
     but another worker runs while the first is frozen and takes its expired leases over; then
     the first wakes and must write nothing."""
     r = ctx.report
-    box = ctx.start("sleep", JOB_LEASE_SECONDS=str(lease))
+    # One user posts up to 2 x `notes` notes within a minute here: more than the default
+    # per-user write limit, which is not what this phase is about.
+    writes = {"RATE_LIMIT_USER_WRITES_PER_MINUTE": str(max(60, 4 * notes))}
+    box = ctx.start("sleep", JOB_LEASE_SECONDS=str(lease), **writes)
     cold = box.wait_healthy()
     r.figure(
         "cold start, migrated database",
@@ -34,7 +37,7 @@ def sleep_and_wake(ctx: Context, *, notes: int, lease: int = 5) -> None:
     ctx.retire(box)
     # Round 2 wants a moment with jobs processing and no transaction open; with one job at a
     # time (and long notes) such moments are common, with four they are rare at 0.1 vCPU.
-    box = ctx.start("sleep2", JOB_LEASE_SECONDS=str(lease), WORKER_CONCURRENCY="1")
+    box = ctx.start("sleep2", JOB_LEASE_SECONDS=str(lease), WORKER_CONCURRENCY="1", **writes)
     box.wait_healthy()
     wait_ready(box)
     two = _sleep_round(ctx, box, notes=notes, lease=lease, seed=3, takeover=True)
