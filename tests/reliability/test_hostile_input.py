@@ -6,8 +6,8 @@ quickly (or, for the last, not starve anyone else), never a 5xx or a hang.
 The server's own limits: uvicorn with httptools (what `notes-api serve` runs) sets no limit
 on header size, so the app refuses headers over 16 KiB (431) and URLs over 8 KiB (414);
 httptools itself refuses malformed framing with a plain-text 400; h11 refuses over 16 KiB
-with 400 on its own. Neither times out a request whose headers never end: that is for the
-proxy in front (see SECURITY.md)."""
+with 400 on its own. Neither times out a request whose headers never end; `notes-api serve`
+does (server.HeaderDeadline, tested in tests/security/test_bounded_work.py)."""
 
 from __future__ import annotations
 
