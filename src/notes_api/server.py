@@ -76,8 +76,14 @@ class ForwardedFor:
         self.any_peer = "*" in items
         self.networks = []
         for item in items:
-            if item != "*":
+            if item == "*":
+                continue
+            try:
                 self.networks.append(ipaddress.ip_network(item, strict=False))
+            except ValueError:
+                raise ValueError(
+                    f"FORWARDED_ALLOW_IPS: {item!r} is not an address, a network or *"
+                ) from None
 
     def trusts(self, host: str) -> bool:
         try:

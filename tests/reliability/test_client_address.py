@@ -15,6 +15,7 @@ from collections import Counter
 import httpx
 import pytest
 
+from notes_api.server import ForwardedFor
 from tests.conftest import PASSWORD
 from tests.reliability.harness import ApiProcess, Processes
 
@@ -78,3 +79,24 @@ async def test_sign_ups_are_limited_per_client_address(procs: Processes, databas
         assert 0 < int(refused.headers["retry-after"]) <= 3600
         # The refusals counted nothing, and another address has its own allowance.
         assert (await sign_up("192.0.2.80")).status_code == 201
+
+
+@pytest.mark.parametrize(
+    ("trusted", "peer", "forwarded", "client"),
+    [
+        ("*", "10.0.0.1", "203.0.113.9, 198.51.100.7", "198.51.100.7"),
+        ("127.0.0.1,10.0.0.0/8", "10.0.0.1", "203.0.113.9, 198.51.100.7, 10.1.1.1", PROXY),
+        ("127.0.0.1", "127.0.0.1", "10.0.0.2", "10.0.0.2"),
+        ("127.0.0.1", "127.0.0.1", "127.0.0.1", "127.0.0.1"),  # a chain of trusted proxies
+        ("127.0.0.1", "127.0.0.1", "not-an-address", "not-an-address"),
+    ],
+)
+def test_the_client_is_the_rightmost_entry_that_is_not_a_trusted_proxy(
+    trusted: str, peer: str, forwarded: str, client: str
+) -> None:
+    assert ForwardedFor(None, trusted).client(peer, forwarded) == client
+
+
+def test_a_trusted_proxy_that_is_not_an_address_is_refused_at_start() -> None:
+    with pytest.raises(ValueError, match="FORWARDED_ALLOW_IPS"):
+        ForwardedFor(None, "127.0.0.1,proxy.internal")

@@ -148,8 +148,8 @@ class RequestModel(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _few_unknown_fields(cls, data: Any) -> Any:
-        if isinstance(data, dict) and len(data) > len(cls.model_fields) + MAX_UNKNOWN_FIELDS:
-            known = {field.alias or name for name, field in cls.model_fields.items()}
+        if isinstance(data, dict) and len(data) > len(cls.__pydantic_fields__) + MAX_UNKNOWN_FIELDS:
+            known = {field.alias or name for name, field in cls.__pydantic_fields__.items()}
             unknown = [k for k in data if k not in known][:MAX_UNKNOWN_FIELDS]
             # The known ones and the first few unknown ones, which extra="forbid" refuses.
             return {k: data[k] for k in (*(k for k in data if k in known), *unknown)}
