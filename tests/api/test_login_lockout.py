@@ -11,12 +11,17 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 import httpx
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import select, update
 
-from notes_api.auth import devices
+from notes_api.auth import devices, throttle
+from notes_api.auth.models import LoginAttempt
+from notes_api.core.db import Database
+from notes_api.core.models import utcnow
 from tests.conftest import Account, serve, signup
 
 pytestmark = pytest.mark.timeout(120)
@@ -131,3 +136,21 @@ def test_device_cookies_are_bound_to_their_email_and_expire() -> None:
     assert devices.verify("t" * 32, "ada@example.com", cookie) is None
     old = devices.issue(secret, "ada@example.com", now=0)
     assert devices.verify(secret, "ada@example.com", old) is None
+
+
+async def test_purge_keeps_sign_up_counters_for_their_hour(db: Database) -> None:
+    """Sign-ups are counted per hour beside login attempts (5-minute windows): the worker's
+    house-keeping must not end a sign-up window early, which would reset the limit."""
+    async with db.session() as session:
+        await throttle.admit_signup(db, "203.0.113.1", 5)
+        await throttle.reserve(
+            session, throttle.Attempt("a@example.com", "203.0.113.1"), limit=5, window=60
+        )
+    for age, left in ((61, {"signup:203.0.113.1"}), (3601, set())):
+        async with db.session() as session:
+            started = utcnow() - timedelta(seconds=age)
+            await session.execute(update(LoginAttempt).values(window_started_at=started))
+        async with db.session() as session:
+            await throttle.purge(session, 60)
+        async with db.session() as session:
+            assert set((await session.scalars(select(LoginAttempt.key))).all()) == left
