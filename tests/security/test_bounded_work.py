@@ -287,3 +287,21 @@ async def test_metrics_are_closed_in_production_without_a_token(database_url: st
             assert response.status_code == expected, (settings.app_env, token, response.text)
             if expected == 401:
                 assert "http_requests_total" not in response.text
+
+
+async def test_text_nested_as_deep_as_json_allows_is_checked_without_a_500(
+    http: httpx.AsyncClient,
+) -> None:
+    for depth in (10, 500, 900, 5000):
+        body = '{"email": "deep@example.com", "password": ' + "[" * depth + "]" * depth + "}"
+        response = await http.post(
+            "/auth/signup", content=body, headers={"Content-Type": "application/json"}
+        )
+        assert 400 <= response.status_code < 500, (depth, response.status_code)
+    nested = "[" * 800 + '"a\\u0000b"' + "]" * 800
+    response = await http.post(
+        "/auth/signup",
+        content='{"email": "deep@example.com", "password": ' + nested + "}",
+        headers={"Content-Type": "application/json"},
+    )
+    assert response.status_code in (400, 422), response.status_code

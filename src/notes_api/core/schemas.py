@@ -125,16 +125,18 @@ MAX_UNKNOWN_FIELDS = 20
 
 
 def _check_stored(value: Any) -> None:
-    """Every string a request carries, however deeply nested, keys included."""
-    if isinstance(value, str):
-        _clean_text(value)
-    elif isinstance(value, list):
-        for item in value:
-            _check_stored(item)
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            _check_stored(key)
-            _check_stored(item)
+    """Every string a request carries, however deeply nested, keys included. A loop, not
+    recursion: JSON nested as deep as the parser allows must not exhaust the stack here."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            _clean_text(item)
+        elif isinstance(item, list):
+            pending.extend(item)
+        elif isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
 
 
 class RequestModel(BaseModel):
