@@ -120,6 +120,7 @@ def base_env(url: str, **extra: str) -> dict[str, str]:
         "RATE_LIMIT_USER_WRITES_PER_MINUTE": "0",
         "RATE_LIMIT_ORG_WRITES_PER_MINUTE": "0",
         "LOGIN_MAX_FAILURES": "1000000",
+        "SIGNUP_PER_CLIENT_PER_HOUR": "0",
         **extra,
     }
 

@@ -58,6 +58,8 @@ class Context:
             "JWT_SECRET": self.jwt_secret,
             "DATABASE_URL": self.database.pooled_url,
             "DATABASE_URL_DIRECT": self.database.direct_url,
+            # Every rehearsal user signs up from this one machine's address.
+            "SIGNUP_PER_CLIENT_PER_HOUR": "0",
             **extra,
         }
 

@@ -384,9 +384,11 @@ async def run(args: argparse.Namespace) -> int:
             "LOG_FORMAT": "json",
             "LOG_LEVEL": "WARNING",
             "APP_ENV": "development",
-            # The soak drives the engine, not the quotas: the write limits are off.
+            # The soak drives the engine, not the quotas: the write limits are off, and so is
+            # the sign-up limit (every simulated user signs up from one address).
             "RATE_LIMIT_USER_WRITES_PER_MINUTE": "0",
             "RATE_LIMIT_ORG_WRITES_PER_MINUTE": "0",
+            "SIGNUP_PER_CLIENT_PER_HOUR": "0",
         }
         services.append(start("server", ["serve"], env, logs))
         await wait_healthy(base_url, services[0])

@@ -196,6 +196,8 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
         # Tests write far faster than a person; tests/limits turns the limits on.
         "rate_limit_user_writes_per_minute": 0,
         "rate_limit_org_writes_per_minute": 0,
+        # Every test signs up from one address; the sign-up limit has tests of its own.
+        "signup_per_client_per_hour": 0,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

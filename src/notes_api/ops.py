@@ -63,8 +63,11 @@ async def readyz(request: Request) -> Ready:
 )
 async def metrics(request: Request) -> Response:
     """Prometheus metrics: HTTP traffic, jobs waiting and running, job durations and outcomes.
-    With METRICS_TOKEN set, send it as a bearer token."""
+    With METRICS_TOKEN set, send it as a bearer token; in production, without it, this
+    answers 401 to everyone (per-route counts tell a stranger how the login is answering)."""
     settings: Settings = request.app.state.settings
+    if settings.metrics_token is None and settings.app_env == "production":
+        raise Unauthorized("Metrics are off: set METRICS_TOKEN to read them in production")
     if settings.metrics_token is not None:
         sent = request.headers.get("authorization", "")
         expected = "Bearer " + settings.metrics_token.get_secret_value()

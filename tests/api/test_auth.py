@@ -622,5 +622,12 @@ async def test_clearing_one_accounts_counters_leaves_every_other_ones(db: Databa
     async with db.session(write=True) as session:
         await throttle.clear(session, mine)
     async with db.session() as session:
-        left = set((await session.scalars(select(LoginAttempt.key))).all())
-    assert left == {others[0].keys[0], others[0].keys[1], others[1].keys[0]}
+        left = dict((await session.execute(select(LoginAttempt.key, LoginAttempt.failures))).all())
+    # My client's counter is gone; the account-wide one takes back my attempt alone, and
+    # keeps the other client's failure (a correct login must not reset strangers' count).
+    assert left == {
+        others[0].keys[0]: 1,
+        others[0].keys[1]: 1,
+        others[1].keys[0]: 1,
+        mine.keys[1]: 1,
+    }

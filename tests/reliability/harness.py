@@ -46,6 +46,7 @@ PROCESS_ENV = {
     # Load from one account, far past a person's pace: the write limits have tests of their own.
     "RATE_LIMIT_USER_WRITES_PER_MINUTE": "0",
     "RATE_LIMIT_ORG_WRITES_PER_MINUTE": "0",
+    "SIGNUP_PER_CLIENT_PER_HOUR": "0",
 }
 _STRIPPED = ("DATABASE_URL", "JWT_", "BOOTSTRAP_", "OPENAI_", "CORS_", "DB_POOL", "PORT", "HOST")
 

@@ -9,7 +9,7 @@ from sqlalchemy import Table, bindparam, delete, exists, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from notes_api.auth import callers, throttle
+from notes_api.auth import callers, devices, throttle
 from notes_api.auth.callers import CallerRecord
 from notes_api.auth.models import RefreshToken
 from notes_api.auth.passwords import Passwords
@@ -134,14 +134,24 @@ async def signup(
 
 
 async def login(
-    db: Database, ctx: AuthContext, email: str, password: str, *, client: str
+    db: Database,
+    ctx: AuthContext,
+    email: str,
+    password: str,
+    *,
+    client: str,
+    device_cookie: str | None = None,
 ) -> TokenPair:
     """Three steps, so no connection or lock is held while the password is checked (a hash
     costs ~27 ms of CPU; on SQLite a writer's lock held across it would let one login in at a
-    time): count the attempt and read the user, check the password, then issue tokens."""
+    time): count the attempt and read the user, check the password, then issue tokens.
+    A device cookie issued for this email puts the attempt on that device's own counter
+    (auth/throttle.py)."""
     if not is_storable_text(email):  # no account has such an email; the database would refuse it
         raise InvalidCredentials()
-    attempt = throttle.Attempt(email, client)
+    secret = ctx.settings.jwt_secret.get_secret_value()
+    device = devices.verify(secret, email, device_cookie)
+    attempt = throttle.Attempt(email, client, device)
     limit, window = ctx.settings.login_max_failures, ctx.settings.login_lockout_seconds
     async with db.session() as session:
         blocked = await throttle.reserve(session, attempt, limit=limit, window=window)

@@ -70,6 +70,8 @@ class Settings(BaseSettings):
     login_max_failures: int = Field(default=5, ge=1)
     login_lockout_seconds: int = Field(default=300, ge=1)
     signup_open: bool = True
+    # Sign-ups one client address may make per hour (0: no limit).
+    signup_per_client_per_hour: int = Field(default=20, ge=0)
     bootstrap_admin_email: str | None = None
     bootstrap_admin_password: SecretStr | None = None
 

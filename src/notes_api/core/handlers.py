@@ -18,6 +18,10 @@ from notes_api.core.errors import PROBLEM_JSON, AppError
 
 log = structlog.get_logger("notes_api.errors")
 
+# A 422 lists at most this many errors: enough to fix a request, and a small answer however
+# broken the request (request bodies also stop at MAX_UNKNOWN_FIELDS unknown keys).
+MAX_LISTED_ERRORS = 20
+
 
 def problem(
     status: int,
@@ -87,8 +91,14 @@ async def validation_error(request: Request, exc: Exception) -> JSONResponse:
             f"(this request said {sent!r})",
             title="Unsupported media type",
         )
-    items = [{"loc": _loc(e.get("loc", ())), "msg": str(e.get("msg", "invalid"))} for e in errors]
-    return problem(422, "The request is not valid; see errors", title="Invalid input", errors=items)
+    items = [
+        {"loc": _loc(e.get("loc", ())), "msg": str(e.get("msg", "invalid"))}
+        for e in errors[:MAX_LISTED_ERRORS]
+    ]
+    detail = "The request is not valid; see errors"
+    if len(errors) > MAX_LISTED_ERRORS:
+        detail += f" (the first {MAX_LISTED_ERRORS} of {len(errors)})"
+    return problem(422, detail, title="Invalid input", errors=items)
 
 
 async def database_unavailable(_: Request, exc: Exception) -> JSONResponse:
