@@ -1,19 +1,13 @@
 import assert from "node:assert/strict";
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 import { createNotesClient, unwrap, type Note, type Tokens } from "notes-api-client";
-import { NOTE_TEXT, signedInAdmin, startService, uniqueEmail, type Service } from "./service.js";
+import { NOTE_TEXT, signedInAdmin, uniqueEmail, useService } from "./service.js";
 
-let service: Service;
-before(async () => {
-  service = await startService();
-});
-after(async () => {
-  await service?.stop();
-});
+const url = useService();
 
 test("sign up stores the tokens and reports them to onTokens", async () => {
   const saved: (Tokens | null)[] = [];
-  const client = createNotesClient({ baseUrl: service.url, onTokens: (t) => void saved.push(t) });
+  const client = createNotesClient({ baseUrl: url(), onTokens: (t) => void saved.push(t) });
   const email = uniqueEmail("signup");
   const created = await client.signUp({ email, password: "correct horse battery" });
   assert.equal(created.user.email, email);
@@ -34,7 +28,7 @@ test("sign up stores the tokens and reports them to onTokens", async () => {
 });
 
 test("create answers queued at once; waitForSummary returns it done with its summary", async () => {
-  const { agent } = await signedInAdmin(service.url);
+  const { agent } = await signedInAdmin(url());
   const client = await agent("create");
   const { data, response } = await client.api.POST("/notes", {
     body: { raw_text: NOTE_TEXT, title: "Acme call" },
@@ -54,7 +48,7 @@ test("create answers queued at once; waitForSummary returns it done with its sum
 });
 
 test("listing follows next_cursor page by page, newest first, each note once", async () => {
-  const { agent } = await signedInAdmin(service.url);
+  const { agent } = await signedInAdmin(url());
   const client = await agent("list");
   const created: Note[] = [];
   for (let i = 0; i < 5; i++) {

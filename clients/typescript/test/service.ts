@@ -6,6 +6,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
+import { after, before } from "node:test";
 import { fileURLToPath } from "node:url";
 
 // build/test/service.js -> the package -> the repository
@@ -106,15 +107,13 @@ export function uniqueEmail(label: string): string {
   return `${label}-${randomUUID().slice(0, 8)}@client-tests.example.com`;
 }
 
-/** The same access token, but expired: what a client holds after a quarter hour idle. */
-export function expired(accessToken: string): string {
+/** The same access token, expiring `seconds` from now (negative: already expired), signed
+ * with the test service's secret: what a client holds after a quarter of an hour. */
+export function expiringIn(accessToken: string, seconds: number): string {
   const [header, payload] = accessToken.split(".");
-  const claims = JSON.parse(Buffer.from(payload ?? "", "base64url").toString()) as {
-    exp: number;
-    iat: number;
-  };
+  const claims = JSON.parse(Buffer.from(payload ?? "", "base64url").toString()) as object;
   const now = Math.floor(Date.now() / 1000);
-  const body = Buffer.from(JSON.stringify({ ...claims, iat: now - 1000, exp: now - 100 }));
+  const body = Buffer.from(JSON.stringify({ ...claims, iat: now - 1000, exp: now + seconds }));
   const signed = `${header}.${body.toString("base64url")}`;
   const signature = createHmac("sha256", JWT_SECRET).update(signed).digest("base64url");
   return `${signed}.${signature}`;
@@ -141,4 +140,26 @@ export async function signedInAdmin(url: string) {
     return client;
   }
   return { admin, agent };
+}
+
+/**
+ * The service a test file talks to: the one `test/run.ts` started for every file
+ * (NOTES_API_URL), or, when a file runs alone, one of its own. Call at the top of a file.
+ */
+export function useService(): () => string {
+  let url = process.env.NOTES_API_URL;
+  let own: Service | undefined;
+  before(async () => {
+    if (url === undefined) {
+      own = await startService();
+      url = own.url;
+    }
+  });
+  after(async () => {
+    await own?.stop();
+  });
+  return () => {
+    if (url === undefined) throw new Error("the service is not started yet");
+    return url;
+  };
 }
