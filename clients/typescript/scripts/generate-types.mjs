@@ -30,15 +30,19 @@ export async function generate() {
   }
 }
 
-function firstDifference(a, b) {
-  const left = a.split("\n");
-  const right = b.split("\n");
-  for (let i = 0; i < Math.max(left.length, right.length); i++) {
-    if (left[i] !== right[i]) {
-      return `line ${i + 1}:\n  checked in: ${left[i] ?? "(end of file)"}\n  generated:  ${right[i] ?? "(end of file)"}`;
-    }
-  }
-  return "";
+/** The changed lines, between the lines both versions start and end with. */
+function difference(current, fresh) {
+  const a = current.split("\n");
+  const b = fresh.split("\n");
+  let start = 0;
+  while (start < a.length && start < b.length && a[start] === b[start]) start++;
+  let end = 0;
+  while (end < a.length - start && end < b.length - start && a.at(-1 - end) === b.at(-1 - end)) end++;
+  const removed = a.slice(start, a.length - end).map((line) => `- ${line}`);
+  const added = b.slice(start, b.length - end).map((line) => `+ ${line}`);
+  const lines = [...removed, ...added];
+  const shown = lines.slice(0, 40).join("\n");
+  return `@@ line ${start + 1} @@\n${shown}${lines.length > 40 ? `\n... (${lines.length - 40} more)` : ""}`;
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
@@ -53,7 +57,7 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
     if (current !== fresh) {
       console.error(
         `${target} is stale: the service's OpenAPI document has changed. ` +
-          `Run \`make client-types\` and review the diff.\nFirst difference at ${firstDifference(current, fresh)}`,
+          `Run \`make client-types\` and review the diff.\n${difference(current, fresh)}`,
       );
       process.exit(1);
     }
