@@ -63,8 +63,7 @@ test("a stream of every note sees queued, processing, done in order", TIMEOUT, a
     seen.map((e) => e.data.id === note.id && "status" in e.data && e.data.status),
     ["queued", "processing", "done"],
   );
-  const ids = seen.map((e) => Number(e.id));
-  assert.deepEqual([...ids].sort((a, b) => a - b), ids, "ids increase");
+  assert.equal(new Set(seen.map((e) => e.id)).size, 3, "each its own id");
   assert.equal(stream.lastEventId, seen.at(-1)?.id);
 });
 

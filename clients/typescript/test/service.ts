@@ -60,6 +60,9 @@ export async function startService(env: Record<string, string> = {}): Promise<Se
       DATABASE_URL: `sqlite:///${join(dir, "notes.db")}`,
       WORKER_EMBEDDED: "true",
       WEBHOOK_ALLOW_PRIVATE: "true",
+      // The test client stands for a proxy: errors.test.ts gives its failed logins their own
+      // address with X-Forwarded-For, so they lock out no one else's.
+      FORWARDED_ALLOW_IPS: "127.0.0.1",
       JWT_SECRET,
       BOOTSTRAP_ADMIN_EMAIL: ADMIN.email,
       BOOTSTRAP_ADMIN_PASSWORD: ADMIN.password,
