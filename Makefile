@@ -137,5 +137,8 @@ $(CLIENT_MODULES): $(CLIENT_DIR)/package-lock.json $(CLIENT_DIR)/package.json
 client-types: $(RUN_STAMP) $(CLIENT_MODULES) ## regenerate clients/typescript/src/generated/openapi.ts
 	cd $(CLIENT_DIR) && node scripts/generate-types.mjs
 
+# The build emits without checking (--noCheck) because typecheck then checks the package, the
+# tests and the example in one pass: each tsc pass costs several seconds of CPU.
 test-clients: $(RUN_STAMP) $(CLIENT_MODULES) ## build, type-check and test the TypeScript client
-	cd $(CLIENT_DIR) && npm run --silent build && npm run --silent typecheck && npm test
+	cd $(CLIENT_DIR) && npx tsc -p tsconfig.build.json --noCheck && npm run --silent typecheck \
+	  && npm test

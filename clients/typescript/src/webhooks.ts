@@ -11,7 +11,8 @@ type HeaderBag = Headers | Record<string, string | string[] | undefined>;
 
 function header(headers: HeaderBag, name: string): string {
   if (headers instanceof Headers) return headers.get(name) ?? "";
-  const value = headers[name] ?? headers[name.toLowerCase()];
+  const key = Object.keys(headers).find((k) => k.toLowerCase() === name);
+  const value = key === undefined ? undefined : headers[key];
   return Array.isArray(value) ? value.join(" ") : (value ?? "");
 }
 

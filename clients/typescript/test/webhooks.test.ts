@@ -70,6 +70,10 @@ test("a delivery to a local receiver verifies, and a forged or re-signed one doe
     const headers = new Headers();
     for (const [k, v] of Object.entries(delivery.headers)) if (typeof v === "string") headers.set(k, v);
     assert.equal(verifyWebhook(endpoint.secret, delivery.body.toString(), headers).type, "note.done");
+    const capitalized = Object.fromEntries(
+      ["Webhook-Id", "Webhook-Timestamp", "Webhook-Signature"].map((k) => [k, headers.get(k) ?? ""]),
+    );
+    assert.equal(verifyWebhook(endpoint.secret, delivery.body, capitalized).data.id, note.id);
 
     const tampered = delivery.body.toString().replace('"done"', '"failed"');
     assert.throws(() => verifyWebhook(endpoint.secret, tampered, delivery.headers), WebhookVerificationError);
