@@ -102,6 +102,7 @@ class Settings(BaseSettings):
     event_poll_interval: float = Field(default=5.0, gt=0)
     event_streams_per_user: int = Field(default=5, ge=1)
     event_streams_per_process: int = Field(default=1000, ge=1)
+    event_streams_per_organization: int = Field(default=200, ge=1)
 
     webhook_allow_private: bool = False
     webhook_max_endpoints: int = Field(default=10, ge=1, le=100)
@@ -146,6 +147,17 @@ class Settings(BaseSettings):
             raise ValueError("BOOTSTRAP_ADMIN_PASSWORD must be 8 to 128 characters")
         if self.summarizer == "openai" and not self.openai_base_url:
             raise ValueError("OPENAI_BASE_URL is required with SUMMARIZER=openai")
+        return self
+
+    @model_validator(mode="after")
+    def _check_streams(self) -> Settings:
+        # Anyone can sign up into the default organization: if one organization could hold
+        # every stream of a process, strangers could shut everyone else out.
+        if self.event_streams_per_organization >= self.event_streams_per_process > 1:
+            raise ValueError(
+                "EVENT_STREAMS_PER_ORGANIZATION must be below EVENT_STREAMS_PER_PROCESS, "
+                "so that one organization cannot take every stream"
+            )
         return self
 
     @property
