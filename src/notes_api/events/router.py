@@ -113,10 +113,12 @@ class _MethodNotAllowed(AppError):
 # Without this, `PATCH /notes/events` would be taken for `PATCH /notes/{note_id}` and answer
 # 422 about a note id. (Kept out of the document: it is not an operation.)
 @router.api_route(
-    "/events", methods=["POST", "PUT", "PATCH", "DELETE", "OPTIONS"], include_in_schema=False
+    "/events",
+    methods=["HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+    include_in_schema=False,
 )
 async def events_other_methods() -> None:
-    raise _MethodNotAllowed("Only GET opens the event stream", headers={"Allow": "GET, HEAD"})
+    raise _MethodNotAllowed("Only GET opens the event stream", headers={"Allow": "GET"})
 
 
 @router.get("/{note_id}/events", responses=_STREAM, response_class=EventSourceResponse)
