@@ -14,6 +14,8 @@ import pytest
 from fastapi import FastAPI
 
 from notes_api.core.config import Settings
+from notes_api.core.db import Database
+from notes_api.events.feed import Feed
 from notes_api.events.models import EventType
 from notes_api.events.schemas import NoteState
 from tests.conftest import add_user, create_note, make_settings, running_app, serve, signup
@@ -227,3 +229,15 @@ async def test_static_paths_answer_405_with_allow_for_undeclared_methods(
             if answer.status_code != 405 or set((allow or "").split(", ")) != declared:
                 wrong.append((method, path, answer.status_code, allow))
     assert wrong == []
+
+
+def test_by_default_an_organization_may_hold_a_fifth_of_the_process(database_url: str) -> None:
+    settings = make_settings(database_url)
+    assert settings.event_streams_per_organization is None
+    feed = Feed(
+        Database(settings),
+        per_user=settings.event_streams_per_user,
+        per_process=settings.event_streams_per_process,
+        per_organization=settings.event_streams_per_organization,
+    )
+    assert (feed.per_organization, feed.per_process) == (200, 1000)

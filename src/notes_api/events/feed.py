@@ -87,8 +87,9 @@ class Feed:
         self.per_user = per_user
         self.per_process = per_process
         # One organization (the default one, where anyone can sign up, above all) may hold
-        # only part of the process's streams: the rest stays for the others.
-        self.per_organization = min(per_organization or per_process, per_process)
+        # only part of the process's streams (by default a fifth): the rest stays for the
+        # others.
+        self.per_organization = min(per_organization or max(1, per_process // 5), per_process)
         self.poll_interval = poll_interval
         self.gap_timeout = gap_timeout
         self.closed = False
