@@ -10,6 +10,7 @@ import json
 from collections.abc import AsyncIterator
 
 import httpx
+import jsonschema_rs  # schemathesis's own validator, installed with it
 import pytest
 from fastapi import FastAPI
 
@@ -241,3 +242,28 @@ def test_by_default_an_organization_may_hold_a_fifth_of_the_process(database_url
         per_organization=settings.event_streams_per_organization,
     )
     assert (feed.per_organization, feed.per_process) == (200, 1000)
+
+
+async def test_what_a_stream_sends_matches_the_documented_item_schema(
+    served: tuple[FastAPI, str, httpx.AsyncClient],
+) -> None:
+    _, base_url, client = served
+    document = (await client.get("/openapi.json")).json()
+    item = document["paths"]["/notes/{note_id}/events"]["get"]["responses"]["200"]["content"][
+        "text/event-stream"
+    ]["itemSchema"]
+    data_schema = jsonschema_rs.Draft202012Validator(item["properties"]["data"]["contentSchema"])
+    item_schema = jsonschema_rs.Draft202012Validator(item)
+    agent = await signup(client)
+    note = await create_note(client, agent, "Checked against the document. Two sentences.")
+    await _done(client, agent.headers, note["id"])
+    path = f"/notes/{note['id']}/events"
+    async with open_stream(base_url, path, agent.access_token) as reader:
+        sent = [await reader.next()]  # the state
+        await client.patch(path[:-7], headers=agent.headers, json={"title": "T"})
+        await client.delete(path[:-7], headers=agent.headers)
+        sent += [await reader.next(), await reader.next()]
+    assert [e.event for e in sent] == ["note.done", "note.updated", "note.deleted"]
+    for event in sent:
+        item_schema.validate({"id": event.id, "event": event.event, "data": event.data})
+        data_schema.validate(event.json)
