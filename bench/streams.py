@@ -58,7 +58,10 @@ async def measure(streams: int, log_dir: Path | None = None) -> dict[str, float]
         url,
         WORKER_EMBEDDED="false",
         EVENT_STREAMS_PER_USER=str(streams),
-        EVENT_STREAMS_PER_PROCESS=str(streams),
+        # One user of one organization opens them all: that organization's share must
+        # allow it, and a share must stay below the process's limit.
+        EVENT_STREAMS_PER_ORGANIZATION=str(streams),
+        EVENT_STREAMS_PER_PROCESS=str(streams + 1),
         DB_POOL_SIZE=str(POOL),
     )
     server, base = await jobs.start_server(env, log_dir)

@@ -78,6 +78,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         db,
         per_user=settings.event_streams_per_user,
         per_process=settings.event_streams_per_process,
+        per_organization=settings.event_streams_per_organization,
         poll_interval=settings.event_poll_interval,
     )
     app.state.event_feed = feed

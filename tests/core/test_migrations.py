@@ -28,6 +28,7 @@ TABLES = {
     "jobs",
     "login_attempts",
     "note_usage",
+    "note_event_counters",
     "note_events",
     "notes",
     "organization_usage",

@@ -1,5 +1,7 @@
 """The feed's horizon on Postgres: an event whose transaction commits after a later event's
-is still delivered, and in id order; a rolled-back id is given up after the gap timeout."""
+is still delivered, and in id order; a rolled-back id is given up after the gap timeout.
+(Row ids count every organization's events: the two transactions below are of two
+organizations, since one organization's events take turns, see test_event_ids.py.)"""
 
 from __future__ import annotations
 
@@ -31,18 +33,21 @@ def database_url(pg_url: str) -> str:
     with psycopg.connect(pg_url, autocommit=True) as conn:
         conn.execute(
             "INSERT INTO organizations (id, name, created_at, updated_at) "
-            "VALUES (%s, 'Default', now(), now())",
-            (DEFAULT_ORGANIZATION_ID,),
+            "VALUES (%s, 'Default', now(), now()), (%s, 'Other', now(), now())",
+            (DEFAULT_ORGANIZATION_ID, OTHER),
         )
     return pg_url
 
 
-def _note(owner: uuid.UUID) -> Any:
+OTHER = uuid.UUID("00000000-0000-0000-0000-0000000000ff")
+
+
+def _note(owner: uuid.UUID, organization_id: uuid.UUID) -> Any:
     """A note's row as the outbox reads it (the note itself need not exist)."""
     now = utcnow()
     return SimpleNamespace(
         id=uuid.uuid4(),
-        organization_id=DEFAULT_ORGANIZATION_ID,
+        organization_id=organization_id,
         title=None,
         summary=None,
         status=NoteStatus.QUEUED,
@@ -55,8 +60,10 @@ def _note(owner: uuid.UUID) -> Any:
     )
 
 
-async def _record(session: Any, owner: uuid.UUID) -> int:
-    return await outbox.record(session, EventType.QUEUED, _note(owner))
+async def _record(
+    session: Any, owner: uuid.UUID, organization_id: uuid.UUID = DEFAULT_ORGANIZATION_ID
+) -> int:
+    return await outbox.record(session, EventType.QUEUED, _note(owner, organization_id))
 
 
 async def _started(db: Database, owner: uuid.UUID, gap_timeout: float) -> tuple[Feed, Any]:
@@ -78,7 +85,7 @@ async def test_a_late_committer_is_waited_for_and_delivered_in_order(db: Databas
     start = await feed.horizon()
     try:
         async with db.session() as slow, db.session() as fast:
-            first = await _record(slow, owner)
+            first = await _record(slow, owner, OTHER)
             second = await _record(fast, owner)
             await fast.commit()
             feed.poke()
@@ -100,7 +107,7 @@ async def test_a_rolled_back_id_is_passed_after_the_gap_timeout(db: Database) ->
     feed, _ = await _started(db, owner, gap_timeout=1.0)
     try:
         async with db.session() as lost, db.session() as kept:
-            await _record(lost, owner)
+            await _record(lost, owner, OTHER)
             kept_id = await _record(kept, owner)
             await kept.commit()
             await lost.rollback()

@@ -13,9 +13,11 @@ from datetime import datetime
 import httpx
 import pytest
 from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from notes_api.auth.tokens import create_access_token
 from notes_api.core.config import Settings
+from notes_api.events import service
 from tests.conftest import add_user, create_note, make_settings, running_app, serve, signup
 from tests.events.sse import Reader, open_stream
 
@@ -86,17 +88,16 @@ async def test_an_event_committed_after_connected_is_delivered_even_by_a_slow_se
 ) -> None:
     # A busy server takes its time to find where a new stream starts. The note below is
     # created as soon as "connected" arrives; its queued event must still come.
-    app, base_url, client = served
-    feed = app.state.event_feed
-    horizon, slowed = feed.horizon, []
+    _, base_url, client = served
+    position, slowed = service.position, []
 
-    async def slow_horizon() -> int:
+    async def slow_position(session: AsyncSession, organization_id: uuid.UUID) -> int:
         if not slowed:
             slowed.append(True)
             await asyncio.sleep(0.5)
-        return int(await horizon())
+        return await position(session, organization_id)
 
-    monkeypatch.setattr(feed, "horizon", slow_horizon)
+    monkeypatch.setattr(service, "position", slow_position)
     agent = await signup(client)
     async with open_stream(base_url, "/notes/events", agent.access_token) as reader:
         await reader.next(comments=True)

@@ -68,6 +68,12 @@ MATRIX: dict[tuple[str, str], dict[str, int]] = {
     ("DELETE", "/notes/{note_id}"): row(401, 204, 404, 204, 404),
     ("POST", "/notes/{note_id}/retry"): row(401, 409, 404, 409, 404),
     ("GET", "/notes/events"): row(401, 200, 200, 200, 200),
+    # The stream path's other methods: 405 with `Allow: GET` for anyone, before any sign-in
+    # (without these, PATCH /notes/events was taken for PATCH /notes/{note_id}).
+    **{
+        (method, "/notes/events"): dict.fromkeys(ACTORS, 405)
+        for method in ("HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+    },
     ("GET", "/notes/{note_id}/events"): row(401, 200, 404, 200, 404),
     # Webhook routes act on an endpoint of X. No delivery exists in this world: the admin's
     # 404 on resend means it reached X's endpoint and found no such attempt.
@@ -171,7 +177,7 @@ async def request_for(
         url = path.replace("{webhook_id}", made.json()["id"])
         url = url.replace("{delivery_id}", str(uuid.uuid4()))
         json = {"description": "changed"} if method == "PATCH" else None
-    if path.endswith("/events"):
+    if path.endswith("/events") and method == "GET":  # a stream: only its status
         assert app is not None
         return await stream_status(app, url, headers)
     return await client.request(method, url, headers=headers, json=json, data=data)

@@ -4,6 +4,7 @@ number per organization; URLs that could reach the server's own network refused.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import uuid
 from collections.abc import AsyncIterator
 
@@ -20,6 +21,7 @@ from tests.conftest import (
     create_note,
     make_settings,
     running_app,
+    serve,
     signup,
 )
 from tests.webhooks.conftest import FAST_RETRIES, deliveries, eventually, register
@@ -120,7 +122,11 @@ async def test_an_organization_has_a_bounded_number_of_endpoints(database_url: s
 async def strict(database_url: str) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
     """The production rule: https only, and only public addresses."""
     settings = make_settings(database_url, **{**FAST_RETRIES, "webhook_allow_private": False})
-    async with running_app(settings) as app, client_for(app) as api:
+    async with (
+        running_app(settings) as app,
+        serve(app) as base_url,
+        httpx.AsyncClient(base_url=base_url) as api,
+    ):
         yield app, api
 
 
@@ -150,6 +156,67 @@ async def test_urls_that_could_reach_private_networks_are_refused(
     assert answer.status_code == 422, answer.text
 
 
+# Each IPv6 form that carries an IPv4 address, around a private one (the cloud metadata
+# service, 169.254.169.254) and around a public one (8.8.8.8): judged by the IPv4 inside.
+EMBEDDED = {
+    "NAT64 64:ff9b::/96": ("64:ff9b::a9fe:a9fe", "64:ff9b::808:808"),
+    "6to4 2002::/16": ("2002:a9fe:a9fe::1", "2002:808:808::1"),
+    # Teredo: server 65.54.227.120, client (stored inverted) 169.254.169.254 or 8.8.8.8.
+    "Teredo 2001::/32": ("2001:0:4136:e378:8000:63bf:5601:5601", "2001:0:4136:e378::f7f7:f7f7"),
+    "IPv4-compatible ::a.b.c.d": ("::169.254.169.254", "::8.8.8.8"),
+    "IPv4-mapped ::ffff:a.b.c.d": ("::ffff:169.254.169.254", "::ffff:8.8.8.8"),
+    "IPv4-translated ::ffff:0:a.b.c.d": ("::ffff:0:169.254.169.254", "::ffff:0:8.8.8.8"),
+}
+
+
+@pytest.mark.parametrize("form", sorted(EMBEDDED))
+async def test_ipv6_forms_embedding_a_private_ipv4_are_refused(
+    strict: tuple[FastAPI, httpx.AsyncClient], form: str
+) -> None:
+    private, public = EMBEDDED[form]
+    _, api = strict
+    admin = await signup(api, organization="Acme")
+    refused = await api.post(
+        "/webhooks",
+        headers=admin.headers,
+        json={"url": f"https://[{private}]/latest/meta-data/", "events": ["note.done"]},
+    )
+    assert refused.status_code == 422, refused.text
+    with pytest.raises(TargetRefused):
+        await resolve(f"https://[{private}]/latest/meta-data/", allow_private=False)
+    accepted = await api.post(
+        "/webhooks",
+        headers=admin.headers,
+        json={"url": f"https://[{public}]/hooks", "events": ["note.done"]},
+    )
+    assert accepted.status_code == 201, accepted.text
+    target = await resolve(f"https://[{public}]/hooks", allow_private=False)
+    assert ipaddress.ip_address(target.url.host) == ipaddress.ip_address(public)
+
+
+async def test_nat64_local_use_prefix_is_refused_whatever_it_embeds() -> None:
+    # RFC 8215's 64:ff9b:1::/48: where the IPv4 sits depends on each network's prefix length.
+    for url in ("https://[64:ff9b:1::a9fe:a9fe]/", "https://[64:ff9b:1::808:808]/"):
+        with pytest.raises(TargetRefused):
+            await resolve(url, allow_private=False)
+
+
+@pytest.mark.parametrize(
+    "url", ["http://crm.example.com/hooks", "https://10.1.2.3/hooks", "https://[::1]/hooks"]
+)
+async def test_a_refusal_that_local_development_may_lift_names_the_setting(
+    strict: tuple[FastAPI, httpx.AsyncClient], url: str
+) -> None:
+    _, api = strict
+    admin = await signup(api, organization="Acme")
+    answer = await api.post(
+        "/webhooks", headers=admin.headers, json={"url": url, "events": ["note.done"]}
+    )
+    assert answer.status_code == 422, answer.text
+    assert "WEBHOOK_ALLOW_PRIVATE=true" in answer.json()["detail"]
+    assert "WEBHOOK_ALLOW_PRIVATE=true" in answer.json()["errors"][0]["msg"]
+
+
 async def test_a_host_name_resolving_to_loopback_is_refused_at_delivery(
     strict: tuple[FastAPI, httpx.AsyncClient], receiver: Receiver
 ) -> None:
@@ -169,7 +236,13 @@ async def test_a_host_name_resolving_to_loopback_is_refused_at_delivery(
     await eventually(refused)
     await asyncio.sleep(0.5)
     assert receiver.received == []
-    assert len(await deliveries(api, admin, endpoint["id"])) == 1  # not retried
+    log = await deliveries(api, admin, endpoint["id"])
+    assert len(log) == 1  # not retried
+    # The log says why, not where the name led: it would map the server's own network.
+    assert log[0]["error"] == (
+        "refused: localhost resolves to a non-public address"
+        " (WEBHOOK_ALLOW_PRIVATE=true allows it for local development)"
+    )
 
 
 async def test_resolve_checks_every_address_and_pins_the_checked_one() -> None:

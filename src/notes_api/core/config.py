@@ -106,6 +106,8 @@ class Settings(BaseSettings):
     event_poll_interval: float = Field(default=5.0, gt=0)
     event_streams_per_user: int = Field(default=5, ge=1)
     event_streams_per_process: int = Field(default=1000, ge=1)
+    # None: a fifth of the process's (EVENT_STREAMS_PER_PROCESS // 5, at least 1).
+    event_streams_per_organization: int | None = Field(default=None, ge=1)
 
     webhook_allow_private: bool = False
     webhook_max_endpoints: int = Field(default=10, ge=1, le=100)
@@ -129,6 +131,7 @@ class Settings(BaseSettings):
         "bootstrap_admin_password",
         "database_url_direct",
         "metrics_token",
+        "event_streams_per_organization",
         mode="before",
     )
     @classmethod
@@ -150,6 +153,18 @@ class Settings(BaseSettings):
             raise ValueError("BOOTSTRAP_ADMIN_PASSWORD must be 8 to 128 characters")
         if self.summarizer == "openai" and not self.openai_base_url:
             raise ValueError("OPENAI_BASE_URL is required with SUMMARIZER=openai")
+        return self
+
+    @model_validator(mode="after")
+    def _check_streams(self) -> Settings:
+        # Anyone can sign up into the default organization: if one organization could hold
+        # every stream of a process, strangers could shut everyone else out.
+        share = self.event_streams_per_organization
+        if share is not None and share >= self.event_streams_per_process > 1:
+            raise ValueError(
+                "EVENT_STREAMS_PER_ORGANIZATION must be below EVENT_STREAMS_PER_PROCESS, "
+                "so that one organization cannot take every stream"
+            )
         return self
 
     @property

@@ -59,6 +59,9 @@ class Subscription:
         self.caller = caller
         self.note_id = note_id
         self.wake = asyncio.Event()
+        # Counted against this organization until it ends (a caller moved to another one
+        # ends its streams at their next wake).
+        self.organization_id = caller.organization_id
 
     @property
     def key(self) -> tuple[str, uuid.UUID]:
@@ -76,12 +79,17 @@ class Feed:
         *,
         per_user: int,
         per_process: int,
+        per_organization: int | None = None,
         poll_interval: float = 5.0,
         gap_timeout: float = 5.0,
     ) -> None:
         self.db = db
         self.per_user = per_user
         self.per_process = per_process
+        # One organization (the default one, where anyone can sign up, above all) may hold
+        # only part of the process's streams (by default a fifth): the rest stays for the
+        # others.
+        self.per_organization = min(per_organization or max(1, per_process // 5), per_process)
         self.poll_interval = poll_interval
         self.gap_timeout = gap_timeout
         self.closed = False
@@ -90,6 +98,7 @@ class Feed:
         self._subs: defaultdict[tuple[str, uuid.UUID], set[Subscription]] = defaultdict(set)
         self._count = 0
         self._per_user: Counter[uuid.UUID] = Counter()
+        self._per_organization: Counter[uuid.UUID] = Counter()
         self._dirty = asyncio.Event()
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
@@ -122,16 +131,26 @@ class Feed:
     # -- streams --------------------------------------------------------------------------
 
     def subscribe(self, caller: Caller, note_id: uuid.UUID | None) -> Subscription:
-        if self._count >= self.per_process:
-            raise TooManyRequests("Too many open event streams on this server", retry_after=5)
+        """A place for one more stream of the caller's, within three limits: the user's, its
+        organization's (a share of the process's, so no one organization fills it), and
+        the process's."""
         if self._per_user[caller.id] >= self.per_user:
             raise TooManyRequests(
                 f"At most {self.per_user} open event streams per user", retry_after=5
             )
+        if self._per_organization[caller.organization_id] >= self.per_organization:
+            raise TooManyRequests(
+                f"At most {self.per_organization} open event streams per organization on "
+                "this server",
+                retry_after=5,
+            )
+        if self._count >= self.per_process:
+            raise TooManyRequests("Too many open event streams on this server", retry_after=5)
         sub = Subscription(caller, note_id)
         self._subs[sub.key].add(sub)
         self._count += 1
         self._per_user[caller.id] += 1
+        self._per_organization[sub.organization_id] += 1
         return sub
 
     def unsubscribe(self, sub: Subscription) -> None:
@@ -142,9 +161,13 @@ class Feed:
         if not subs:
             del self._subs[sub.key]
         self._count -= 1
-        self._per_user[sub.caller.id] -= 1
-        if self._per_user[sub.caller.id] <= 0:
-            del self._per_user[sub.caller.id]
+        for counts, key in (
+            (self._per_user, sub.caller.id),
+            (self._per_organization, sub.organization_id),
+        ):
+            counts[key] -= 1
+            if counts[key] <= 0:
+                del counts[key]
 
     def recaller(self, sub: Subscription, caller: Caller) -> None:
         """The caller's role changed: file the stream under its new scope."""

@@ -10,9 +10,11 @@ from sse_starlette import EventSourceResponse
 
 from notes_api.auth.deps import CurrentCaller, TokenClaims
 from notes_api.core.deps import DatabaseDep, SessionDep, SettingsDep
+from notes_api.core.errors import AppError
 from notes_api.core.openapi import errors
 from notes_api.events import service
 from notes_api.events.feed import Feed
+from notes_api.events.schemas import stream_item_schema
 
 router = APIRouter(prefix="/notes", tags=["events"])
 
@@ -21,18 +23,33 @@ LastEventId = Annotated[
     Header(
         alias="Last-Event-ID",
         ge=0,
+        # The ids are BIGINTs: a larger number is refused here, not by the database.
+        le=2**63 - 1,
         description="The `id:` of the last event received: the stream starts with every "
-        "event after it that is still kept (EVENT_RETENTION_HOURS).",
+        "event after it that is still kept (EVENT_RETENTION_HOURS). Without it, a note's "
+        "stream starts with the note's current state; the collection's with what comes.",
     ),
 ]
 
 _STREAM = {
     200: {
-        "description": "`text/event-stream`: `id:` the event id, `event:` its type, "
-        "`data:` JSON `{id, type, occurred_at, data}`; a `: heartbeat` comment when idle",
-        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        "description": "`text/event-stream`. Each event: `id:` its number in your "
+        "organization (send the last one back as `Last-Event-ID`), `event:` its type, "
+        "`data:` one line of JSON `{id, type, occurred_at, data}`. The stream opens with "
+        "`: connected` and `retry:`, and sends a `: heartbeat` comment when idle.",
+        "content": {"text/event-stream": {"itemSchema": stream_item_schema()}},
     },
-    **errors(401, 404, 422, 429),
+    **errors(
+        401,
+        404,
+        422,
+        429,
+        details={
+            422: "Last-Event-ID 99 is not an event of yours (the newest is 41): "
+            "reconnect without it",
+            429: "At most 5 open event streams per user",
+        },
+    ),
 }
 
 
@@ -56,12 +73,16 @@ Opening = Annotated[_Opening, Depends()]
 async def _respond(opening: _Opening, note_id: uuid.UUID | None) -> EventSourceResponse:
     request, settings = opening.request, opening.settings
     feed: Feed = request.app.state.event_feed
-    sub = await service.open_stream(opening.session, feed, opening.caller, note_id)
+    opened = await service.open_stream(
+        opening.session, feed, opening.caller, note_id, opening.last_event_id
+    )
     _, token = get_authorization_scheme_param(request.headers.get("Authorization"))
     stream = service.Stream(
         db=opening.db,
         feed=feed,
-        sub=sub,
+        sub=opened.sub,
+        after=opened.after,
+        first=opened.first,
         jwt_secret=settings.jwt_secret.get_secret_value(),
         token=token,
         claims=opening.claims,
@@ -69,7 +90,7 @@ async def _respond(opening: _Opening, note_id: uuid.UUID | None) -> EventSourceR
         retry_ms=settings.event_retry_ms,
     )
     return EventSourceResponse(
-        service.follow(stream, opening.last_event_id),
+        service.follow(stream),
         # The stream sends its own heartbeats (and re-checks the caller at each).
         ping=max(60.0, settings.event_heartbeat_seconds * 4),
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
@@ -79,12 +100,31 @@ async def _respond(opening: _Opening, note_id: uuid.UUID | None) -> EventSourceR
 @router.get("/events", responses=_STREAM, response_class=EventSourceResponse)
 async def stream_all(opening: Opening) -> EventSourceResponse:
     """Events of every note you may see (an agent: its own; an admin: its organization's),
-    live, as Server-Sent Events. Reconnect with `Last-Event-ID` to get what you missed."""
+    live, as Server-Sent Events. Reconnect with `Last-Event-ID` to get what you missed; to
+    catch up from nothing, open the stream, then list `GET /notes` (or send
+    `Last-Event-ID: 0` to replay every event still kept)."""
     return await _respond(opening, None)
+
+
+class _MethodNotAllowed(AppError):
+    status, title = 405, "Method Not Allowed"
+
+
+# Without this, `PATCH /notes/events` would be taken for `PATCH /notes/{note_id}` and answer
+# 422 about a note id. (Kept out of the document: it is not an operation.)
+@router.api_route(
+    "/events",
+    methods=["HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+    include_in_schema=False,
+)
+async def events_other_methods() -> None:
+    raise _MethodNotAllowed("Only GET opens the event stream", headers={"Allow": "GET"})
 
 
 @router.get("/{note_id}/events", responses=_STREAM, response_class=EventSourceResponse)
 async def stream_note(note_id: uuid.UUID, opening: Opening) -> EventSourceResponse:
-    """Events of one note, live (`queued`, `processing`, `done`...); ends after
-    `note.deleted`."""
+    """Events of one note, live (`queued`, `processing`, `done`...), ends after
+    `note.deleted`. Opened without `Last-Event-ID`, it starts with the note's current state:
+    one event of the type that brought it there (`note.done`...), whose `id` resumes after
+    it."""
     return await _respond(opening, note_id)

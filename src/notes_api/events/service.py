@@ -1,7 +1,11 @@
 """An event stream: replay what the client missed, then follow the feed. Each wake (and
 each heartbeat) re-checks the caller, token and membership, in the same short checkout as
 the read, so a deactivated user's or an expired token's stream ends; between wakes the
-stream holds no connection."""
+stream holds no connection.
+
+A stream's position is a number of its caller's organization (`seq`, see events/models.py):
+those numbers commit in order and without gaps, so "every event after N" is the whole
+story, whatever the commit order of other organizations' events."""
 
 from __future__ import annotations
 
@@ -18,37 +22,93 @@ from sse_starlette import ServerSentEvent
 from notes_api.auth.service import confirm_caller
 from notes_api.auth.tokens import AccessClaims, Caller, decode_access_token
 from notes_api.core.db import Database
-from notes_api.core.errors import NotFound, Unauthorized
+from notes_api.core.errors import InvalidInput, NotFound, Unauthorized
 from notes_api.events.feed import Feed, Subscription
-from notes_api.events.models import EventType, NoteEvent
-from notes_api.events.schemas import EventPublic
+from notes_api.events.models import EventType, NoteEvent, NoteEventCounter
+from notes_api.events.schemas import EventPublic, NoteState
 from notes_api.notes import repository
+from notes_api.notes.models import NoteStatus
 
 PAGE = 200
 events = cast(Table, NoteEvent.__table__)
+counters = cast(Table, NoteEventCounter.__table__)
+_STATE_EVENT = {
+    NoteStatus.QUEUED: EventType.QUEUED,
+    NoteStatus.PROCESSING: EventType.PROCESSING,
+    NoteStatus.DONE: EventType.DONE,
+    NoteStatus.FAILED: EventType.FAILED,
+}
 
 
-def page_statement(
-    caller: Caller, note_id: uuid.UUID | None, after: int, horizon: int
-) -> Select[Any]:
-    """The events after `after`, up to the feed's horizon, that the caller may see (the
+def page_statement(caller: Caller, note_id: uuid.UUID | None, after: int) -> Select[Any]:
+    """The caller's organization's events after number `after` that the caller may see (the
     notes' tenancy rule, on the events' owner and organization), oldest first."""
-    stmt = select(events.c.id, events.c.type, events.c.occurred_at, events.c.data).where(
-        events.c.id > after, events.c.id <= horizon, repository.visible_to(caller.role, events)
+    stmt = select(
+        events.c.seq.label("id"), events.c.type, events.c.occurred_at, events.c.data
+    ).where(
+        events.c.organization_id == caller.organization_id,
+        events.c.seq > after,
+        repository.visible_to(caller.role, events),
     )
     if note_id is not None:
         stmt = stmt.where(events.c.note_id == note_id)
-    return stmt.order_by(events.c.id).limit(PAGE)
+    return stmt.order_by(events.c.seq).limit(PAGE)
+
+
+async def position(session: AsyncSession, organization_id: uuid.UUID) -> int:
+    """The number of the organization's last committed event (0 before its first)."""
+    stmt = select(counters.c.last_seq).where(counters.c.organization_id == organization_id)
+    return int((await session.execute(stmt)).scalar() or 0)
+
+
+@dataclass
+class Opened:
+    sub: Subscription
+    after: int  # the stream sends the events numbered after this
+    first: ServerSentEvent | None  # the note's state, for a note's stream opened afresh
 
 
 async def open_stream(
-    session: AsyncSession, feed: Feed, caller: Caller, note_id: uuid.UUID | None
-) -> Subscription:
-    """Check that the caller may see the note (when it names one), and take a place in the
-    feed."""
-    if note_id is not None and await repository.get(session, caller, note_id) is None:
-        raise NotFound("Note not found")
-    return feed.subscribe(caller, note_id)
+    session: AsyncSession,
+    feed: Feed,
+    caller: Caller,
+    note_id: uuid.UUID | None,
+    last_event_id: int | None,
+) -> Opened:
+    """Check that the caller may see the note (when it names one) and that `last_event_id`
+    is one of its organization's, find where the stream starts, and take a place in the
+    feed. Where it starts is fixed before the stream says "connected": an event committed
+    after the client heard that is one the stream delivers."""
+    now = await position(session, caller.organization_id)
+    if last_event_id is not None and last_event_id > now:
+        raise InvalidInput(
+            f"Last-Event-ID {last_event_id} is not an event of yours (the newest is {now}): "
+            "reconnect without it",
+            errors=[{"loc": ["header", "Last-Event-ID"], "msg": f"at most {now}"}],
+        )
+    first = None
+    if note_id is not None:
+        # Read after the position: a change in between is sent again, never missed.
+        note = await repository.get(session, caller, note_id)
+        if note is None:
+            raise NotFound("Note not found")
+        if last_event_id is None:
+            first = _state_event(note, now)
+    sub = feed.subscribe(caller, note_id)
+    return Opened(sub, now if last_event_id is None else last_event_id, first)
+
+
+def _state_event(note: Row[Any], after: int) -> ServerSentEvent:
+    """A note's current state as its first event: the type of the event that brought it
+    there (`note.done`...), and as id the number the stream resumes after."""
+    event_type = _STATE_EVENT[NoteStatus(note.status)]
+    body = EventPublic(
+        id=after,
+        type=event_type.value,
+        occurred_at=note.updated_at,
+        data=NoteState.model_validate(note).model_dump(mode="json"),
+    )
+    return ServerSentEvent(data=body.model_dump_json(), event=event_type.value, id=str(after))
 
 
 @dataclass
@@ -56,6 +116,8 @@ class Stream:
     db: Database
     feed: Feed
     sub: Subscription
+    after: int
+    first: ServerSentEvent | None
     jwt_secret: str
     token: str
     claims: AccessClaims
@@ -68,7 +130,6 @@ async def _read(stream: Stream, after: int) -> list[Row[Any]] | None:
     longer stream (token expired, user deactivated or moved out of the organization)."""
     if decode_access_token(stream.jwt_secret, stream.token) is None:
         return None
-    horizon = await stream.feed.horizon()
     sub = stream.sub
     async with stream.db.session(write=False) as session:
         try:
@@ -77,18 +138,19 @@ async def _read(stream: Stream, after: int) -> list[Row[Any]] | None:
             return None
         if caller != sub.caller:  # the role changed since the stream opened
             stream.feed.recaller(sub, caller)
-        stmt = page_statement(caller, sub.note_id, after, horizon)
+        stmt = page_statement(caller, sub.note_id, after)
         return list((await session.execute(stmt, repository.tenant_params(caller))).all())
 
 
-async def follow(stream: Stream, last_event_id: int | None) -> AsyncIterator[ServerSentEvent]:
-    """The stream's events: those after `last_event_id` (when given), then live ones."""
+async def follow(stream: Stream) -> AsyncIterator[ServerSentEvent]:
+    """The stream's events: the note's state (a note's stream opened without
+    Last-Event-ID), those after where it starts, then live ones."""
     feed, sub = stream.feed, stream.sub
     try:
-        # Where the stream starts is fixed before it says "connected": an event committed
-        # after the client heard that is one the stream delivers.
-        last = last_event_id if last_event_id is not None else await feed.horizon()
+        last = stream.after
         yield ServerSentEvent(comment="connected", retry=stream.retry_ms)
+        if stream.first is not None:
+            yield stream.first
         while not feed.closed:
             sub.wake.clear()
             rows = await _read(stream, last)
