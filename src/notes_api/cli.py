@@ -73,8 +73,28 @@ def serve(settings: Settings, *, migrate_first: bool = True) -> int:
         forwarded_allow_ips=settings.forwarded_allow_ips,
         timeout_graceful_shutdown=int(settings.job_shutdown_grace) + 5,
     )
-    Server(config).run()
+    _Announcing(config).run()
     return 0
+
+
+class _Announcing(Server):
+    """Ends the start-up with where to go next, once the socket listens: the last line of
+    `make run` is the one a newcomer reads."""
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if not self.started or not self.servers or not self.servers[0].sockets:
+            return
+        port = self.servers[0].sockets[0].getsockname()[1]
+        host = self.config.host
+        # A wildcard address is not one a browser can open; the loopback one serves it too.
+        host = {"0.0.0.0": "127.0.0.1", "::": "[::1]"}.get(host, host)  # noqa: S104
+        host = f"[{host}]" if ":" in host and not host.startswith("[") else host
+        base = f"http://{host}:{port}"
+        log.info(
+            f"Ready. Swagger UI: {base}/docs . Quick start (README.md): in another terminal "
+            f"run `export BASE={base}`, then paste the block."
+        )
 
 
 def worker(settings: Settings) -> None:

@@ -26,6 +26,9 @@ async def token_claims(
     """What a valid bearer token says, before the database confirms it (the write limits
     count against it; everything else takes `current_caller`)."""
     if not token:
+        # A token pasted without its scheme (Swagger's Authorize, curl -H) is a common slip.
+        if request.headers.get("Authorization", "").strip():
+            raise Unauthorized("Send the token as 'Authorization: Bearer <access_token>'")
         raise Unauthorized("Not signed in")
     claims = decode_access_token(request.app.state.settings.jwt_secret.get_secret_value(), token)
     if claims is None:
