@@ -20,10 +20,18 @@ from notes_api.users import service as users
 from notes_api.users.schemas import UserPublic
 
 router = APIRouter(tags=["auth"])
+# The examples of this router's errors (core/openapi.py).
+_SIGNUP = {
+    403: "Sign-up is closed; ask an administrator for an account",
+    409: "An account with this email already exists",
+}
+_LOGIN = {401: "Incorrect email or password", 429: "Too many failed logins; try again later"}
 
 
 @router.post(
-    "/auth/signup", status_code=status.HTTP_201_CREATED, responses=errors(400, 403, 409, 413, 422)
+    "/auth/signup",
+    status_code=status.HTTP_201_CREATED,
+    responses=errors(400, 403, 409, 413, 422, details=_SIGNUP),
 )
 async def signup(body: SignupRequest, session: SessionDep, auth: AuthDep) -> SignupResponse:
     """Create an account. Without `organization_name` you join the default organization as an
@@ -32,13 +40,13 @@ async def signup(body: SignupRequest, session: SessionDep, auth: AuthDep) -> Sig
     return SignupResponse(user=UserPublic.model_validate(user), **tokens.model_dump())
 
 
-@router.post("/auth/login", responses=errors(400, 401, 413, 422, 429))
+@router.post("/auth/login", responses=errors(400, 401, 413, 422, 429, details=_LOGIN))
 async def login(body: LoginRequest, request: Request, db: DatabaseDep, auth: AuthDep) -> TokenPair:
     """Exchange email and password for an access token and a refresh token."""
     return await service.login(db, auth, body.email, body.password, client=_client(request))
 
 
-@router.post("/auth/token", responses=errors(400, 401, 413, 422, 429))
+@router.post("/auth/token", responses=errors(401, 413, 422, 429, details=_LOGIN))
 async def token(
     form: Annotated[OAuth2PasswordRequestForm, Depends()],
     request: Request,
@@ -52,7 +60,10 @@ async def token(
     )
 
 
-@router.post("/auth/refresh", responses=errors(400, 401, 413, 422))
+@router.post(
+    "/auth/refresh",
+    responses=errors(400, 401, 413, 422, details={401: "Invalid or expired refresh token"}),
+)
 async def refresh(body: RefreshRequest, session: SessionDep, settings: SettingsDep) -> TokenPair:
     """Trade a refresh token for a new pair. Each refresh token works once; presenting a
     spent one signs out that whole session."""

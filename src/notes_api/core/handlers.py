@@ -109,7 +109,10 @@ def _missing_body(request: Request) -> list[dict[str, Any]]:
 async def database_unavailable(_: Request, exc: Exception) -> JSONResponse:
     log.warning("db.unavailable", error=type(exc).__name__)
     return problem(
-        503, "The database is unavailable; try again shortly", headers={"Retry-After": "2"}
+        503,
+        "The database is unavailable; try again shortly",
+        title="Service unavailable",  # as every other problem's title: sentence case
+        headers={"Retry-After": "2"},
     )
 
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.security.utils import get_authorization_scheme_param
@@ -26,14 +26,17 @@ LastEventId = Annotated[
     ),
 ]
 
-_STREAM = {
+_STREAM: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "`text/event-stream`: `id:` the event id, `event:` its type, "
         "`data:` JSON `{id, type, occurred_at, data}`; a `: heartbeat` comment when idle",
         "content": {"text/event-stream": {"schema": {"type": "string"}}},
     },
-    **errors(401, 404, 422, 429),
 }
+# The examples of this router's errors (core/openapi.py).
+_LIMIT = {429: "At most 5 open event streams per user"}
+_ALL = {**_STREAM, **errors(401, 422, 429, details=_LIMIT)}
+_ONE = {**_STREAM, **errors(401, 404, 422, 429, details={404: "Note not found", **_LIMIT})}
 
 
 @dataclass
@@ -76,14 +79,14 @@ async def _respond(opening: _Opening, note_id: uuid.UUID | None) -> EventSourceR
     )
 
 
-@router.get("/events", responses=_STREAM, response_class=EventSourceResponse)
+@router.get("/events", responses=_ALL, response_class=EventSourceResponse)
 async def stream_all(opening: Opening) -> EventSourceResponse:
     """Events of every note you may see (an agent: its own; an admin: its organization's),
     live, as Server-Sent Events. Reconnect with `Last-Event-ID` to get what you missed."""
     return await _respond(opening, None)
 
 
-@router.get("/{note_id}/events", responses=_STREAM, response_class=EventSourceResponse)
+@router.get("/{note_id}/events", responses=_ONE, response_class=EventSourceResponse)
 async def stream_note(note_id: uuid.UUID, opening: Opening) -> EventSourceResponse:
     """Events of one note, live (`queued`, `processing`, `done`...); ends after
     `note.deleted`."""
