@@ -62,10 +62,11 @@ format: $(STAMP) ## ruff format and ruff check --fix
 	$(BIN)/ruff format src tests migrations bench scripts rehearsal
 	$(BIN)/ruff check --fix src tests migrations bench scripts rehearsal
 
-demo: $(STAMP) ## a narrated walkthrough: against BASE_URL, or a local service it starts
+# The demo needs only what serving needs (httpx is among it; its model server is stdlib).
+demo: $(RUN_STAMP) ## a narrated walkthrough: against BASE_URL, or a local service it starts
 	$(BIN)/python scripts/demo.py
 
-demo-record: $(STAMP) ## record `make demo` as docs/demo.svg (asciinema + svg-term, tools in .tools/)
+demo-record: $(RUN_STAMP) ## record `make demo` as docs/demo.svg (asciinema + svg-term, tools in .tools/)
 	scripts/record-demo.sh
 
 fuzz: $(STAMP) ## schemathesis, many examples per operation, on SQLite and Postgres
