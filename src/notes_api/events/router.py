@@ -33,7 +33,7 @@ _STREAM: dict[int | str, dict[str, Any]] = {
         "content": {"text/event-stream": {"schema": {"type": "string"}}},
     },
 }
-# The examples of this router's errors (core/openapi.py).
+# The examples of this router's errors (core/openapi.py); 5 is EVENT_STREAMS_PER_USER's default.
 _LIMIT = {429: "At most 5 open event streams per user"}
 _ALL = {**_STREAM, **errors(401, 422, 429, details=_LIMIT)}
 _ONE = {**_STREAM, **errors(401, 404, 422, 429, details={404: "Note not found", **_LIMIT})}
