@@ -95,15 +95,16 @@ def errors(
     }
 
 
+BAD_UUID = "not-a-uuid"  # what the 422 example of a path id was sent
+
+
 def _uuid_message() -> str:
+    """pydantic's own words for BAD_UUID, so the example is what the answer says."""
     try:
         TypeAdapter(uuid.UUID).validate_python(BAD_UUID)
     except ValidationError as exc:
         return str(exc.errors()[0]["msg"])
     raise AssertionError("unreachable")
-
-
-BAD_UUID = "not-a-uuid"
 
 
 def _field_errors(
@@ -139,6 +140,7 @@ def _field_errors(
 
 
 def bounds(schema: dict[str, Any]) -> dict[str, Any]:
+    """A parameter's `maximum`/`minimum`, also when it is optional (`anyOf` with null)."""
     for option in [schema, *schema.get("anyOf", [])]:
         found = {k: option[k] for k in ("maximum", "minimum") if k in option}
         if found:
