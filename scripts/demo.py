@@ -164,7 +164,8 @@ class Demo:
     def signed_in(self, actor: Actor, tokens: Any) -> None:
         """Keep `actor`'s tokens, and print the line that sets them in a shell."""
         actor.token, actor.refresh = tokens["access_token"], tokens["refresh_token"]
-        print("  " + dim(f"$ {actor.var}={actor.token}"))
+        if self.fake is None:  # a service that outlives the demo: its tokens can be used
+            print("  " + dim(f"$ {actor.var}={actor.token}"))
         show(access_token=actor.tag, expires_in=tokens["expires_in"])
 
     def wait_note(self, actor: Actor, note_id: str, rounds: int = 4) -> Any:
@@ -483,10 +484,16 @@ def run(base_url: str, fake: FakeModel | None) -> int:
             "retry. Its summary is the note's first sentence. `make run` uses the offline\n"
             "extractive summarizer unless SUMMARIZER says otherwise."
         )
-    print(
-        "People: grace (admin of a new organization), ada and alan (agents there). Each\n"
-        "command says whose token it sends; paste a NAME_TOKEN=... line to use it in a shell."
-    )
+    print("People: grace (admin of a new organization), ada and alan (agents there).")
+    if fake is None:
+        print("Each command says whose token it sends; paste a NAME_TOKEN=... line to use it.")
+    else:
+        # The service stops with the demo: its tokens would be pasted for nothing.
+        print(
+            "Each command says whose token it sends. To try them in a shell, run the demo\n"
+            "against a service that stays up: `make run`, then in another terminal\n"
+            "BASE_URL=http://127.0.0.1:8000 make demo (it prints NAME_TOKEN=... lines)."
+        )
     with httpx.Client(base_url=base_url, timeout=httpx.Timeout(45, connect=15)) as http:
         demo = Demo(http, fake)
         for number, (title, step) in enumerate(STEPS, 1):

@@ -69,7 +69,10 @@ def test_demo_walks_through_every_step_against_its_own_service() -> None:
         assert who in result.stdout
     for name in ("grace", "ada", "alan"):
         assert f"<{name}'s token …" in result.stdout
-        assert f"$ {name.upper()}_TOKEN=eyJ" in result.stdout
+    # Its own service stops with it: no token lines to paste for nothing, but the way to
+    # get them from a service that stays up.
+    assert "_TOKEN=eyJ" not in result.stdout
+    assert "BASE_URL=http://127.0.0.1:8000 make demo" in result.stdout
     # Attempts add up across the failure and the retry.
     assert "attempts: 1 since the retry (2 in all, 1 before it failed)" in result.stdout
     # The printed commands are what a shell takes as they are.
@@ -94,3 +97,13 @@ def test_demo_fails_readably_when_the_service_does_not_answer() -> None:
         result.stderr
     )
     assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_make_demo_installs_only_what_serving_needs() -> None:
+    """`make demo` syncs the runtime dependencies, not the 60-odd development packages."""
+    plan = subprocess.run(
+        ["make", "-n", "-B", "demo"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    assert "sync --frozen --no-dev" in plan
+    assert "--all-groups" not in plan
+    assert "scripts/demo.py" in plan

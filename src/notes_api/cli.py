@@ -14,7 +14,7 @@ import structlog
 
 from notes_api.core.config import Settings, get_settings
 from notes_api.core.logging import configure_logging
-from notes_api.core.migrations import upgrade
+from notes_api.core.migrations import explain, schema_behind, upgrade
 from notes_api.server import SERVER_OPTIONS, Server
 
 log = structlog.get_logger("notes_api.cli")
@@ -30,6 +30,24 @@ def migrate(settings: Settings) -> None:
     _prepare_sqlite_dir(settings)
     upgrade(settings.async_direct_url)
     log.info("migrate.done")
+
+
+class DatabaseUnusable(Exception):
+    """The database cannot serve this code; the message is the one line to show."""
+
+
+def _url_variable(settings: Settings) -> str:
+    return "DATABASE_URL_DIRECT" if settings.database_url_direct else "DATABASE_URL"
+
+
+def check_schema(settings: Settings) -> None:
+    """For commands that do not migrate: the schema must already be at this code's head."""
+    behind = schema_behind(settings.async_direct_url)
+    if behind is not None:
+        raise DatabaseUnusable(
+            f"Cannot start: {behind}. Run `notes-api migrate` (make migrate) with the same "
+            f"{_url_variable(settings)}, or start without --no-migrate."
+        )
 
 
 def port_taken(host: str, port: int) -> str | None:
@@ -65,6 +83,8 @@ def serve(settings: Settings, *, migrate_first: bool = True) -> int:
 
     if migrate_first:
         migrate(settings)
+    else:
+        check_schema(settings)
     config = uvicorn.Config(
         create_app(settings),
         host=settings.host,
@@ -73,13 +93,34 @@ def serve(settings: Settings, *, migrate_first: bool = True) -> int:
         forwarded_allow_ips=settings.forwarded_allow_ips,
         timeout_graceful_shutdown=int(settings.job_shutdown_grace) + 5,
     )
-    Server(config).run()
+    _Announcing(config).run()
     return 0
+
+
+class _Announcing(Server):
+    """Ends the start-up with where to go next, once the socket listens: the last line of
+    `make run` is the one a newcomer reads."""
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if not self.started or not self.servers or not self.servers[0].sockets:
+            return
+        port = self.servers[0].sockets[0].getsockname()[1]
+        host = self.config.host
+        # A wildcard address is not one a browser can open; the loopback one serves it too.
+        host = {"0.0.0.0": "127.0.0.1", "::": "[::1]"}.get(host, host)  # noqa: S104
+        host = f"[{host}]" if ":" in host and not host.startswith("[") else host
+        base = f"http://{host}:{port}"
+        log.info(
+            f"Ready. Swagger UI: {base}/docs . Quick start (README.md): in another terminal "
+            f"run `export BASE={base}`, then paste the block."
+        )
 
 
 def worker(settings: Settings) -> None:
     import uvloop
 
+    check_schema(settings)
     uvloop.run(_run_worker(settings))
 
 
@@ -159,6 +200,23 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Configuration error: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.effective_log_format, settings.log_level)
+    try:
+        return _run(args, settings)
+    except DatabaseUnusable as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    except Exception as exc:
+        # Every way the database can be wrong gets one line that says what to check, not
+        # the tracebacks of three chained errors; anything else stays a traceback.
+        url = settings.database_url_direct or settings.database_url
+        reason = explain(exc, url, _url_variable(settings))
+        if reason is None:
+            raise
+        print(reason, file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "serve":
         return serve(settings, migrate_first=not args.no_migrate)
     if args.command == "worker":

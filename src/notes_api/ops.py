@@ -38,7 +38,7 @@ async def healthz() -> Health:
     return Health(status="ok")
 
 
-@router.get("/readyz", responses=errors(503))
+@router.get("/readyz", responses=errors(503, details={503: "The database is unreachable"}))
 async def readyz(request: Request) -> Ready:
     """The database answers and its schema is at the latest migration."""
     db: Database = request.app.state.db
@@ -58,7 +58,7 @@ async def readyz(request: Request) -> Ready:
     response_class=Response,
     responses={
         200: {"content": {"text/plain": {}}, "description": "Prometheus text"},
-        **errors(401),
+        **errors(401, details={401: "This endpoint needs the metrics token"}, database=False),
     },
 )
 async def metrics(request: Request) -> Response:

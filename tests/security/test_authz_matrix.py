@@ -46,6 +46,8 @@ def row(anonymous: int, owner: int, colleague: int, admin: int, other_admin: int
 MATRIX: dict[tuple[str, str], dict[str, int]] = {
     ("GET", "/openapi.json"): PUBLIC,
     ("HEAD", "/openapi.json"): PUBLIC,
+    ("GET", "/"): dict.fromkeys(ACTORS, 307),  # to /docs
+    ("HEAD", "/"): dict.fromkeys(ACTORS, 307),
     ("GET", "/docs"): PUBLIC,
     ("HEAD", "/docs"): PUBLIC,
     ("GET", "/healthz"): PUBLIC,

@@ -125,7 +125,9 @@ def test_the_readme_example_note_is_summarized_shorter_than_itself() -> None:
     summary = summarize_text(note)
     assert summary != note
     assert summary in note
-    assert len(summary) < len(note) / 2
+    # What a reader acts on stays (issue 27): the export by Friday, 40 seats, Monday.
+    assert all(fact in summary for fact in ("export by Friday", "40 seats", "Monday"))
+    assert "called about the renewal" not in summary
 
 
 def test_long_single_line_is_cut_on_a_word_boundary() -> None:
@@ -148,9 +150,9 @@ def test_bullets_are_units_joined_by_newlines() -> None:
     ]
     summary = summarize_text("\n".join(bullets))
     lines = summary.split("\n")
-    assert len(lines) == 2  # about a third of five
-    assert lines == [b for b in bullets if b in lines]
-    assert all("Acme" in line for line in lines)
+    # Four of five are things to do: the three about Acme, the note's subject, are kept
+    # (at most three lines), in their order; milk and the dentist are left out.
+    assert lines == [b for b in bullets if "Acme" in b]
 
 
 def test_text_without_punctuation_is_chunked() -> None:

@@ -23,6 +23,9 @@ oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/auth/token", auto_error=False)
 
 def _claims(request: Request, token: str | None) -> AccessClaims:
     if not token:
+        # A token pasted without its scheme (Swagger's Authorize, curl -H) is a common slip.
+        if request.headers.get("Authorization", "").strip():
+            raise Unauthorized("Send the token as 'Authorization: Bearer <access_token>'")
         raise Unauthorized("Not signed in")
     claims = decode_access_token(request.app.state.settings.jwt_secret.get_secret_value(), token)
     if claims is None:

@@ -21,6 +21,13 @@ from notes_api.users import service as users
 from notes_api.users.schemas import UserPublic
 
 router = APIRouter(tags=["auth"])
+# The examples of this router's errors (core/openapi.py).
+_SIGNUP = {
+    403: "Sign-up is closed; ask an administrator for an account",
+    409: "An account with this email already exists",
+    429: "Too many sign-ups from this address; try later",
+}
+_LOGIN = {401: "Incorrect email or password", 429: "Too many failed logins; try again later"}
 
 DeviceCookie = Annotated[
     str | None,
@@ -34,7 +41,7 @@ DeviceCookie = Annotated[
 @router.post(
     "/auth/signup",
     status_code=status.HTTP_201_CREATED,
-    responses=errors(400, 403, 409, 413, 422, 429),
+    responses=errors(400, 403, 409, 413, 422, 429, details=_SIGNUP),
 )
 async def signup(
     body: SignupRequest, request: Request, db: DatabaseDep, session: SessionDep, auth: AuthDep
@@ -48,7 +55,7 @@ async def signup(
     return SignupResponse(user=UserPublic.model_validate(user), **tokens.model_dump())
 
 
-@router.post("/auth/login", responses=errors(400, 401, 413, 422, 429))
+@router.post("/auth/login", responses=errors(400, 401, 413, 422, 429, details=_LOGIN))
 async def login(
     body: LoginRequest,
     request: Request,
@@ -67,7 +74,7 @@ async def login(
     return tokens
 
 
-@router.post("/auth/token", responses=errors(400, 401, 413, 422, 429))
+@router.post("/auth/token", responses=errors(401, 413, 422, 429, details=_LOGIN))
 async def token(
     form: Annotated[OAuth2PasswordRequestForm, Depends()],
     request: Request,
@@ -86,7 +93,10 @@ async def token(
     return tokens
 
 
-@router.post("/auth/refresh", responses=errors(400, 401, 413, 422))
+@router.post(
+    "/auth/refresh",
+    responses=errors(400, 401, 413, 422, details={401: "Invalid or expired refresh token"}),
+)
 async def refresh(body: RefreshRequest, session: SessionDep, settings: SettingsDep) -> TokenPair:
     """Trade a refresh token for a new pair. Each refresh token works once; presenting a
     spent one signs out that whole session."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 from starlette.requests import Request
-from starlette.responses import HTMLResponse
+from starlette.responses import HTMLResponse, RedirectResponse
 from starlette.staticfiles import StaticFiles
 
 STATIC = "/docs/static"
@@ -34,12 +34,18 @@ _PAGE = f"""<!doctype html>
 
 
 def install(app: FastAPI) -> None:
-    """Serve /docs and its files; the app is made with docs_url=None and redoc_url=None."""
+    """Serve /docs and its files, and send `/` there; the app is made with docs_url=None
+    and redoc_url=None."""
     page = _PAGE.replace("{title}", app.title)
 
     async def swagger_ui(_: Request) -> HTMLResponse:
         return HTMLResponse(page, headers={"Content-Security-Policy": CSP})
 
+    async def root(_: Request) -> RedirectResponse:
+        # A browser pointed at the bare address lands somewhere useful instead of a 404.
+        return RedirectResponse("/docs", status_code=307)
+
+    app.add_route("/", root, methods=["GET", "HEAD"], include_in_schema=False)
     app.add_route("/docs", swagger_ui, include_in_schema=False)
     app.mount(
         STATIC,

@@ -95,16 +95,34 @@ async def validation_error(request: Request, exc: Exception) -> JSONResponse:
         {"loc": _loc(e.get("loc", ())), "msg": str(e.get("msg", "invalid"))}
         for e in errors[:MAX_LISTED_ERRORS]
     ]
+    if any(e.get("type") == "missing" and tuple(e.get("loc", ())) == ("body",) for e in errors):
+        items = _missing_body(request) or items
     detail = "The request is not valid; see errors"
     if len(errors) > MAX_LISTED_ERRORS:
         detail += f" (the first {MAX_LISTED_ERRORS} of {len(errors)})"
     return problem(422, detail, title="Invalid input", errors=items)
 
 
+def _missing_body(request: Request) -> list[dict[str, Any]]:
+    """No body at all: name each field the route requires, as if `{}` had been sent, so the
+    answer says what to send instead of `loc: ["body"]`."""
+    body_field = getattr(request.scope.get("route"), "body_field", None)
+    model = getattr(getattr(body_field, "field_info", None), "annotation", None)
+    fields = getattr(model, "model_fields", {})
+    return [
+        {"loc": ["body", f.alias or name], "msg": "Field required"}
+        for name, f in fields.items()
+        if f.is_required()
+    ]
+
+
 async def database_unavailable(_: Request, exc: Exception) -> JSONResponse:
     log.warning("db.unavailable", error=type(exc).__name__)
     return problem(
-        503, "The database is unavailable; try again shortly", headers={"Retry-After": "2"}
+        503,
+        "The database is unavailable; try again shortly",
+        title="Service unavailable",  # as every other problem's title: sentence case
+        headers={"Retry-After": "2"},
     )
 
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.security.utils import get_authorization_scheme_param
@@ -31,7 +31,7 @@ LastEventId = Annotated[
     ),
 ]
 
-_STREAM = {
+_STREAM: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "`text/event-stream`. Each event: `id:` its number in your "
         "organization (send the last one back as `Last-Event-ID`), `event:` its type, "
@@ -39,18 +39,11 @@ _STREAM = {
         "`: connected` and `retry:`, and sends a `: heartbeat` comment when idle.",
         "content": {"text/event-stream": {"itemSchema": stream_item_schema()}},
     },
-    **errors(
-        401,
-        404,
-        422,
-        429,
-        details={
-            422: "Last-Event-ID 99 is not an event of yours (the newest is 41): "
-            "reconnect without it",
-            429: "At most 5 open event streams per user",
-        },
-    ),
 }
+# The examples of this router's errors (core/openapi.py); 5 is EVENT_STREAMS_PER_USER's default.
+_LIMIT = {429: "At most 5 open event streams per user"}
+_ALL = {**_STREAM, **errors(401, 422, 429, details=_LIMIT)}
+_ONE = {**_STREAM, **errors(401, 404, 422, 429, details={404: "Note not found", **_LIMIT})}
 
 
 @dataclass
@@ -97,7 +90,7 @@ async def _respond(opening: _Opening, note_id: uuid.UUID | None) -> EventSourceR
     )
 
 
-@router.get("/events", responses=_STREAM, response_class=EventSourceResponse)
+@router.get("/events", responses=_ALL, response_class=EventSourceResponse)
 async def stream_all(opening: Opening) -> EventSourceResponse:
     """Events of every note you may see (an agent: its own; an admin: its organization's),
     live, as Server-Sent Events. Reconnect with `Last-Event-ID` to get what you missed; to
@@ -121,7 +114,7 @@ async def events_other_methods() -> None:
     raise _MethodNotAllowed("Only GET opens the event stream", headers={"Allow": "GET"})
 
 
-@router.get("/{note_id}/events", responses=_STREAM, response_class=EventSourceResponse)
+@router.get("/{note_id}/events", responses=_ONE, response_class=EventSourceResponse)
 async def stream_note(note_id: uuid.UUID, opening: Opening) -> EventSourceResponse:
     """Events of one note, live (`queued`, `processing`, `done`...), ends after
     `note.deleted`. Opened without `Last-Event-ID`, it starts with the note's current state:

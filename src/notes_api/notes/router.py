@@ -17,6 +17,10 @@ from notes_api.notes.schemas import NoteCreate, NotePage, NotePublic, NoteUpdate
 from notes_api.notes.watcher import NoteWatcher
 
 router = APIRouter(prefix="/notes", tags=["notes"])
+# The examples of this router's errors (core/openapi.py).
+_NOTE = "Note not found"
+_WRITES = "Too many writes from this user; try again later"
+_NOT_FAILED = "Only a failed note can be retried; this one is queued"
 
 IdempotencyKey = Annotated[
     str | None,
@@ -37,7 +41,7 @@ def _watcher(request: Request) -> NoteWatcher:
 @router.post(
     "",
     status_code=status.HTTP_202_ACCEPTED,
-    responses=errors(400, 401, 409, 413, 422, 429),
+    responses=errors(400, 401, 413, 422, 429, details={429: _WRITES}),
 )
 async def create_note(
     body: NoteCreate,
@@ -89,7 +93,7 @@ async def list_notes(
     return await service.list_notes(session, caller, filters, limit=limit, cursor=cursor)
 
 
-@router.get("/{note_id}", responses=errors(401, 404, 422))
+@router.get("/{note_id}", responses=errors(401, 404, 422, details={404: _NOTE}))
 async def get_note(
     note_id: uuid.UUID,
     caller: CurrentCaller,
@@ -102,7 +106,10 @@ async def get_note(
     return await service.get_note(session, caller, note_id, watcher=_watcher(request), wait=wait)
 
 
-@router.patch("/{note_id}", responses=errors(400, 401, 404, 413, 422, 429))
+@router.patch(
+    "/{note_id}",
+    responses=errors(400, 401, 404, 413, 422, 429, details={404: _NOTE, 429: _WRITES}),
+)
 async def update_note(
     note_id: uuid.UUID,
     body: NoteUpdate,
@@ -121,7 +128,7 @@ async def update_note(
 @router.post(
     "/{note_id}/retry",
     status_code=status.HTTP_202_ACCEPTED,
-    responses=errors(401, 404, 409, 422, 429),
+    responses=errors(401, 404, 409, 422, 429, details={404: _NOTE, 409: _NOT_FAILED, 429: _WRITES}),
 )
 async def retry_note(
     note_id: uuid.UUID,
@@ -137,7 +144,9 @@ async def retry_note(
 
 
 @router.delete(
-    "/{note_id}", status_code=status.HTTP_204_NO_CONTENT, responses=errors(401, 404, 422)
+    "/{note_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=errors(401, 404, 422, details={404: _NOTE}),
 )
 async def delete_note(note_id: uuid.UUID, caller: CurrentCaller, session: SessionDep) -> Response:
     """Delete a note (and cancel its summary)."""

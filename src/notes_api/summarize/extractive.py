@@ -62,6 +62,35 @@ _FIRST_UNIT_BONUS = 1.1  # notes tend to open with what they are about
 _MIN_TOKENS = 4  # shorter units ("OK.", "Thanks!") are scaled down
 _NEAR_DUPLICATE = 0.7  # Jaccard overlap of token sets above which a unit repeats another
 _KEPT_SHARE = 3  # a summary keeps about one sentence in three
+
+
+def _words(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+# What a CRM reader acts on (English words; numbers and currency signs in any language): when,
+# how much or how many, and what is asked. A sentence with more kinds of these ranks first;
+# centrality orders sentences within a kind. Looked up in the tokens the scoring makes
+# anyway, so the cues cost a few set operations per sentence, not a regex scan.
+_WHEN = _words(
+    "monday tuesday wednesday thursday friday saturday sunday mon tue tues wed thu thur thurs "
+    "fri sat sun mondays fridays weekend weekends today tonight tomorrow yesterday eod eow "
+    "asap deadline due overdue week weeks month months quarter year days hours morning "
+    "afternoon evening january february march april june july august september october "
+    "november december jan feb mar apr jun jul aug sep sept oct nov dec q1 q2 q3 q4"
+)
+_AMOUNT = re.compile(r"[\d$\u20ac\u00a3\u00a5\u20b9%]")  # a digit, a currency sign, a percent
+_AMOUNT_WORDS = _words("dozen hundred thousand million billion percent usd eur gbp")
+_ASKED = _words(
+    "please need needs needed want wants wanted asked asks ask request requests requested "
+    "require requires required must should remind confirm approve approval sign todo "
+    "follow schedule send"
+)
+# A sentence or bullet that starts with one of these is an instruction ("Send the quote").
+_IMPERATIVE = _words(
+    "call email send schedule book prepare share check review update ask fix log credit "
+    "invite draft"
+)
 _THREAD_THRESHOLD = 20_000  # characters; above this the work would stall the event loop
 
 
@@ -76,14 +105,19 @@ def summarize_text(text: str, *, max_sentences: int = 3, max_chars: int = 600) -
     if not text.strip():
         raise PermanentSummarizerError("note text is empty")
     units = _split_units(text)
-    if len(units) == 1 and len(units[0].text) <= max_chars:
-        return units[0].text
-    # A summary as long as its note shows nothing: keep about a third of the sentences.
-    max_sentences = min(max_sentences, _share(len(units)))
-
+    if len(units) == 1:
+        clauses = _clauses(units[0])
+        if len(clauses) < 2 and len(units[0].text) <= max_chars:
+            return units[0].text  # one sentence, nothing to leave out: the note itself
+        units = clauses
     token_sets = [Counter(_tokens(unit.text)) for unit in units]
+    cues = [_cue_kinds(unit, counts) for unit, counts in zip(units, token_sets, strict=True)]
+    # A summary as long as its note shows nothing: keep about a third of the sentences, or
+    # every sentence a reader acts on when there are more of those, never all of them.
+    acted_on = sum(1 for kinds in cues if kinds)
+    max_sentences = min(max_sentences, max(_share(len(units)), acted_on), len(units) - 1)
     scores = _scores(token_sets)
-    ranked = sorted(range(len(units)), key=lambda i: (-scores[i], i))
+    ranked = sorted(range(len(units)), key=lambda i: (-cues[i], -scores[i], i))
     chosen: list[int] = []
     used = 0
     for i in ranked:
@@ -121,6 +155,38 @@ class ExtractiveSummarizer:
 
     async def aclose(self) -> None:
         return None
+
+
+def _cue_kinds(unit: _Unit, counts: Counter[str]) -> int:
+    """How many kinds of what a reader acts on the sentence holds (when, how much, asked)."""
+    words = counts.keys()
+    when = not _WHEN.isdisjoint(words)
+    text = _BULLET.sub("", unit.text, count=1) if unit.bullet else unit.text  # not "1. "
+    amount = _AMOUNT.search(text) is not None or not _AMOUNT_WORDS.isdisjoint(words)
+    first = next(iter(words), "")
+    asked = first in _IMPERATIVE or not _ASKED.isdisjoint(words)
+    return when + amount + asked
+
+
+# Inside one long sentence: after a semicolon or a dash, or a comma before a conjunction.
+_CLAUSE = re.compile(r"(?<=;)\s+|\s+[\u2013\u2014-]\s+|(?<=,)\s+(?=(?:and|but|so|then|also)\s)")
+
+
+_LEADING_CONJUNCTION = re.compile(r"^(?:and|but|so|then|also)\s+", re.IGNORECASE)
+
+
+def _clauses(unit: _Unit) -> list[_Unit]:
+    """A one-sentence note's clauses, each a unit of its own, so that the summary can still
+    leave something out; one clause when the sentence does not divide."""
+    parts = [_LEADING_CONJUNCTION.sub("", p.strip(" ,;")) for p in _CLAUSE.split(unit.text)]
+    parts = [p for p in parts if p]
+    if len(parts) < 2:
+        return [unit]
+    last = len(parts) - 1
+    return [
+        _Unit(p[0].upper() + p[1:] + ("" if i == last or p[-1] in ".!?" else "."), unit.bullet)
+        for i, p in enumerate(parts)
+    ]
 
 
 def _share(units: int) -> int:

@@ -11,6 +11,10 @@ from notes_api.core.openapi import errors
 from notes_api.users import service
 from notes_api.users.schemas import UserCreate, UserPage, UserPublic, UserUpdate
 
+# The examples of this router's errors (core/openapi.py).
+_TAKEN = "An account with this email already exists"
+_UPDATE = {404: "User not found", 409: "An organization must keep at least one active admin"}
+
 router = APIRouter(prefix="/users", tags=["users"])
 
 
@@ -26,7 +30,9 @@ async def list_users(
 
 
 @router.post(
-    "", status_code=status.HTTP_201_CREATED, responses=errors(400, 401, 403, 409, 413, 422)
+    "",
+    status_code=status.HTTP_201_CREATED,
+    responses=errors(400, 401, 403, 409, 413, 422, details={409: _TAKEN}),
 )
 async def create_user(
     body: UserCreate, admin: AdminCaller, session: SessionDep, auth: AuthDep
@@ -35,7 +41,10 @@ async def create_user(
     return UserPublic.model_validate(await service.provision(session, auth, admin, body))
 
 
-@router.patch("/{user_id:uuid}", responses=errors(400, 401, 403, 404, 409, 413, 422))
+@router.patch(
+    "/{user_id:uuid}",
+    responses=errors(400, 401, 403, 404, 409, 413, 422, details=_UPDATE),
+)
 async def update_user(
     user_id: uuid.UUID, body: UserUpdate, admin: AdminCaller, session: SessionDep
 ) -> UserPublic:

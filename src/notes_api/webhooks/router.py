@@ -20,10 +20,16 @@ from notes_api.webhooks.schemas import (
 )
 
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
+# The examples of this router's errors (core/openapi.py).
+_FULL = "An organization may have at most 10 webhook endpoints"
+_HOOK = {404: "Webhook endpoint not found"}
+_RESEND = {**_HOOK, 409: "This endpoint is disabled; enable it first"}
 
 
 @router.post(
-    "", status_code=status.HTTP_201_CREATED, responses=errors(400, 401, 403, 409, 413, 422)
+    "",
+    status_code=status.HTTP_201_CREATED,
+    responses=errors(400, 401, 403, 409, 413, 422, details={409: _FULL}),
 )
 async def create_webhook(
     body: WebhookCreate, admin: AdminCaller, session: SessionDep, settings: SettingsDep
@@ -45,7 +51,7 @@ async def list_webhooks(admin: AdminCaller, session: SessionDep) -> WebhookPage:
     return WebhookPage(items=await service.list_endpoints(session, admin))
 
 
-@router.get("/{webhook_id}", responses=errors(401, 403, 404, 422))
+@router.get("/{webhook_id}", responses=errors(401, 403, 404, 422, details=_HOOK))
 async def get_webhook(
     webhook_id: uuid.UUID, admin: AdminCaller, session: SessionDep
 ) -> WebhookPublic:
@@ -53,7 +59,7 @@ async def get_webhook(
     return await service.get(session, admin, webhook_id)
 
 
-@router.patch("/{webhook_id}", responses=errors(400, 401, 403, 404, 413, 422))
+@router.patch("/{webhook_id}", responses=errors(400, 401, 403, 404, 413, 422, details=_HOOK))
 async def update_webhook(
     webhook_id: uuid.UUID,
     body: WebhookUpdate,
@@ -67,7 +73,7 @@ async def update_webhook(
     )
 
 
-@router.post("/{webhook_id}/rotate-secret", responses=errors(401, 403, 404, 422))
+@router.post("/{webhook_id}/rotate-secret", responses=errors(401, 403, 404, 422, details=_HOOK))
 async def rotate_webhook_secret(
     webhook_id: uuid.UUID, admin: AdminCaller, session: SessionDep
 ) -> WebhookSecret:
@@ -77,7 +83,9 @@ async def rotate_webhook_secret(
 
 
 @router.delete(
-    "/{webhook_id}", status_code=status.HTTP_204_NO_CONTENT, responses=errors(401, 403, 404, 422)
+    "/{webhook_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=errors(401, 403, 404, 422, details=_HOOK),
 )
 async def delete_webhook(
     webhook_id: uuid.UUID, admin: AdminCaller, session: SessionDep
@@ -86,7 +94,7 @@ async def delete_webhook(
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.get("/{webhook_id}/deliveries", responses=errors(401, 403, 404, 422))
+@router.get("/{webhook_id}/deliveries", responses=errors(401, 403, 404, 422, details=_HOOK))
 async def list_deliveries(
     webhook_id: uuid.UUID,
     admin: AdminCaller,
@@ -101,7 +109,7 @@ async def list_deliveries(
 @router.post(
     "/{webhook_id}/deliveries/{delivery_id}/resend",
     status_code=status.HTTP_202_ACCEPTED,
-    responses=errors(401, 403, 404, 409, 422),
+    responses=errors(401, 403, 404, 409, 422, details=_RESEND),
 )
 async def resend_delivery(
     webhook_id: uuid.UUID, delivery_id: uuid.UUID, admin: AdminCaller, session: SessionDep
