@@ -10,9 +10,10 @@ from notes_api.auth.service import create_user
 from notes_api.core.config import Settings
 from notes_api.core.db import Database
 from notes_api.core.errors import Conflict
+from notes_api.core.identity import Role
 from notes_api.core.schemas import normalize_email
 from notes_api.organizations.service import ensure_default_organization
-from notes_api.users.models import Role, User
+from notes_api.users.models import User
 
 log = structlog.get_logger("notes_api.bootstrap")
 

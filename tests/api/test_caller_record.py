@@ -15,8 +15,7 @@ import pytest
 from fastapi import FastAPI
 
 from notes_api.auth.callers import CallerRecord
-from notes_api.auth.tokens import Caller
-from notes_api.users.models import Role
+from notes_api.core.identity import Caller, Role
 from tests.conftest import (
     PASSWORD,
     Account,

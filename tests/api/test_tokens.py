@@ -22,9 +22,9 @@ from notes_api.auth.tokens import (
     hash_refresh_token,
 )
 from notes_api.core.config import Settings
+from notes_api.core.identity import Role
 from notes_api.core.models import utcnow
 from notes_api.organizations.models import DEFAULT_ORGANIZATION_ID
-from notes_api.users.models import Role
 from tests.conftest import Account, add_user, signup
 
 

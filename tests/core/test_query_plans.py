@@ -13,12 +13,11 @@ import psycopg
 import pytest
 from sqlalchemy.dialects import postgresql
 
-from notes_api.auth.tokens import Caller
+from notes_api.core.identity import Caller, Role
 from notes_api.core.models import utcnow
 from notes_api.jobs import queue
 from notes_api.notes import repository
 from notes_api.notes.repository import NoteFilters
-from notes_api.users.models import Role
 from tests.conftest import TABLES
 
 NOTES_PER_USER = 2_500

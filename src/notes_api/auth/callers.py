@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
-from notes_api.auth.tokens import Caller
+from notes_api.core.identity import Caller
 
 CHANNEL = "notes_api_callers"
 _SESSION_KEY = "callers.changed"

@@ -13,10 +13,10 @@ from fastapi.security import OAuth2PasswordBearer
 
 from notes_api.auth.passwords import Passwords
 from notes_api.auth.service import AuthContext, confirm_caller
-from notes_api.auth.tokens import AccessClaims, Caller, decode_access_token
+from notes_api.auth.tokens import AccessClaims, decode_access_token
 from notes_api.core.deps import SessionDep, SettingsDep
 from notes_api.core.errors import Forbidden, Unauthorized
-from notes_api.users.models import Role
+from notes_api.core.identity import Caller, Role
 
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/auth/token", auto_error=False)
 

@@ -16,7 +16,6 @@ from notes_api.auth.passwords import Passwords
 from notes_api.auth.schemas import SignupRequest, TokenPair
 from notes_api.auth.tokens import (
     AccessClaims,
-    Caller,
     create_access_token,
     hash_refresh_token,
     new_refresh_token,
@@ -24,10 +23,11 @@ from notes_api.auth.tokens import (
 from notes_api.core.config import Settings
 from notes_api.core.db import Database
 from notes_api.core.errors import Conflict, Forbidden, TooManyRequests, Unauthorized
+from notes_api.core.identity import Caller, Role
 from notes_api.core.models import utcnow
 from notes_api.core.schemas import is_storable_text
 from notes_api.organizations.service import create_organization, ensure_default_organization
-from notes_api.users.models import ACTIVE_MEMBER, Role, User, member_params, users
+from notes_api.users.models import ACTIVE_MEMBER, User, member_params, users
 
 
 class InvalidCredentials(Unauthorized):

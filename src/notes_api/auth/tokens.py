@@ -12,20 +12,11 @@ from datetime import datetime, timedelta
 
 import jwt
 
+from notes_api.core.identity import Role
 from notes_api.core.models import utcnow
-from notes_api.users.models import Role
 
 ALGORITHM = "HS256"
 ISSUER = "notes-api"
-
-
-@dataclass(frozen=True, slots=True)
-class Caller:
-    """Who is asking: a user, its organization, and its role."""
-
-    id: uuid.UUID
-    organization_id: uuid.UUID
-    role: Role
 
 
 @dataclass(frozen=True)

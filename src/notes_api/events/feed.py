@@ -22,13 +22,12 @@ from datetime import timedelta
 import structlog
 from sqlalchemy import bindparam, select
 
-from notes_api.auth.tokens import Caller
 from notes_api.core.db import Database
 from notes_api.core.errors import TooManyRequests
+from notes_api.core.identity import Caller, Role
 from notes_api.core.models import utcnow
 from notes_api.events import signals
 from notes_api.events.models import NoteEvent
-from notes_api.users.models import Role
 
 log = structlog.get_logger("notes_api.events")
 

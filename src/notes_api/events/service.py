@@ -20,9 +20,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sse_starlette import ServerSentEvent
 
 from notes_api.auth.service import confirm_caller
-from notes_api.auth.tokens import AccessClaims, Caller, decode_access_token
+from notes_api.auth.tokens import AccessClaims, decode_access_token
 from notes_api.core.db import Database
 from notes_api.core.errors import InvalidInput, NotFound, Unauthorized
+from notes_api.core.identity import Caller
 from notes_api.events.feed import Feed, Subscription
 from notes_api.events.models import EventType, NoteEvent, NoteEventCounter
 from notes_api.events.schemas import EventPublic, NoteState

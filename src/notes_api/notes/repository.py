@@ -29,10 +29,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from notes_api.auth.tokens import Caller
+from notes_api.core.identity import Caller, Role
 from notes_api.core.models import utcnow
 from notes_api.notes.models import Note, NoteStatus
-from notes_api.users.models import Role
 
 notes = cast(Table, Note.__table__)
 

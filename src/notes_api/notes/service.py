@@ -18,8 +18,8 @@ from sqlalchemy import Row, delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from notes_api.auth.tokens import Caller
 from notes_api.core.errors import Conflict, InvalidInput, NotFound
+from notes_api.core.identity import Caller
 from notes_api.core.models import utcnow
 from notes_api.core.pagination import decode_cursor, split_page
 from notes_api.events import outbox

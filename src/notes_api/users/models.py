@@ -1,18 +1,13 @@
 from __future__ import annotations
 
-import enum
 import uuid
 from typing import cast
 
 from sqlalchemy import Boolean, ForeignKey, String, Table, Uuid, and_, bindparam
 from sqlalchemy.orm import Mapped, mapped_column
 
+from notes_api.core.identity import Role
 from notes_api.core.models import Base, TimestampMixin, new_id, text_enum
-
-
-class Role(enum.StrEnum):
-    ADMIN = "ADMIN"
-    AGENT = "AGENT"
 
 
 class User(TimestampMixin, Base):

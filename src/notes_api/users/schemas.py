@@ -5,8 +5,8 @@ from datetime import datetime
 
 from pydantic import Field
 
+from notes_api.core.identity import Role
 from notes_api.core.schemas import Email, Password, RequestModel, ResponseModel
-from notes_api.users.models import Role
 
 
 class UserPublic(ResponseModel):

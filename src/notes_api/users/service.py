@@ -7,11 +7,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from notes_api.auth import callers
 from notes_api.auth.service import AuthContext, create_user, revoke_user_tokens
-from notes_api.auth.tokens import Caller
 from notes_api.core.errors import Conflict, NotFound
+from notes_api.core.identity import Caller, Role
 from notes_api.core.pagination import decode_cursor, split_page
 from notes_api.organizations.models import Organization
-from notes_api.users.models import Role, User
+from notes_api.users.models import User
 from notes_api.users.schemas import UserCreate, UserPage, UserPublic, UserUpdate
 
 
