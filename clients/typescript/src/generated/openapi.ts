@@ -12,7 +12,9 @@ export interface paths {
         /**
          * Stream All
          * @description Events of every note you may see (an agent: its own; an admin: its organization's),
-         *     live, as Server-Sent Events. Reconnect with `Last-Event-ID` to get what you missed.
+         *     live, as Server-Sent Events. Reconnect with `Last-Event-ID` to get what you missed; to
+         *     catch up from nothing, open the stream, then list `GET /notes` (or send
+         *     `Last-Event-ID: 0` to replay every event still kept).
          */
         get: operations["stream_all_notes_events_get"];
         put?: never;
@@ -32,8 +34,10 @@ export interface paths {
         };
         /**
          * Stream Note
-         * @description Events of one note, live (`queued`, `processing`, `done`...); ends after
-         *     `note.deleted`.
+         * @description Events of one note, live (`queued`, `processing`, `done`...), ends after
+         *     `note.deleted`. Opened without `Last-Event-ID`, it starts with the note's current state:
+         *     one event of the type that brought it there (`note.done`...), whose `id` resumes after
+         *     it.
          */
         get: operations["stream_note_notes__note_id__events_get"];
         put?: never;
@@ -131,7 +135,8 @@ export interface paths {
         /**
          * Signup
          * @description Create an account. Without `organization_name` you join the default organization as an
-         *     AGENT; with it, a new organization is created and you are its ADMIN.
+         *     AGENT; with it, a new organization is created and you are its ADMIN. One client address
+         *     may sign up a limited number of times per hour (429 with Retry-After beyond).
          */
         post: operations["signup_auth_signup_post"];
         delete?: never;
@@ -151,7 +156,9 @@ export interface paths {
         put?: never;
         /**
          * Login
-         * @description Exchange email and password for an access token and a refresh token.
+         * @description Exchange email and password for an access token and a refresh token. The answer sets
+         *     a device cookie: sent back with later logins to this account, it keeps them apart from
+         *     other clients' failed attempts (which can only lock out clients without one).
          */
         post: operations["login_auth_login_post"];
         delete?: never;
@@ -469,7 +476,8 @@ export interface paths {
         /**
          * Metrics
          * @description Prometheus metrics: HTTP traffic, jobs waiting and running, job durations and outcomes.
-         *     With METRICS_TOKEN set, send it as a bearer token.
+         *     With METRICS_TOKEN set, send it as a bearer token; in production, without it, this
+         *     answers 401 to everyone (per-route counts tell a stranger how the login is answering).
          */
         get: operations["metrics_metrics_get"];
         put?: never;
@@ -962,7 +970,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description The `id:` of the last event received: the stream starts with every event after it that is still kept (EVENT_RETENTION_HOURS). */
+                /** @description The `id:` of the last event received: the stream starts with every event after it that is still kept (EVENT_RETENTION_HOURS). Without it, a note's stream starts with the note's current state; the collection's with what comes. */
                 "Last-Event-ID"?: number | null;
             };
             path?: never;
@@ -970,13 +978,13 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description `text/event-stream`: `id:` the event id, `event:` its type, `data:` JSON `{id, type, occurred_at, data}`; a `: heartbeat` comment when idle */
+            /** @description `text/event-stream`. Each event: `id:` its number in your organization (send the last one back as `Last-Event-ID`), `event:` its type, `data:` one line of JSON `{id, type, occurred_at, data}`. The stream opens with `: connected` and `retry:`, and sends a `: heartbeat` comment when idle. */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "text/event-stream": string;
+                    "text/event-stream": unknown;
                 };
             };
             /** @description Missing, invalid or expired credentials */
@@ -990,24 +998,7 @@ export interface operations {
                      *       "type": "about:blank",
                      *       "title": "Unauthorized",
                      *       "status": 401,
-                     *       "detail": "Invalid or expired access token"
-                     *     }
-                     */
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            /** @description Not found, or not visible to you */
-            404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    /**
-                     * @example {
-                     *       "type": "about:blank",
-                     *       "title": "Not found",
-                     *       "status": 404,
-                     *       "detail": "Note not found"
+                     *       "detail": "Not signed in"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
@@ -1028,10 +1019,10 @@ export interface operations {
                      *       "errors": [
                      *         {
                      *           "loc": [
-                     *             "body",
-                     *             "raw_text"
+                     *             "header",
+                     *             "Last-Event-ID"
                      *           ],
-                     *           "msg": "Field required"
+                     *           "msg": "Input should be less than or equal to 9223372036854775807"
                      *         }
                      *       ]
                      *     }
@@ -1039,7 +1030,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Too many attempts; see Retry-After */
+            /** @description Too many requests; see Retry-After */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -1050,7 +1041,7 @@ export interface operations {
                      *       "type": "about:blank",
                      *       "title": "Too many requests",
                      *       "status": 429,
-                     *       "detail": "Too many failed logins; try again later"
+                     *       "detail": "At most 5 open event streams per user"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
@@ -1079,7 +1070,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description The `id:` of the last event received: the stream starts with every event after it that is still kept (EVENT_RETENTION_HOURS). */
+                /** @description The `id:` of the last event received: the stream starts with every event after it that is still kept (EVENT_RETENTION_HOURS). Without it, a note's stream starts with the note's current state; the collection's with what comes. */
                 "Last-Event-ID"?: number | null;
             };
             path: {
@@ -1089,13 +1080,13 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description `text/event-stream`: `id:` the event id, `event:` its type, `data:` JSON `{id, type, occurred_at, data}`; a `: heartbeat` comment when idle */
+            /** @description `text/event-stream`. Each event: `id:` its number in your organization (send the last one back as `Last-Event-ID`), `event:` its type, `data:` one line of JSON `{id, type, occurred_at, data}`. The stream opens with `: connected` and `retry:`, and sends a `: heartbeat` comment when idle. */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "text/event-stream": string;
+                    "text/event-stream": unknown;
                 };
             };
             /** @description Missing, invalid or expired credentials */
@@ -1109,7 +1100,7 @@ export interface operations {
                      *       "type": "about:blank",
                      *       "title": "Unauthorized",
                      *       "status": 401,
-                     *       "detail": "Invalid or expired access token"
+                     *       "detail": "Not signed in"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
@@ -1147,10 +1138,10 @@ export interface operations {
                      *       "errors": [
                      *         {
                      *           "loc": [
-                     *             "body",
-                     *             "raw_text"
+                     *             "path",
+                     *             "note_id"
                      *           ],
-                     *           "msg": "Field required"
+                     *           "msg": "Input should be a valid UUID, invalid character: found `n` at 0"
                      *         }
                      *       ]
                      *     }
@@ -1158,7 +1149,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Too many attempts; see Retry-After */
+            /** @description Too many requests; see Retry-After */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -1169,7 +1160,7 @@ export interface operations {
                      *       "type": "about:blank",
                      *       "title": "Too many requests",
                      *       "status": 429,
-                     *       "detail": "Too many failed logins; try again later"
+                     *       "detail": "At most 5 open event streams per user"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
@@ -1235,7 +1226,7 @@ export interface operations {
                      *       "type": "about:blank",
                      *       "title": "Unauthorized",
                      *       "status": 401,
-                     *       "detail": "Invalid or expired access token"
+                     *       "detail": "Not signed in"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
@@ -1256,10 +1247,10 @@ export interface operations {
                      *       "errors": [
                      *         {
                      *           "loc": [
-                     *             "body",
-                     *             "raw_text"
+                     *             "query",
+                     *             "limit"
                      *           ],
-                     *           "msg": "Field required"
+                     *           "msg": "Input should be less than or equal to 100"
                      *         }
                      *       ]
                      *     }
@@ -1339,24 +1330,7 @@ export interface operations {
                      *       "type": "about:blank",
                      *       "title": "Unauthorized",
                      *       "status": 401,
-                     *       "detail": "Invalid or expired access token"
-                     *     }
-                     */
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            /** @description Conflicts with the current state */
-            409: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    /**
-                     * @example {
-                     *       "type": "about:blank",
-                     *       "title": "Conflict",
-                     *       "status": 409,
-                     *       "detail": "The request conflicts with the current state; see detail"
+                     *       "detail": "Not signed in"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
@@ -1390,7 +1364,7 @@ export interface operations {
                      *       "type": "about:blank",
                      *       "title": "Unsupported media type",
                      *       "status": 415,
-                     *       "detail": "Send the body as JSON with the header 'Content-Type: application/json'"
+                     *       "detail": "Send the body as JSON with the header 'Content-Type: application/json' (this request said 'text/plain')"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
@@ -1422,7 +1396,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Too many attempts; see Retry-After */
+            /** @description Too many requests; see Retry-After */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -1433,7 +1407,7 @@ export interface operations {
                      *       "type": "about:blank",
                      *       "title": "Too many requests",
                      *       "status": 429,
-                     *       "detail": "Too many failed logins; try again later"
+                     *       "detail": "Too many writes from this user; try again later"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
@@ -1492,7 +1466,7 @@ export interface operations {
                      *       "type": "about:blank",
                      *       "title": "Unauthorized",
                      *       "status": 401,
-                     *       "detail": "Invalid or expired access token"
+                     *       "detail": "Not signed in"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
@@ -1530,10 +1504,10 @@ export interface operations {
                      *       "errors": [
                      *         {
                      *           "loc": [
-                     *             "body",
-                     *             "raw_text"
+                     *             "path",
+                     *             "note_id"
                      *           ],
-                     *           "msg": "Field required"
+                     *           "msg": "Input should be a valid UUID, invalid character: found `n` at 0"
                      *         }
                      *       ]
                      *     }
@@ -1589,7 +1563,7 @@ export interface operations {
                      *       "type": "about:blank",
                      *       "title": "Unauthorized",
                      *       "status": 401,
-                     *       "detail": "Invalid or expired access token"
+                     *       "detail": "Not signed in"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
@@ -1627,10 +1601,10 @@ export interface operations {
                      *       "errors": [
                      *         {
                      *           "loc": [
-                     *             "body",
-                     *             "raw_text"
+                     *             "path",
+                     *             "note_id"
                      *           ],
-                     *           "msg": "Field required"
+                     *           "msg": "Input should be a valid UUID, invalid character: found `n` at 0"
                      *         }
                      *       ]
                      *     }
@@ -1709,7 +1683,7 @@ export interface operations {
                      *       "type": "about:blank",
                      *       "title": "Unauthorized",
                      *       "status": 401,
-                     *       "detail": "Invalid or expired access token"
+                     *       "detail": "Not signed in"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
@@ -1760,7 +1734,7 @@ export interface operations {
                      *       "type": "about:blank",
                      *       "title": "Unsupported media type",
                      *       "status": 415,
-                     *       "detail": "Send the body as JSON with the header 'Content-Type: application/json'"
+                     *       "detail": "Send the body as JSON with the header 'Content-Type: application/json' (this request said 'text/plain')"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
@@ -1781,10 +1755,10 @@ export interface operations {
                      *       "errors": [
                      *         {
                      *           "loc": [
-                     *             "body",
-                     *             "raw_text"
+                     *             "path",
+                     *             "note_id"
                      *           ],
-                     *           "msg": "Field required"
+                     *           "msg": "Input should be a valid UUID, invalid character: found `n` at 0"
                      *         }
                      *       ]
                      *     }
@@ -1792,7 +1766,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Too many attempts; see Retry-After */
+            /** @description Too many requests; see Retry-After */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -1803,7 +1777,7 @@ export interface operations {
                      *       "type": "about:blank",
                      *       "title": "Too many requests",
                      *       "status": 429,
-                     *       "detail": "Too many failed logins; try again later"
+                     *       "detail": "Too many writes from this user; try again later"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
@@ -1859,7 +1833,7 @@ export interface operations {
                      *       "type": "about:blank",
                      *       "title": "Unauthorized",
                      *       "status": 401,
-                     *       "detail": "Invalid or expired access token"
+                     *       "detail": "Not signed in"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
@@ -1893,7 +1867,7 @@ export interface operations {
                      *       "type": "about:blank",
                      *       "title": "Conflict",
                      *       "status": 409,
-                     *       "detail": "The request conflicts with the current state; see detail"
+                     *       "detail": "Only a failed note can be retried; this one is queued"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
@@ -1914,10 +1888,10 @@ export interface operations {
                      *       "errors": [
                      *         {
                      *           "loc": [
-                     *             "body",
-                     *             "raw_text"
+                     *             "path",
+                     *             "note_id"
                      *           ],
-                     *           "msg": "Field required"
+                     *           "msg": "Input should be a valid UUID, invalid character: found `n` at 0"
                      *         }
                      *       ]
                      *     }
@@ -1925,7 +1899,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Too many attempts; see Retry-After */
+            /** @description Too many requests; see Retry-After */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -1936,7 +1910,7 @@ export interface operations {
                      *       "type": "about:blank",
                      *       "title": "Too many requests",
                      *       "status": 429,
-                     *       "detail": "Too many failed logins; try again later"
+                     *       "detail": "Too many writes from this user; try again later"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
@@ -2011,7 +1985,7 @@ export interface operations {
                      *       "type": "about:blank",
                      *       "title": "Forbidden",
                      *       "status": 403,
-                     *       "detail": "Administrators only"
+                     *       "detail": "Sign-up is closed; ask an administrator for an account"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
@@ -2028,7 +2002,7 @@ export interface operations {
                      *       "type": "about:blank",
                      *       "title": "Conflict",
                      *       "status": 409,
-                     *       "detail": "The request conflicts with the current state; see detail"
+                     *       "detail": "An account with this email already exists"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
@@ -2062,7 +2036,7 @@ export interface operations {
                      *       "type": "about:blank",
                      *       "title": "Unsupported media type",
                      *       "status": 415,
-                     *       "detail": "Send the body as JSON with the header 'Content-Type: application/json'"
+                     *       "detail": "Send the body as JSON with the header 'Content-Type: application/json' (this request said 'text/plain')"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
@@ -2084,11 +2058,35 @@ export interface operations {
                      *         {
                      *           "loc": [
                      *             "body",
-                     *             "raw_text"
+                     *             "email"
+                     *           ],
+                     *           "msg": "Field required"
+                     *         },
+                     *         {
+                     *           "loc": [
+                     *             "body",
+                     *             "password"
                      *           ],
                      *           "msg": "Field required"
                      *         }
                      *       ]
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too many requests; see Retry-After */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "type": "about:blank",
+                     *       "title": "Too many requests",
+                     *       "status": 429,
+                     *       "detail": "Too many sign-ups from this address; try later"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
@@ -2118,7 +2116,10 @@ export interface operations {
             query?: never;
             header?: never;
             path?: never;
-            cookie?: never;
+            cookie?: {
+                /** @description The device cookie an earlier login to this account set (optional) */
+                notes_device?: string | null;
+            };
         };
         requestBody: {
             content: {
@@ -2163,7 +2164,7 @@ export interface operations {
                      *       "type": "about:blank",
                      *       "title": "Unauthorized",
                      *       "status": 401,
-                     *       "detail": "Invalid or expired access token"
+                     *       "detail": "Incorrect email or password"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
@@ -2197,7 +2198,7 @@ export interface operations {
                      *       "type": "about:blank",
                      *       "title": "Unsupported media type",
                      *       "status": 415,
-                     *       "detail": "Send the body as JSON with the header 'Content-Type: application/json'"
+                     *       "detail": "Send the body as JSON with the header 'Content-Type: application/json' (this request said 'text/plain')"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
@@ -2219,7 +2220,14 @@ export interface operations {
                      *         {
                      *           "loc": [
                      *             "body",
-                     *             "raw_text"
+                     *             "email"
+                     *           ],
+                     *           "msg": "Field required"
+                     *         },
+                     *         {
+                     *           "loc": [
+                     *             "body",
+                     *             "password"
                      *           ],
                      *           "msg": "Field required"
                      *         }
@@ -2229,7 +2237,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Too many attempts; see Retry-After */
+            /** @description Too many requests; see Retry-After */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -2270,7 +2278,10 @@ export interface operations {
             query?: never;
             header?: never;
             path?: never;
-            cookie?: never;
+            cookie?: {
+                /** @description The device cookie an earlier login to this account set (optional) */
+                notes_device?: string | null;
+            };
         };
         requestBody: {
             content: {
@@ -2287,23 +2298,6 @@ export interface operations {
                     "application/json": components["schemas"]["TokenPair"];
                 };
             };
-            /** @description Malformed request (for example, a body that is not JSON) */
-            400: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    /**
-                     * @example {
-                     *       "type": "about:blank",
-                     *       "title": "Malformed request",
-                     *       "status": 400,
-                     *       "detail": "The request body is not valid JSON"
-                     *     }
-                     */
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
             /** @description Missing, invalid or expired credentials */
             401: {
                 headers: {
@@ -2315,7 +2309,7 @@ export interface operations {
                      *       "type": "about:blank",
                      *       "title": "Unauthorized",
                      *       "status": 401,
-                     *       "detail": "Invalid or expired access token"
+                     *       "detail": "Incorrect email or password"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
@@ -2338,23 +2332,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The body is not sent as `Content-Type: application/json` */
-            415: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    /**
-                     * @example {
-                     *       "type": "about:blank",
-                     *       "title": "Unsupported media type",
-                     *       "status": 415,
-                     *       "detail": "Send the body as JSON with the header 'Content-Type: application/json'"
-                     *     }
-                     */
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
             /** @description Invalid input */
             422: {
                 headers: {
@@ -2371,7 +2348,14 @@ export interface operations {
                      *         {
                      *           "loc": [
                      *             "body",
-                     *             "raw_text"
+                     *             "username"
+                     *           ],
+                     *           "msg": "Field required"
+                     *         },
+                     *         {
+                     *           "loc": [
+                     *             "body",
+                     *             "password"
                      *           ],
                      *           "msg": "Field required"
                      *         }
@@ -2381,7 +2365,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Too many attempts; see Retry-After */
+            /** @description Too many requests; see Retry-After */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -2467,7 +2451,7 @@ export interface operations {
                      *       "type": "about:blank",
                      *       "title": "Unauthorized",
                      *       "status": 401,
-                     *       "detail": "Invalid or expired access token"
+                     *       "detail": "Invalid or expired refresh token"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
@@ -2501,7 +2485,7 @@ export interface operations {
                      *       "type": "about:blank",
                      *       "title": "Unsupported media type",
                      *       "status": 415,
-                     *       "detail": "Send the body as JSON with the header 'Content-Type: application/json'"
+                     *       "detail": "Send the body as JSON with the header 'Content-Type: application/json' (this request said 'text/plain')"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
@@ -2523,7 +2507,7 @@ export interface operations {
                      *         {
                      *           "loc": [
                      *             "body",
-                     *             "raw_text"
+                     *             "refresh_token"
                      *           ],
                      *           "msg": "Field required"
                      *         }
@@ -2600,7 +2584,7 @@ export interface operations {
                      *       "type": "about:blank",
                      *       "title": "Unauthorized",
                      *       "status": 401,
-                     *       "detail": "Invalid or expired access token"
+                     *       "detail": "Not signed in"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
@@ -2634,7 +2618,7 @@ export interface operations {
                      *       "type": "about:blank",
                      *       "title": "Unsupported media type",
                      *       "status": 415,
-                     *       "detail": "Send the body as JSON with the header 'Content-Type: application/json'"
+                     *       "detail": "Send the body as JSON with the header 'Content-Type: application/json' (this request said 'text/plain')"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
@@ -2656,7 +2640,7 @@ export interface operations {
                      *         {
                      *           "loc": [
                      *             "body",
-                     *             "raw_text"
+                     *             "refresh_token"
                      *           ],
                      *           "msg": "Field required"
                      *         }
@@ -2714,7 +2698,7 @@ export interface operations {
                      *       "type": "about:blank",
                      *       "title": "Unauthorized",
                      *       "status": 401,
-                     *       "detail": "Invalid or expired access token"
+                     *       "detail": "Not signed in"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
@@ -2771,7 +2755,7 @@ export interface operations {
                      *       "type": "about:blank",
                      *       "title": "Unauthorized",
                      *       "status": 401,
-                     *       "detail": "Invalid or expired access token"
+                     *       "detail": "Not signed in"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
@@ -2809,10 +2793,10 @@ export interface operations {
                      *       "errors": [
                      *         {
                      *           "loc": [
-                     *             "body",
-                     *             "raw_text"
+                     *             "query",
+                     *             "limit"
                      *           ],
-                     *           "msg": "Field required"
+                     *           "msg": "Input should be less than or equal to 100"
                      *         }
                      *       ]
                      *     }
@@ -2889,7 +2873,7 @@ export interface operations {
                      *       "type": "about:blank",
                      *       "title": "Unauthorized",
                      *       "status": 401,
-                     *       "detail": "Invalid or expired access token"
+                     *       "detail": "Not signed in"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
@@ -2923,7 +2907,7 @@ export interface operations {
                      *       "type": "about:blank",
                      *       "title": "Conflict",
                      *       "status": 409,
-                     *       "detail": "The request conflicts with the current state; see detail"
+                     *       "detail": "An account with this email already exists"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
@@ -2957,7 +2941,7 @@ export interface operations {
                      *       "type": "about:blank",
                      *       "title": "Unsupported media type",
                      *       "status": 415,
-                     *       "detail": "Send the body as JSON with the header 'Content-Type: application/json'"
+                     *       "detail": "Send the body as JSON with the header 'Content-Type: application/json' (this request said 'text/plain')"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
@@ -2979,7 +2963,14 @@ export interface operations {
                      *         {
                      *           "loc": [
                      *             "body",
-                     *             "raw_text"
+                     *             "email"
+                     *           ],
+                     *           "msg": "Field required"
+                     *         },
+                     *         {
+                     *           "loc": [
+                     *             "body",
+                     *             "password"
                      *           ],
                      *           "msg": "Field required"
                      *         }
@@ -3060,7 +3051,7 @@ export interface operations {
                      *       "type": "about:blank",
                      *       "title": "Unauthorized",
                      *       "status": 401,
-                     *       "detail": "Invalid or expired access token"
+                     *       "detail": "Not signed in"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
@@ -3094,7 +3085,7 @@ export interface operations {
                      *       "type": "about:blank",
                      *       "title": "Not found",
                      *       "status": 404,
-                     *       "detail": "Note not found"
+                     *       "detail": "User not found"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
@@ -3111,7 +3102,7 @@ export interface operations {
                      *       "type": "about:blank",
                      *       "title": "Conflict",
                      *       "status": 409,
-                     *       "detail": "The request conflicts with the current state; see detail"
+                     *       "detail": "An organization must keep at least one active admin"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
@@ -3145,7 +3136,7 @@ export interface operations {
                      *       "type": "about:blank",
                      *       "title": "Unsupported media type",
                      *       "status": 415,
-                     *       "detail": "Send the body as JSON with the header 'Content-Type: application/json'"
+                     *       "detail": "Send the body as JSON with the header 'Content-Type: application/json' (this request said 'text/plain')"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
@@ -3167,9 +3158,9 @@ export interface operations {
                      *         {
                      *           "loc": [
                      *             "body",
-                     *             "raw_text"
+                     *             "unknown_field"
                      *           ],
-                     *           "msg": "Field required"
+                     *           "msg": "Extra inputs are not permitted"
                      *         }
                      *       ]
                      *     }
@@ -3225,7 +3216,7 @@ export interface operations {
                      *       "type": "about:blank",
                      *       "title": "Unauthorized",
                      *       "status": 401,
-                     *       "detail": "Invalid or expired access token"
+                     *       "detail": "Not signed in"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
@@ -3317,7 +3308,7 @@ export interface operations {
                      *       "type": "about:blank",
                      *       "title": "Unauthorized",
                      *       "status": 401,
-                     *       "detail": "Invalid or expired access token"
+                     *       "detail": "Not signed in"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
@@ -3351,7 +3342,7 @@ export interface operations {
                      *       "type": "about:blank",
                      *       "title": "Conflict",
                      *       "status": 409,
-                     *       "detail": "The request conflicts with the current state; see detail"
+                     *       "detail": "An organization may have at most 10 webhook endpoints"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
@@ -3385,7 +3376,7 @@ export interface operations {
                      *       "type": "about:blank",
                      *       "title": "Unsupported media type",
                      *       "status": 415,
-                     *       "detail": "Send the body as JSON with the header 'Content-Type: application/json'"
+                     *       "detail": "Send the body as JSON with the header 'Content-Type: application/json' (this request said 'text/plain')"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
@@ -3407,7 +3398,14 @@ export interface operations {
                      *         {
                      *           "loc": [
                      *             "body",
-                     *             "raw_text"
+                     *             "url"
+                     *           ],
+                     *           "msg": "Field required"
+                     *         },
+                     *         {
+                     *           "loc": [
+                     *             "body",
+                     *             "events"
                      *           ],
                      *           "msg": "Field required"
                      *         }
@@ -3467,7 +3465,7 @@ export interface operations {
                      *       "type": "about:blank",
                      *       "title": "Unauthorized",
                      *       "status": 401,
-                     *       "detail": "Invalid or expired access token"
+                     *       "detail": "Not signed in"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
@@ -3501,7 +3499,7 @@ export interface operations {
                      *       "type": "about:blank",
                      *       "title": "Not found",
                      *       "status": 404,
-                     *       "detail": "Note not found"
+                     *       "detail": "Webhook endpoint not found"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
@@ -3522,10 +3520,10 @@ export interface operations {
                      *       "errors": [
                      *         {
                      *           "loc": [
-                     *             "body",
-                     *             "raw_text"
+                     *             "path",
+                     *             "webhook_id"
                      *           ],
-                     *           "msg": "Field required"
+                     *           "msg": "Input should be a valid UUID, invalid character: found `n` at 0"
                      *         }
                      *       ]
                      *     }
@@ -3581,7 +3579,7 @@ export interface operations {
                      *       "type": "about:blank",
                      *       "title": "Unauthorized",
                      *       "status": 401,
-                     *       "detail": "Invalid or expired access token"
+                     *       "detail": "Not signed in"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
@@ -3615,7 +3613,7 @@ export interface operations {
                      *       "type": "about:blank",
                      *       "title": "Not found",
                      *       "status": 404,
-                     *       "detail": "Note not found"
+                     *       "detail": "Webhook endpoint not found"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
@@ -3636,10 +3634,10 @@ export interface operations {
                      *       "errors": [
                      *         {
                      *           "loc": [
-                     *             "body",
-                     *             "raw_text"
+                     *             "path",
+                     *             "webhook_id"
                      *           ],
-                     *           "msg": "Field required"
+                     *           "msg": "Input should be a valid UUID, invalid character: found `n` at 0"
                      *         }
                      *       ]
                      *     }
@@ -3718,7 +3716,7 @@ export interface operations {
                      *       "type": "about:blank",
                      *       "title": "Unauthorized",
                      *       "status": 401,
-                     *       "detail": "Invalid or expired access token"
+                     *       "detail": "Not signed in"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
@@ -3752,7 +3750,7 @@ export interface operations {
                      *       "type": "about:blank",
                      *       "title": "Not found",
                      *       "status": 404,
-                     *       "detail": "Note not found"
+                     *       "detail": "Webhook endpoint not found"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
@@ -3786,7 +3784,7 @@ export interface operations {
                      *       "type": "about:blank",
                      *       "title": "Unsupported media type",
                      *       "status": 415,
-                     *       "detail": "Send the body as JSON with the header 'Content-Type: application/json'"
+                     *       "detail": "Send the body as JSON with the header 'Content-Type: application/json' (this request said 'text/plain')"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
@@ -3807,10 +3805,10 @@ export interface operations {
                      *       "errors": [
                      *         {
                      *           "loc": [
-                     *             "body",
-                     *             "raw_text"
+                     *             "path",
+                     *             "webhook_id"
                      *           ],
-                     *           "msg": "Field required"
+                     *           "msg": "Input should be a valid UUID, invalid character: found `n` at 0"
                      *         }
                      *       ]
                      *     }
@@ -3868,7 +3866,7 @@ export interface operations {
                      *       "type": "about:blank",
                      *       "title": "Unauthorized",
                      *       "status": 401,
-                     *       "detail": "Invalid or expired access token"
+                     *       "detail": "Not signed in"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
@@ -3902,7 +3900,7 @@ export interface operations {
                      *       "type": "about:blank",
                      *       "title": "Not found",
                      *       "status": 404,
-                     *       "detail": "Note not found"
+                     *       "detail": "Webhook endpoint not found"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
@@ -3923,10 +3921,10 @@ export interface operations {
                      *       "errors": [
                      *         {
                      *           "loc": [
-                     *             "body",
-                     *             "raw_text"
+                     *             "path",
+                     *             "webhook_id"
                      *           ],
-                     *           "msg": "Field required"
+                     *           "msg": "Input should be a valid UUID, invalid character: found `n` at 0"
                      *         }
                      *       ]
                      *     }
@@ -3987,7 +3985,7 @@ export interface operations {
                      *       "type": "about:blank",
                      *       "title": "Unauthorized",
                      *       "status": 401,
-                     *       "detail": "Invalid or expired access token"
+                     *       "detail": "Not signed in"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
@@ -4021,7 +4019,7 @@ export interface operations {
                      *       "type": "about:blank",
                      *       "title": "Not found",
                      *       "status": 404,
-                     *       "detail": "Note not found"
+                     *       "detail": "Webhook endpoint not found"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
@@ -4042,10 +4040,10 @@ export interface operations {
                      *       "errors": [
                      *         {
                      *           "loc": [
-                     *             "body",
-                     *             "raw_text"
+                     *             "path",
+                     *             "webhook_id"
                      *           ],
-                     *           "msg": "Field required"
+                     *           "msg": "Input should be a valid UUID, invalid character: found `n` at 0"
                      *         }
                      *       ]
                      *     }
@@ -4104,7 +4102,7 @@ export interface operations {
                      *       "type": "about:blank",
                      *       "title": "Unauthorized",
                      *       "status": 401,
-                     *       "detail": "Invalid or expired access token"
+                     *       "detail": "Not signed in"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
@@ -4138,7 +4136,7 @@ export interface operations {
                      *       "type": "about:blank",
                      *       "title": "Not found",
                      *       "status": 404,
-                     *       "detail": "Note not found"
+                     *       "detail": "Webhook endpoint not found"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
@@ -4155,7 +4153,7 @@ export interface operations {
                      *       "type": "about:blank",
                      *       "title": "Conflict",
                      *       "status": 409,
-                     *       "detail": "The request conflicts with the current state; see detail"
+                     *       "detail": "This endpoint is disabled; enable it first"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
@@ -4176,10 +4174,10 @@ export interface operations {
                      *       "errors": [
                      *         {
                      *           "loc": [
-                     *             "body",
-                     *             "raw_text"
+                     *             "path",
+                     *             "webhook_id"
                      *           ],
-                     *           "msg": "Field required"
+                     *           "msg": "Input should be a valid UUID, invalid character: found `n` at 0"
                      *         }
                      *       ]
                      *     }
@@ -4235,7 +4233,7 @@ export interface operations {
                      *       "type": "about:blank",
                      *       "title": "Unauthorized",
                      *       "status": 401,
-                     *       "detail": "Invalid or expired access token"
+                     *       "detail": "Not signed in"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
@@ -4326,7 +4324,7 @@ export interface operations {
                      *       "type": "about:blank",
                      *       "title": "Service unavailable",
                      *       "status": 503,
-                     *       "detail": "The database is unavailable; try again shortly"
+                     *       "detail": "The database is unreachable"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
@@ -4363,24 +4361,7 @@ export interface operations {
                      *       "type": "about:blank",
                      *       "title": "Unauthorized",
                      *       "status": 401,
-                     *       "detail": "Invalid or expired access token"
-                     *     }
-                     */
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            /** @description Database unavailable; see Retry-After */
-            503: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    /**
-                     * @example {
-                     *       "type": "about:blank",
-                     *       "title": "Service unavailable",
-                     *       "status": 503,
-                     *       "detail": "The database is unavailable; try again shortly"
+                     *       "detail": "This endpoint needs the metrics token"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
