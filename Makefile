@@ -55,6 +55,7 @@ lint: $(STAMP) ## ruff check, ruff format --check, mypy strict, pip-audit
 	$(BIN)/ruff check src tests migrations bench scripts rehearsal
 	$(BIN)/ruff format --check src tests migrations bench scripts rehearsal
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 	$(UV) export --frozen --all-groups --no-emit-project --format requirements-txt \
 	  | $(BIN)/pip-audit --disable-pip --require-hashes --progress-spinner off -r /dev/stdin
 
