@@ -22,6 +22,7 @@ from sqlalchemy import (
     Table,
     bindparam,
     delete,
+    func,
     insert,
     or_,
     select,
@@ -192,6 +193,22 @@ _REMOVE = _by_role(lambda role: delete(notes).where(notes.c.id == _NOTE_ID, visi
 async def remove(session: AsyncSession, caller: Caller, note_id: uuid.UUID) -> None:
     conn = await session.connection()
     await conn.execute(_REMOVE[caller.role], {"note_id": note_id, **tenant_params(caller)})
+
+
+_CREATED_SINCE = (
+    select(func.count())
+    .select_from(notes)
+    .where(
+        notes.c.organization_id == bindparam("organization_id", type_=notes.c.organization_id.type),
+        notes.c.created_at >= bindparam("since", type_=notes.c.created_at.type),
+    )
+)
+
+
+async def count_created(session: AsyncSession, organization_id: uuid.UUID, since: datetime) -> int:
+    """Notes an organization created since `since` that still exist (its usage report)."""
+    params = {"organization_id": organization_id, "since": since}
+    return int((await session.execute(_CREATED_SINCE, params)).scalar_one())
 
 
 # ----------------------------------------------------------------------- the summarize job

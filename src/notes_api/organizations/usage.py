@@ -1,6 +1,7 @@
 """An organization's model usage: recorded per UTC day by the summarize job, read by its
-admins. Notes created are counted from the notes themselves (`ix_notes_org_created`), so
-the hot create path writes nothing more; a deleted note no longer counts."""
+admins. Notes created are counted by the notes' repository from the notes themselves
+(`ix_notes_org_created`), so the hot create path writes nothing more; a deleted note no
+longer counts."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from notes_api.core.models import utcnow
+from notes_api.notes import repository
 from notes_api.notes.models import Note
 from notes_api.organizations.models import OrganizationUsage
 from notes_api.organizations.schemas import OrganizationUsagePublic, UsagePeriod
@@ -43,11 +45,7 @@ async def _period(
     session: AsyncSession, organization_id: uuid.UUID, start: date, end: date
 ) -> UsagePeriod:
     since = datetime.combine(start, time.min, UTC)
-    created = await session.scalar(
-        select(func.count())
-        .select_from(notes)
-        .where(notes.c.organization_id == organization_id, notes.c.created_at >= since)
-    )
+    created = await repository.count_created(session, organization_id, since)
     sums = (
         await session.execute(
             select(
