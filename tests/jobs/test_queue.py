@@ -436,3 +436,91 @@ async def test_a_fresh_reading_is_reused_and_an_exhausted_one_read_again(db: Dat
     assert len(await _claim_with(db, due_keys, 5)) == 1
     # Used up, it is read again at once: the newest job is found.
     assert len(await _claim_with(db, due_keys, 5)) == 1
+
+
+# --------------------------------------------------------------- fencing after a takeover
+
+
+async def _taken_over(db: Database, count: int) -> tuple[list[Claimed], list[Claimed]]:
+    """`count` jobs claimed by worker A, whose leases run out; the reaper's way puts them
+    back (fenced by A's token, as the worker's reaper does), and worker B claims them with
+    a new token. A's copies, and B's."""
+    for _ in range(count):
+        await _enqueue(db, attempts=5)
+    async with db.session(write=True) as s:
+        first = await fair.claim(s, [KIND], worker_id="A", lease_seconds=0.05, limit=count)
+    await asyncio.sleep(0.1)
+    async with db.session(write=True) as s:
+        stale = await queue.expired(s)
+        assert {j.id for j in stale} == {j.id for j in first}
+        outcomes = [(job, Retry("lease expired")) for job in stale]
+        ended = await settle(s, {KIND: Plain()}, RetryPolicy(0, 0), outcomes)  # type: ignore[arg-type]
+        assert [e.status for e in ended] == [JobStatus.QUEUED] * count
+    async with db.session(write=True) as s:
+        second = await fair.claim(s, [KIND], worker_id="B", lease_seconds=30, limit=count)
+    assert {j.id for j in second} == {j.id for j in first}
+    assert {j.lease_token for j in second}.isdisjoint({j.lease_token for j in first})
+    return first, second
+
+
+async def _as_b_left_them(db: Database, second: list[Claimed]) -> None:
+    """Each job is still B's: processing under B's token and lease, its second attempt."""
+    for job in second:
+        row = await _get(db, job)
+        assert (row.status, row.attempts, row.worker_id) == (JobStatus.PROCESSING, 2, "B")
+        assert (row.lease_token, row.lease_expires_at) == (job.lease_token, job.lease_expires_at)
+        assert (row.last_error, row.finished_at) == ("lease expired", None)
+
+
+LATE_WRITES = ["complete", "requeue", "fail", "renew", "release"]
+
+
+async def _late(s: object, write: str, batch: list[Claimed]) -> set[uuid.UUID]:
+    """A's late write of `batch`: the ids it changed."""
+    if write == "complete":
+        return await queue.complete(s, batch)  # type: ignore[arg-type]
+    if write == "renew":
+        return await queue.renew(s, batch, 300)  # type: ignore[arg-type]
+    if write == "release":
+        return await queue.release(s, batch)  # type: ignore[arg-type]
+    changed = set()
+    for job in batch:  # failures are written one job at a time (each has its own error)
+        ok = (
+            await queue.requeue(s, job, "late", 0)  # type: ignore[arg-type]
+            if write == "requeue"
+            else await queue.fail(s, job, "late")  # type: ignore[arg-type]
+        )
+        if ok:
+            changed.add(job.id)
+    return changed
+
+
+@pytest.mark.parametrize("write", LATE_WRITES)
+async def test_a_late_write_of_a_job_taken_over_after_its_lease_ran_out_changes_nothing(
+    db: Database, write: str
+) -> None:
+    [first], second = await _taken_over(db, 1)
+    async with db.session(write=True) as s:
+        assert await _late(s, write, [first]) == set()
+    await _as_b_left_them(db, second)
+
+
+@pytest.mark.parametrize("write", LATE_WRITES)
+async def test_a_late_write_of_a_batch_changes_only_the_jobs_whose_lease_it_still_holds(
+    db: Database, write: str
+) -> None:
+    first, second = await _taken_over(db, 3)
+    await _enqueue(db, attempts=5)
+    async with db.session(write=True) as s:
+        [mine] = await fair.claim(s, [KIND], worker_id="A", lease_seconds=30, limit=1)
+    async with db.session(write=True) as s:
+        assert await _late(s, write, [*first, mine]) == {mine.id}
+    await _as_b_left_them(db, second)
+    expected = {
+        "complete": JobStatus.DONE,
+        "requeue": JobStatus.QUEUED,
+        "fail": JobStatus.FAILED,
+        "renew": JobStatus.PROCESSING,
+        "release": JobStatus.QUEUED,
+    }
+    assert (await _get(db, mine)).status is expected[write]
