@@ -38,6 +38,8 @@ class SummarizeHandler:
 
     def __init__(self, summarizer: Summarizer) -> None:
         self.summarizer = summarizer
+        # Asked once: a runtime Protocol check costs about as much as a short summary.
+        self.metered = summarizer if isinstance(summarizer, MeteredSummarizer) else None
 
     async def lock(self, session: AsyncSession, jobs: Sequence[Claimed]) -> set[uuid.UUID]:
         found = await repository.lock_for_jobs(session, [_note_id(job) for job in jobs])
@@ -53,8 +55,8 @@ class SummarizeHandler:
     async def run(self, job: Claimed, subject: Any) -> Outcome:
         text, title = subject
         try:
-            if isinstance(self.summarizer, MeteredSummarizer):
-                return Done(await self.summarizer.summarize_metered(text, title=title))
+            if self.metered is not None:
+                return Done(await self.metered.summarize_metered(text, title=title))
             return Done((await self.summarizer.summarize(text, title=title), None))
         except SummarizerError as exc:
             error = str(exc) or type(exc).__name__
