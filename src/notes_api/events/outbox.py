@@ -10,14 +10,15 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, delete, insert
+from sqlalchemy import Table, delete, func, insert, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from notes_api.core.models import utcnow
 from notes_api.events import signals
 from notes_api.events.models import EventType, NoteEvent
 from notes_api.events.schemas import NoteState
-from notes_api.webhooks.fanout import fan_out
+from notes_api.jobs import queue
+from notes_api.webhooks.fanout import deliveries_of, fan_out, fan_out_params
 from notes_api.webhooks.models import WebhookDelivery
 
 note_events = cast(Table, NoteEvent.__table__)
@@ -42,6 +43,8 @@ def event_values(
     }
 
 
+# What the deliveries of events just written are chosen by.
+_FANNED_OUT = (note_events.c.id, note_events.c.organization_id, note_events.c.type)
 # Many rows in one INSERT (SQLAlchemy's "insertmanyvalues"), the ids in the rows' order.
 _RECORD = insert(note_events).returning(note_events.c.id, sort_by_parameter_order=True)
 
@@ -54,15 +57,25 @@ async def record(session: AsyncSession, event_type: EventType, note: Any) -> int
 
 
 async def record_many(session: AsyncSession, changes: Sequence[tuple[EventType, Any]]) -> list[int]:
-    """`record` for several notes at once: one INSERT of the events and one of their
-    deliveries, whatever their number (the job engine's batches). The events' ids."""
+    """`record` for several notes at once, whatever their number (the job engine's batches):
+    on Postgres one statement writes the events and enqueues their deliveries (none when the
+    organization has no endpoint: no round trip of its own); on SQLite, two. The events' ids."""
     if not changes:
         return []
     now = utcnow()
     rows = [event_values(kind, note, note.organization_id, now=now) for kind, note in changes]
     conn = await session.connection()
-    event_ids = [int(i) for i in (await conn.execute(_RECORD, rows)).scalars()]
-    await fan_out(session, event_ids)
+    if conn.dialect.name == "postgresql":
+        written = insert(note_events).values(rows).returning(*_FANNED_OUT).cte("written")
+        hooks = deliveries_of(written).returning(literal_column("1")).cte("hooks")
+        queued = select(func.count()).select_from(hooks).scalar_subquery()
+        stmt = select(written.c.id, queued).order_by(written.c.id)
+        found = (await conn.execute(stmt, fan_out_params())).all()
+        event_ids = [int(row[0]) for row in found]
+        queue.enqueued(session, int(found[0][1]))
+    else:
+        event_ids = [int(i) for i in (await conn.execute(_RECORD, rows)).scalars()]
+        await fan_out(session, event_ids)
     signals.mark_recorded(session)
     return event_ids
 

@@ -84,11 +84,22 @@ def enqueue_each(kind: str, rows: Select[Any], new_id: Any) -> Insert:
 
 async def enqueue_selected(session: AsyncSession, stmt: Insert, params: dict[str, Any]) -> int:
     """Run an `enqueue_each` statement: the number of jobs it queued."""
-    result = await session.execute(stmt, {**params, "enqueue_now": utcnow()})
+    result = await session.execute(stmt, {**params, **enqueue_params()})
     queued = int(getattr(result, "rowcount", 0) or 0)
-    if queued:
-        signals.mark_queued(session)
+    enqueued(session, queued)
     return queued
+
+
+def enqueue_params() -> dict[str, Any]:
+    """The parameters of an `enqueue_each` statement that the engine sets (the time)."""
+    return {"enqueue_now": utcnow()}
+
+
+def enqueued(session: AsyncSession, count: int) -> None:
+    """`count` jobs were queued by an `enqueue_each` statement that the caller ran as part of
+    a larger one (a Postgres CTE): wake the workers once the session commits."""
+    if count:
+        signals.mark_queued(session)
 
 
 def announce_finished(session: AsyncSession, job: Claimed) -> None:

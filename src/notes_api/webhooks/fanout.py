@@ -79,16 +79,22 @@ def _deliveries(event_id: ColumnElement[Any], *conditions: ColumnElement[bool]) 
     return queue.enqueue_each(WEBHOOK, rows, random_uuid())
 
 
-_SUBSCRIBED_BIT = case(
-    {kind.value: bit for kind, bit in EVENT_BITS.items()}, value=note_events.c.type, else_=0
-)
-# Built once at import: the deliveries of a batch of events just written.
-_FAN_OUT = _deliveries(
-    note_events.c.id,
-    note_events.c.id.in_(bindparam("hook_event_ids", expanding=True)),
-    endpoints.c.organization_id == note_events.c.organization_id,
-    endpoints.c.enabled,
-    endpoints.c.event_mask.op("&")(_SUBSCRIBED_BIT) != 0,
+def deliveries_of(events: Any, *conditions: ColumnElement[bool]) -> Any:
+    """The INSERT of the delivery jobs of `events` (the events table, or a CTE of events just
+    written: their `id`, `organization_id` and `type`). Parameters: `fan_out_params()`."""
+    bit = case({kind.value: bit for kind, bit in EVENT_BITS.items()}, value=events.c.type, else_=0)
+    return _deliveries(
+        events.c.id,
+        *conditions,
+        endpoints.c.organization_id == events.c.organization_id,
+        endpoints.c.enabled,
+        endpoints.c.event_mask.op("&")(bit) != 0,
+    )
+
+
+# Built once at import: the deliveries of a batch of events written in this transaction.
+_FAN_OUT = deliveries_of(
+    note_events, note_events.c.id.in_(bindparam("hook_event_ids", expanding=True))
 )
 # One more delivery of an event to one endpoint (no subscription test: asked for by hand).
 _RESEND = _deliveries(
@@ -101,6 +107,10 @@ _RESEND = _deliveries(
 def _max_attempts() -> int:
     """The rows say what the webhook kind's retry policy allows (the same setting)."""
     return get_settings().webhook_max_attempts
+
+
+def fan_out_params() -> dict[str, Any]:
+    return {"hook_max_attempts": _max_attempts(), **queue.enqueue_params()}
 
 
 async def fan_out(session: AsyncSession, event_ids: list[int]) -> int:
