@@ -321,6 +321,20 @@ def describe_fairness(figures: Fairness) -> list[str]:
     ]
 
 
+async def summarizer_rate(notes: int) -> float:
+    """The extractive summarizer alone, in this process, on the same `notes` texts the
+    throughput runs queue: summaries/s with no database, queue or worker around it. The
+    worker figures are read beside it: the machine is shared, and both move with its load."""
+    from notes_api.summarize.extractive import ExtractiveSummarizer
+
+    summarizer = ExtractiveSummarizer()
+    texts = [note_text(i) for i in range(notes)]
+    started = time.perf_counter()
+    for text in texts:
+        await summarizer.summarize(text)
+    return notes / (time.perf_counter() - started)
+
+
 def pct(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
 
@@ -329,6 +343,7 @@ def pct(values: list[float], q: float) -> float:
 class JobFigures:
     notes: int
     samples: int
+    summarizer_alone: float | None = None  # summaries/s, in-process, no engine
     one_worker: float | None = None  # summaries/s, Postgres
     two_workers: float | None = None
     pg_latency_ms: list[float] | None = None  # standalone idle worker
@@ -346,16 +361,20 @@ async def measure(
     log_dir: Path | None = None,
     backlog: int = 5000,
     probes: int = 20,
+    throughput_only: bool = False,
 ) -> JobFigures:
     figures = JobFigures(notes=notes, samples=samples)
     if postgres:
+        figures.summarizer_alone = await summarizer_rate(notes)
         figures.one_worker = await throughput(1, notes, url, log_dir)
         figures.two_workers = await throughput(2, notes, url, log_dir)
-        figures.fairness = await fairness(backlog, probes, url, log_dir)
+        if not throughput_only:
+            figures.fairness = await fairness(backlog, probes, url, log_dir)
+    if postgres and not throughput_only:
         reset_pg(url)
         env = base_env(url, WORKER_EMBEDDED="false")
         figures.pg_latency_ms = await latency(env, samples, log_dir)
-    if sqlite:
+    if sqlite and not throughput_only:
         with tempfile.TemporaryDirectory(prefix="notes-bench-") as tmp:
             env = base_env(f"sqlite:///{tmp}/bench.db", WORKER_EMBEDDED="true")
             figures.sqlite_latency_ms = await latency(env, samples, log_dir)
@@ -369,6 +388,12 @@ def describe(figures: JobFigures) -> list[str]:
             f"throughput, Postgres, extractive: 1 worker {figures.one_worker:.0f}/s, "
             f"2 workers {figures.two_workers:.0f}/s "
             f"({figures.two_workers / figures.one_worker:.2f}x)"
+        )
+    if figures.summarizer_alone is not None and figures.one_worker is not None:
+        lines.append(
+            f"the extractive summarizer alone, in-process, same texts, same run: "
+            f"{figures.summarizer_alone:.0f}/s (1 worker = "
+            f"{figures.one_worker / figures.summarizer_alone:.3f} of it)"
         )
     for name, values in (
         ("Postgres, standalone worker", figures.pg_latency_ms),
@@ -389,6 +414,9 @@ async def main() -> None:
     parser.add_argument("--notes", type=int, default=2000)
     parser.add_argument("--latency-samples", type=int, default=200)
     parser.add_argument("--fairness", action="store_true", help="only the fairness scenario")
+    parser.add_argument(
+        "--throughput", action="store_true", help="only the summarizer and 1- and 2-worker rates"
+    )
     parser.add_argument("--backlog", type=int, default=5000)
     parser.add_argument("--probes", type=int, default=20)
     args = parser.parse_args()
@@ -396,7 +424,11 @@ async def main() -> None:
         print("\n".join(describe_fairness(await fairness(args.backlog, args.probes))))
         return
     figures = await measure(
-        notes=args.notes, samples=args.latency_samples, backlog=args.backlog, probes=args.probes
+        notes=args.notes,
+        samples=args.latency_samples,
+        backlog=args.backlog,
+        probes=args.probes,
+        throughput_only=args.throughput,
     )
     print("\n".join(describe(figures)))
 

@@ -53,7 +53,11 @@ class Target:
 # Each group runs in its own copy of the project (mutation/work/<group>/), with its own
 # [tool.mutmut] selection, so that a mutant is tried against its own module's tests only.
 GROUPS: dict[str, list[str]] = {
-    "jobs": ["tests/jobs/test_queue.py", "tests/jobs/test_worker.py"],
+    "jobs": [
+        "tests/jobs/test_queue.py",
+        "tests/jobs/test_worker.py",
+        "tests/limits/test_fairness.py",
+    ],
     "tenancy": [
         "tests/api/test_tenancy.py",
         "tests/api/test_notes.py",
@@ -69,6 +73,27 @@ TARGETS = [
         "notes_api/jobs/queue.py",
         "notes_api.jobs.queue.*",
         "job engine: claim, lease, fence, retry",
+        "jobs",
+    ),
+    Target(
+        "fair",
+        "notes_api/jobs/fair.py",
+        "notes_api.jobs.fair.*",
+        "job engine: fair claim",
+        "jobs",
+    ),
+    Target(
+        "settle",
+        "notes_api/jobs/settle.py",
+        "notes_api.jobs.settle.*",
+        "job engine: outcomes, group commit",
+        "jobs",
+    ),
+    Target(
+        "handler",
+        "notes_api/jobs/handler.py",
+        "notes_api.jobs.handler.*",
+        "job engine: retry policy, transient rule",
         "jobs",
     ),
     Target(
@@ -109,9 +134,8 @@ TARGETS = [
 ]
 # A function that runs at import -> the function whose tests exercise what it built.
 AT_IMPORT = {
-    "notes_api.notes.repository.x__job_state_update": (
-        "notes_api.notes.repository.x_record_job_state"
-    ),
+    # Every fenced write (renew, complete, requeue, fail, release) is built by `_fenced`.
+    "notes_api.jobs.queue.x__fenced": "notes_api.jobs.queue.x_complete",
 }
 WORK = ROOT / "mutation" / "work"
 FRESH_RESULTS = "at-import.json"  # in the group's copy: what the fresh processes found

@@ -15,7 +15,7 @@ from sqlalchemy.dialects import postgresql
 
 from notes_api.core.identity import Caller, Role
 from notes_api.core.models import utcnow
-from notes_api.jobs import queue
+from notes_api.jobs import fair
 from notes_api.notes import repository
 from notes_api.notes.repository import NoteFilters
 from tests.conftest import TABLES
@@ -122,7 +122,7 @@ def test_one_note_is_a_primary_key_lookup(pg_url: str, seeded: dict[str, Caller]
 def test_the_fairness_keys_are_read_from_the_index_one_probe_per_key(
     pg_url: str, seeded: dict[str, Caller]
 ) -> None:
-    stmt = queue.shares_statement(["summarize"], now=utcnow(), room=16)
+    stmt = fair.shares_statement(["summarize"], now=utcnow(), room=16)
     with psycopg.connect(pg_url) as conn:
         plan = _plan(conn, stmt, {})
     assert "Recursive Union" in plan
@@ -132,7 +132,7 @@ def test_the_fairness_keys_are_read_from_the_index_one_probe_per_key(
 
 def test_a_claim_reads_only_the_queued_jobs_index(pg_url: str, seeded: dict[str, Caller]) -> None:
     shares = {"": 12, "org-a": 4}
-    stmt = queue.claim_statement(
+    stmt = fair.claim_statement(
         ["summarize"], shares, worker_id="w", lease_seconds=30, now=utcnow()
     )
     with psycopg.connect(pg_url) as conn:

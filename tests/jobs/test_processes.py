@@ -19,6 +19,7 @@ from sqlalchemy import func, select
 
 from notes_api.core.config import Settings
 from notes_api.core.db import Database
+from notes_api.events.models import NoteEvent
 from notes_api.jobs.models import Job
 from notes_api.notes.models import Note
 from tests.conftest import Account, client_for, empty_pg, make_settings, running_app, signup
@@ -265,3 +266,49 @@ async def test_a_created_note_wakes_an_idle_worker_process_at_once(
         assert {(await note(db, i)).status.value for i in (first, second)} == {"done"}
     finally:
         assert stop(worker) == 0
+
+
+@pytest.mark.timeout(240)
+async def test_a_worker_killed_mid_batch_loses_no_job_and_reruns_only_those_it_held(
+    api: tuple[FastAPI, httpx.AsyncClient], pg_settings: Settings, db: Database
+) -> None:
+    """SIGKILL while a worker claims, starts and group-commits batches: what it had written
+    stays written, what it held (claimed, running, or ended but not yet committed) is taken
+    over once its lease runs out, and every note ends summarized once, with one `done`
+    event, its job at its first attempt or (only the jobs it held) its second."""
+    _, client = api
+    who = await signup(client)
+    count = 400
+    for i in range(count):
+        await post(client, who, f"Note number {i}. It is about topic {i}.")
+    first = start_worker(
+        pg_settings, summarizer="extractive", job_lease_seconds=1.5, worker_concurrency=16
+    )
+    second = None
+    try:
+        await wait_until(lambda: _done_at_least(db, 40), timeout=60)
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=10)
+        async with db.session() as s:
+            held = set((await s.scalars(select(Job.id).where(Job.status == "processing"))).all())
+            finished_before = (await notes_by_status(db)).get("done", 0)
+        assert finished_before < count, "the kill came too late to be mid-drain"
+        assert held, "the worker held no job when it was killed"
+        second = start_worker(pg_settings, summarizer="extractive")
+        await wait_until(lambda: _all_done(db, count), timeout=120)
+        async with db.session() as s:
+            jobs = (await s.scalars(select(Job))).all()
+            done_events = await s.scalar(
+                select(func.count()).select_from(NoteEvent).where(NoteEvent.type == "note.done")
+            )
+        assert len(jobs) == count and {j.status.value for j in jobs} == {"done"}
+        assert {j.id for j in jobs if j.attempts == 2} == held
+        assert all(j.attempts == 1 for j in jobs if j.id not in held)
+        assert done_events == count  # an uncommitted result left no trace
+    finally:
+        if second is not None:
+            assert stop(second) == 0
+
+
+async def _done_at_least(db: Database, count: int) -> bool:
+    return (await notes_by_status(db)).get("done", 0) >= count

@@ -13,10 +13,35 @@ from sqlalchemy.exc import IntegrityError
 
 from notes_api.core.db import Database
 from notes_api.core.models import utcnow
-from notes_api.jobs import queue
-from notes_api.jobs.models import Job, JobStatus
+from notes_api.jobs import fair, handler, queue
+from notes_api.jobs.handler import Failed, Retry, RetryPolicy
+from notes_api.jobs.models import Claimed, Job, JobStatus
+from notes_api.jobs.settle import settle
 
 KIND = "test"
+
+
+class Plain:
+    """A kind with nothing to lock or record: the engine's own writes alone."""
+
+    kind = KIND
+    retry = None
+
+    async def lock(self, session: object, jobs: list[Claimed]) -> set[uuid.UUID]:
+        return {job.id for job in jobs}
+
+    async def record(self, session: object, ended: object) -> None:
+        pass
+
+
+async def _fail(
+    s: object, job: Claimed, error: str, *, transient: bool, base: float, cap: float
+) -> JobStatus | None:
+    """The engine's decision on a failed attempt (settle): retried while attempts are left."""
+    outcome = Retry(error) if transient else Failed(error)
+    kinds = {KIND: Plain()}
+    ended = await settle(s, kinds, RetryPolicy(base, cap), [(job, outcome)])  # type: ignore[arg-type]
+    return ended[0].status if ended else None
 
 
 async def _enqueue(db: Database, key: str | None = None, attempts: int = 3) -> Job:
@@ -25,12 +50,12 @@ async def _enqueue(db: Database, key: str | None = None, attempts: int = 3) -> J
         return await s.get_one(Job, job_id)
 
 
-async def _claim(db: Database, limit: int = 10, lease: float = 30.0) -> list[Job]:
+async def _claim(db: Database, limit: int = 10, lease: float = 30.0) -> list[Claimed]:
     async with db.session(write=True) as s:
-        return await queue.claim(s, [KIND], worker_id="w", lease_seconds=lease, limit=limit)
+        return await fair.claim(s, [KIND], worker_id="w", lease_seconds=lease, limit=limit)
 
 
-async def _get(db: Database, job: Job) -> Job:
+async def _get(db: Database, job: Job | Claimed) -> Job:
     async with db.session() as s:
         found = await s.get(Job, job.id)
         assert found is not None
@@ -64,8 +89,8 @@ async def test_completion_is_fenced_by_the_lease_token(db: Database) -> None:
     async with db.session(write=True) as s:
         assert await queue.cancel_active(s, KIND, "a") == 1
     async with db.session(write=True) as s:
-        assert not await queue.complete(s, claimed)  # the cancelled attempt cannot land
-        assert not await queue.renew(s, claimed, 30)
+        assert not await queue.complete(s, [claimed])  # the cancelled attempt cannot land
+        assert not await queue.renew(s, [claimed], 30)
     assert (await _get(db, claimed)).status is JobStatus.CANCELLED
 
 
@@ -82,7 +107,7 @@ async def test_transient_failure_requeues_with_backoff_until_attempts_run_out(db
     await _enqueue(db, attempts=2)
     [first] = await _claim(db)
     async with db.session(write=True) as s:
-        status = await queue.fail(s, first, "timeout", transient=True, base=10, cap=10)
+        status = await _fail(s, first, "timeout", transient=True, base=10, cap=10)
     assert status is JobStatus.QUEUED
     requeued = await _get(db, first)
     assert requeued.last_error == "timeout"
@@ -93,7 +118,7 @@ async def test_transient_failure_requeues_with_backoff_until_attempts_run_out(db
     [second] = await _claim(db)
     assert second.attempts == 2
     async with db.session(write=True) as s:
-        status = await queue.fail(s, second, "timeout again", transient=True, base=10, cap=10)
+        status = await _fail(s, second, "timeout again", transient=True, base=10, cap=10)
     assert status is JobStatus.FAILED
     assert (await _get(db, first)).finished_at is not None
 
@@ -103,8 +128,7 @@ async def test_permanent_failure_fails_at_once(db: Database) -> None:
     [claimed] = await _claim(db)
     async with db.session(write=True) as s:
         assert (
-            await queue.fail(s, claimed, "bad input", transient=False, base=1, cap=1)
-            is JobStatus.FAILED
+            await _fail(s, claimed, "bad input", transient=False, base=1, cap=1) is JobStatus.FAILED
         )
 
 
@@ -116,7 +140,7 @@ async def test_expired_leases_are_found_and_released_jobs_do_not_count(db: Datab
         [stale] = await queue.expired(s)
         assert stale.id == claimed.id
     async with db.session(write=True) as s:
-        assert await queue.release(s, claimed)
+        assert await queue.release(s, [claimed])
     job = await _get(db, claimed)
     assert (job.status, job.attempts, job.lease_token) == (JobStatus.QUEUED, 0, None)
     assert job.lease_expires_at is None
@@ -124,7 +148,7 @@ async def test_expired_leases_are_found_and_released_jobs_do_not_count(db: Datab
 
 def test_backoff_grows_exponentially_with_jitter_and_a_cap() -> None:
     for attempt, full in [(1, 2.0), (2, 4.0), (3, 8.0), (10, 60.0)]:
-        delays = [queue.backoff_delay(attempt, 2.0, 60.0) for _ in range(50)]
+        delays = [RetryPolicy(2.0, 60.0).delay(attempt) for _ in range(50)]
         assert all(full / 2 <= d <= full for d in delays)
         assert len(set(delays)) > 1
 
@@ -199,7 +223,7 @@ async def test_renewal_moves_the_lease_forward_by_the_lease_length(db: Database)
     [claimed] = await _claim(db, lease=1.0)
     before = utcnow()
     async with db.session(write=True) as s:
-        assert await queue.renew(s, claimed, 60)
+        assert await queue.renew(s, [claimed], 60)
     renewed = await _get(db, claimed)
     assert renewed.lease_expires_at is not None
     assert before + timedelta(seconds=59) <= renewed.lease_expires_at
@@ -214,7 +238,7 @@ async def test_a_failure_reported_after_the_lease_was_lost_changes_nothing(db: D
         await queue.cancel_active(s, KIND, "lost")
     for transient in (True, False):
         async with db.session(write=True) as s:
-            status = await queue.fail(s, claimed, "late", transient=transient, base=1, cap=1)
+            status = await _fail(s, claimed, "late", transient=transient, base=1, cap=1)
         assert status is None
     job = await _get(db, claimed)
     assert (job.status, job.last_error) == (JobStatus.CANCELLED, None)
@@ -225,33 +249,32 @@ async def test_release_gives_the_attempt_back_on_the_job_it_was_given(db: Databa
     [claimed] = await _claim(db)
     assert claimed.attempts == 1
     async with db.session(write=True) as s:
-        assert await queue.release(s, claimed)
-    assert claimed.attempts == 0  # the caller's copy agrees with the row
+        assert await queue.release(s, [claimed])
     assert (await _get(db, claimed)).attempts == 0
     async with db.session(write=True) as s:
-        assert not await queue.release(s, claimed)  # released once only
-    assert claimed.attempts == 0
+        assert not await queue.release(s, [claimed])  # released once only
+    assert (await _get(db, claimed)).attempts == 0
 
 
 @pytest.mark.parametrize("draw", ["low", "high"])
 def test_backoff_jitter_spans_the_upper_half_of_the_delay(
     monkeypatch: pytest.MonkeyPatch, draw: str
 ) -> None:
-    monkeypatch.setattr(queue.random, "uniform", lambda a, b: a if draw == "low" else b)
+    monkeypatch.setattr(handler.random, "uniform", lambda a, b: a if draw == "low" else b)
     for attempt, full in [(1, 2.0), (3, 8.0), (10, 60.0)]:
         expected = full / 2 if draw == "low" else full
-        assert queue.backoff_delay(attempt, 2.0, 60.0) == expected
+        assert RetryPolicy(2.0, 60.0).delay(attempt) == expected
 
 
 async def test_completion_finishes_the_job_and_clears_an_earlier_error(db: Database) -> None:
     await _enqueue(db, attempts=3)
     [first] = await _claim(db)
     async with db.session(write=True) as s:
-        await queue.fail(s, first, "timeout", transient=True, base=0, cap=0)
+        await _fail(s, first, "timeout", transient=True, base=0, cap=0)
     [second] = await _claim(db)
     before = utcnow()
     async with db.session(write=True) as s:
-        assert await queue.complete(s, second)
+        assert await queue.complete(s, [second])
     done = await _get(db, second)
     assert (done.status, done.last_error) == (JobStatus.DONE, None)
     assert (done.lease_token, done.lease_expires_at) == (None, None)  # no lease to reap
@@ -298,9 +321,9 @@ async def _enqueue_for(db: Database, fairness_key: str, kind: str = KIND) -> Job
         return await s.get_one(Job, job_id)
 
 
-async def _claim_with(db: Database, due_keys: queue.DueKeys, limit: int) -> list[Job]:
+async def _claim_with(db: Database, due_keys: fair.DueKeys, limit: int) -> list[Claimed]:
     async with db.session(write=True) as s:
-        return await queue.claim(
+        return await fair.claim(
             s, [KIND], worker_id="w", lease_seconds=30, limit=limit, due_keys=due_keys
         )
 
@@ -324,7 +347,7 @@ async def test_claim_takes_only_jobs_of_its_kinds_even_when_another_kind_waits_l
 async def test_a_reading_out_of_date_claims_no_job_before_it_is_due_and_is_then_read_again(
     db: Database,
 ) -> None:
-    due_keys = queue.DueKeys(ttl=60)  # reused until a claim finds it out of date
+    due_keys = fair.DueKeys(ttl=60)  # reused until a claim finds it out of date
     first, second, later = await _enqueue(db), await _enqueue(db), await _enqueue(db)
     async with db.session(write=True) as s:
         await s.execute(
@@ -342,7 +365,7 @@ async def test_a_reused_reading_counts_the_jobs_already_taken(db: Database) -> N
     for key, count in (("a", 2), ("b", 5)):  # a's jobs wait longest
         for _ in range(count):
             await _enqueue_for(db, key)
-    due_keys = queue.DueKeys(ttl=60)
+    due_keys = fair.DueKeys(ttl=60)
     assert [j.fairness_key for j in await _claim_with(db, due_keys, 1)] == ["a"]
     # The reading now says: one of a's, five of b's. Four slots: a's last job and three of b's.
     taken = Counter(j.fairness_key for j in await _claim_with(db, due_keys, 4))
@@ -400,11 +423,11 @@ def test_slots_are_shared_out_to_the_least_loaded_key_then_the_longest_waiting(
 ) -> None:
     t = utcnow()
     keys = [("b", t, 5), ("a", t - timedelta(seconds=1), 5), ("idle", None, 0)]
-    assert queue.share_out(keys, running, room) == shares
+    assert fair.share_out(keys, running, room) == shares
 
 
 async def test_a_fresh_reading_is_reused_and_an_exhausted_one_read_again(db: Database) -> None:
-    due_keys = queue.DueKeys(ttl=60)
+    due_keys = fair.DueKeys(ttl=60)
     await _enqueue(db)
     await _enqueue(db)
     assert len(await _claim_with(db, due_keys, 1)) == 1  # read: 2 due, 1 left
@@ -413,3 +436,91 @@ async def test_a_fresh_reading_is_reused_and_an_exhausted_one_read_again(db: Dat
     assert len(await _claim_with(db, due_keys, 5)) == 1
     # Used up, it is read again at once: the newest job is found.
     assert len(await _claim_with(db, due_keys, 5)) == 1
+
+
+# --------------------------------------------------------------- fencing after a takeover
+
+
+async def _taken_over(db: Database, count: int) -> tuple[list[Claimed], list[Claimed]]:
+    """`count` jobs claimed by worker A, whose leases run out; the reaper's way puts them
+    back (fenced by A's token, as the worker's reaper does), and worker B claims them with
+    a new token. A's copies, and B's."""
+    for _ in range(count):
+        await _enqueue(db, attempts=5)
+    async with db.session(write=True) as s:
+        first = await fair.claim(s, [KIND], worker_id="A", lease_seconds=0.05, limit=count)
+    await asyncio.sleep(0.1)
+    async with db.session(write=True) as s:
+        stale = await queue.expired(s)
+        assert {j.id for j in stale} == {j.id for j in first}
+        outcomes = [(job, Retry("lease expired")) for job in stale]
+        ended = await settle(s, {KIND: Plain()}, RetryPolicy(0, 0), outcomes)  # type: ignore[arg-type]
+        assert [e.status for e in ended] == [JobStatus.QUEUED] * count
+    async with db.session(write=True) as s:
+        second = await fair.claim(s, [KIND], worker_id="B", lease_seconds=30, limit=count)
+    assert {j.id for j in second} == {j.id for j in first}
+    assert {j.lease_token for j in second}.isdisjoint({j.lease_token for j in first})
+    return first, second
+
+
+async def _as_b_left_them(db: Database, second: list[Claimed]) -> None:
+    """Each job is still B's: processing under B's token and lease, its second attempt."""
+    for job in second:
+        row = await _get(db, job)
+        assert (row.status, row.attempts, row.worker_id) == (JobStatus.PROCESSING, 2, "B")
+        assert (row.lease_token, row.lease_expires_at) == (job.lease_token, job.lease_expires_at)
+        assert (row.last_error, row.finished_at) == ("lease expired", None)
+
+
+LATE_WRITES = ["complete", "requeue", "fail", "renew", "release"]
+
+
+async def _late(s: object, write: str, batch: list[Claimed]) -> set[uuid.UUID]:
+    """A's late write of `batch`: the ids it changed."""
+    if write == "complete":
+        return await queue.complete(s, batch)  # type: ignore[arg-type]
+    if write == "renew":
+        return await queue.renew(s, batch, 300)  # type: ignore[arg-type]
+    if write == "release":
+        return await queue.release(s, batch)  # type: ignore[arg-type]
+    changed = set()
+    for job in batch:  # failures are written one job at a time (each has its own error)
+        ok = (
+            await queue.requeue(s, job, "late", 0)  # type: ignore[arg-type]
+            if write == "requeue"
+            else await queue.fail(s, job, "late")  # type: ignore[arg-type]
+        )
+        if ok:
+            changed.add(job.id)
+    return changed
+
+
+@pytest.mark.parametrize("write", LATE_WRITES)
+async def test_a_late_write_of_a_job_taken_over_after_its_lease_ran_out_changes_nothing(
+    db: Database, write: str
+) -> None:
+    [first], second = await _taken_over(db, 1)
+    async with db.session(write=True) as s:
+        assert await _late(s, write, [first]) == set()
+    await _as_b_left_them(db, second)
+
+
+@pytest.mark.parametrize("write", LATE_WRITES)
+async def test_a_late_write_of_a_batch_changes_only_the_jobs_whose_lease_it_still_holds(
+    db: Database, write: str
+) -> None:
+    first, second = await _taken_over(db, 3)
+    await _enqueue(db, attempts=5)
+    async with db.session(write=True) as s:
+        [mine] = await fair.claim(s, [KIND], worker_id="A", lease_seconds=30, limit=1)
+    async with db.session(write=True) as s:
+        assert await _late(s, write, [*first, mine]) == {mine.id}
+    await _as_b_left_them(db, second)
+    expected = {
+        "complete": JobStatus.DONE,
+        "requeue": JobStatus.QUEUED,
+        "fail": JobStatus.FAILED,
+        "renew": JobStatus.PROCESSING,
+        "release": JobStatus.QUEUED,
+    }
+    assert (await _get(db, mine)).status is expected[write]

@@ -7,7 +7,8 @@ import contextlib
 import os
 import re
 import time
-from collections.abc import AsyncIterator, Callable
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import timedelta
@@ -20,9 +21,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from notes_api.core.db import Database
 from notes_api.core.models import utcnow
-from notes_api.jobs import queue, signals
-from notes_api.jobs.handler import JobError, PermanentJobError
-from notes_api.jobs.models import Job, JobStatus
+from notes_api.jobs import fair, queue, signals
+from notes_api.jobs.handler import (
+    Done,
+    Ended,
+    JobError,
+    Outcome,
+    PermanentJobError,
+    RetryPolicy,
+)
+from notes_api.jobs.models import Claimed, Job, JobStatus
 from notes_api.jobs.worker import Worker, WorkerConfig
 
 FAST = WorkerConfig(
@@ -37,32 +45,36 @@ FAST = WorkerConfig(
 
 class Recorder:
     kind = "rec"
+    retry: RetryPolicy | None = None  # the worker's
 
-    def __init__(self, work: Callable[[Job], Any]) -> None:
+    def __init__(self, work: Callable[[Claimed], Any]) -> None:
         self.work = work
         self.states: list[tuple[str, JobStatus, Any, str | None]] = []
 
-    async def lock(self, session: AsyncSession, job: Job) -> bool:
+    async def lock(self, session: AsyncSession, jobs: Sequence[Claimed]) -> set[uuid.UUID]:
         assert isinstance(session, AsyncSession)  # the engine's transaction, to lock in
-        return not job.payload.get("gone")
+        return {job.id for job in jobs if not job.payload.get("gone")}
 
-    async def started(self, session: AsyncSession, job: Job) -> Any:
+    async def start(self, session: AsyncSession, jobs: Sequence[Claimed]) -> list[Any]:
         assert isinstance(session, AsyncSession)  # the same, to prepare in
-        return job.payload
+        return [job.payload for job in jobs]
 
-    async def run(self, job: Job, prepared: Any) -> Any:
-        assert prepared == job.payload  # what `started` prepared reaches `run`
+    async def run(self, job: Claimed, prepared: Any) -> Outcome:
+        assert prepared == job.payload  # what `start` prepared reaches `run`
         result = self.work(job)
         if asyncio.iscoroutine(result):
             result = await result
-        return result
+        return Done(result)
 
-    async def finished(
-        self, session: AsyncSession, job: Job, status: JobStatus, result: Any, error: str | None
-    ) -> None:
-        # Handlers record the outcome in the same transaction: they must be given it.
+    async def record(self, session: AsyncSession, ended: Sequence[Ended]) -> None:
+        # Kinds record the outcome in the same transaction: they must be given it.
         assert isinstance(session, AsyncSession)
-        self.states.append((str(job.id), status, result, error))
+        for end in ended:
+            result = end.outcome.result if isinstance(end.outcome, Done) else None
+            self.states.append((str(end.job.id), end.status, result, end.error))
+
+    async def aclose(self) -> None:
+        pass
 
 
 @asynccontextmanager
@@ -124,7 +136,7 @@ async def test_worker_wakes_at_once_when_work_is_committed(db: Database) -> None
 async def test_transient_errors_are_retried_until_success(db: Database) -> None:
     calls: list[int] = []
 
-    def flaky(job: Job) -> str:
+    def flaky(job: Claimed) -> str:
         calls.append(1)
         if len(calls) < 3:
             raise TimeoutError("model timed out")
@@ -142,7 +154,7 @@ async def test_transient_errors_are_retried_until_success(db: Database) -> None:
 
 
 async def test_permanent_error_fails_at_once_with_its_message(db: Database) -> None:
-    def bad(job: Job) -> str:
+    def bad(job: Claimed) -> str:
         raise PermanentJobError("input rejected")
 
     handler = Recorder(bad)
@@ -154,7 +166,7 @@ async def test_permanent_error_fails_at_once_with_its_message(db: Database) -> N
 
 
 async def test_an_error_without_a_message_is_recorded_by_its_type(db: Database) -> None:
-    def bad(job: Job) -> str:
+    def bad(job: Claimed) -> str:
         raise PermanentJobError()
 
     async with running(db, Recorder(bad)):
@@ -177,7 +189,7 @@ LEASED = replace(FAST, lease_seconds=2.0)  # renewed every 0.67 s
 
 
 async def test_a_long_job_keeps_its_lease_by_renewing_it(db: Database) -> None:
-    async def outlive_the_first_lease(job: Job) -> str:
+    async def outlive_the_first_lease(job: Claimed) -> str:
         """Run until the lease taken at the claim has run out, and has been renewed twice."""
         expiries = set()
         async with asyncio.timeout(30):
@@ -201,7 +213,7 @@ async def test_cancelled_job_result_is_discarded_and_its_run_stopped(db: Databas
     started = asyncio.Event()
     stopped = asyncio.Event()
 
-    async def slow(job: Job) -> str:
+    async def slow(job: Claimed) -> str:
         started.set()
         try:
             await asyncio.sleep(60)
@@ -241,7 +253,7 @@ async def test_stop_gives_back_jobs_that_outlive_the_grace_period(db: Database) 
 class Closing(Recorder):
     """A handler that holds something to close (the webhook handler's HTTP client, say)."""
 
-    def __init__(self, work: Callable[[Job], Any]) -> None:
+    def __init__(self, work: Callable[[Claimed], Any]) -> None:
         super().__init__(work)
         self.closed_after: list[tuple[str, JobStatus, Any, str | None]] | None = None
 
@@ -267,7 +279,7 @@ async def test_concurrency_limit_is_respected(db: Database, concurrency: int, co
     running_now = peak = 0
     full = asyncio.Event()
 
-    async def work(job: Job) -> None:
+    async def work(job: Claimed) -> None:
         nonlocal running_now, peak
         running_now += 1
         peak = max(peak, running_now)
@@ -306,7 +318,7 @@ async def test_outcomes_are_counted_and_only_a_final_failure_is_announced(db: Da
     def listener(kind: str, key: str | None) -> None:
         announced.append((kind, key))
 
-    def flaky_then_bad(job: Job) -> str:
+    def flaky_then_bad(job: Claimed) -> str:
         if job.attempts < 3:
             raise TimeoutError("model timed out")
         raise PermanentJobError("input rejected")
@@ -344,17 +356,19 @@ async def test_a_failed_renewal_is_retried_and_the_lease_kept(
     renew = queue.renew
     calls: list[int] = []
 
-    async def renew_failing_once(session: AsyncSession, job: Job, lease_seconds: float) -> bool:
+    async def renew_failing_once(
+        session: AsyncSession, jobs: list[Claimed], lease_seconds: float
+    ) -> set[uuid.UUID]:
         # The first call is the start's check that the claim still holds; the heartbeat's
         # first renewal (the second call) is the one that fails.
         calls.append(1)
         if len(calls) == 2:
             raise OSError("database connection dropped")
-        return await renew(session, job, lease_seconds)
+        return await renew(session, jobs, lease_seconds)
 
     monkeypatch.setattr(queue, "renew", renew_failing_once)
 
-    async def until_renewed_after_the_failure(job: Job) -> str:
+    async def until_renewed_after_the_failure(job: Claimed) -> str:
         async with asyncio.timeout(15):
             while len(calls) < 4:
                 await asyncio.sleep(0.05)
@@ -373,7 +387,7 @@ async def test_expired_leases_of_its_own_kinds_are_reaped_and_run_again(db: Data
     mine = await enqueue(db)
     for kind in ("other", "rec"):  # claimed by a worker that then died; "other" expires first
         async with db.session(write=True) as s:
-            await queue.claim(s, [kind], worker_id="dead", lease_seconds=0.01, limit=1)
+            await fair.claim(s, [kind], worker_id="dead", lease_seconds=0.01, limit=1)
         await asyncio.sleep(0.02)
     handler = Recorder(lambda job: "second try")
     async with running(db, handler):
@@ -451,7 +465,7 @@ async def test_an_idle_worker_polls_for_work_that_became_due_unannounced(
 
 
 async def test_a_failed_claim_is_tried_again(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
-    claim = queue.claim
+    claim = fair.claim
     failures: list[int] = []
 
     async def claim_failing_once(*args: Any, **kwargs: Any) -> list[Job]:
@@ -460,7 +474,7 @@ async def test_a_failed_claim_is_tried_again(db: Database, monkeypatch: pytest.M
             raise OSError("database connection dropped")
         return await claim(*args, **kwargs)
 
-    monkeypatch.setattr(queue, "claim", claim_failing_once)
+    monkeypatch.setattr(fair, "claim", claim_failing_once)
     async with running(db, Recorder(lambda job: "eventually")):
         job = await enqueue(db)
         done = await wait_status(db, job, JobStatus.DONE, timeout=10)
@@ -479,37 +493,31 @@ async def wait_failed_once(db: Database, job: Job, timeout: float = 5) -> Job:
 
 
 class PolicyRecorder(Recorder):
-    """A handler with its own retry policy (see jobs/handler.py): `retry_delay` instead of
-    the worker's backoff, and `max_attempts` instead of the job's."""
+    """A kind with its own retry policy (see jobs/handler.py): backoff from 300 s instead
+    of the worker's, and (`max_attempts`) a limit instead of the job's."""
 
-    def __init__(self, work: Callable[[Job], Any], max_attempts: int | None = None) -> None:
+    def __init__(self, work: Callable[[Claimed], Any], max_attempts: int | None = None) -> None:
         super().__init__(work)
-        self.asked: list[int] = []
-        if max_attempts is not None:
-            self.max_attempts = max_attempts
-
-    def retry_delay(self, attempts: int) -> float:
-        self.asked.append(attempts)
-        return 300.0 * attempts
+        self.retry = RetryPolicy(300.0, 3600.0, max_attempts=max_attempts)
 
 
-def timing_out(job: Job) -> str:
+def timing_out(job: Claimed) -> str:
     raise TimeoutError("model timed out")
 
 
-async def test_a_handlers_retry_delay_replaces_the_workers_backoff(db: Database) -> None:
+async def test_a_kinds_retry_policy_replaces_the_workers_backoff(db: Database) -> None:
     handler = PolicyRecorder(timing_out)
     async with running(db, handler):  # FAST backs off 0.01 to 0.02 s
         before = utcnow()
         job = await enqueue(db, attempts=5)
         retried = await wait_failed_once(db, job)
     assert (retried.status, retried.attempts) == (JobStatus.QUEUED, 1)
-    assert handler.asked == [1]  # asked with the attempts made so far
-    assert before + timedelta(seconds=300) <= retried.run_after
+    # The kind's backoff after a first attempt: 300 s with equal jitter, 150 to 300 s.
+    assert before + timedelta(seconds=150) <= retried.run_after
     assert retried.run_after <= utcnow() + timedelta(seconds=300)
 
 
-async def test_a_handlers_max_attempts_replaces_the_jobs(db: Database) -> None:
+async def test_a_kinds_max_attempts_replaces_the_jobs(db: Database) -> None:
     handler = PolicyRecorder(timing_out, max_attempts=1)
     async with running(db, handler):
         job = await enqueue(db, attempts=5)
@@ -519,7 +527,7 @@ async def test_a_handlers_max_attempts_replaces_the_jobs(db: Database) -> None:
 
 
 async def test_a_retry_waits_at_least_as_long_as_the_error_asks(db: Database) -> None:
-    def busy(job: Job) -> str:
+    def busy(job: Claimed) -> str:
         raise JobError("model busy", retry_after=120)
 
     async with running(db, Recorder(busy)):  # FAST backs off 0.01 to 0.02 s
@@ -534,14 +542,14 @@ async def test_a_retry_waits_at_least_as_long_as_the_error_asks(db: Database) ->
 async def test_an_idle_worker_sleeps_instead_of_looking_again(
     db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    claim = queue.claim
+    claim = fair.claim
     looks: list[int] = []
 
     async def counted_claim(*args: Any, **kwargs: Any) -> list[Job]:
         looks.append(1)
         return await claim(*args, **kwargs)
 
-    monkeypatch.setattr(queue, "claim", counted_claim)
+    monkeypatch.setattr(fair, "claim", counted_claim)
     async with running(db, Recorder(lambda job: "ok"), SLEEPY):
         await asyncio.sleep(0.3)  # nothing queued, nothing wakes it: one look, then sleep
     assert looks == [1]
@@ -563,7 +571,7 @@ async def test_a_freed_slot_goes_to_the_key_the_worker_is_not_already_running(
     release = {name: asyncio.Event() for name in ("a1", "c1")}
     started: list[str] = []
 
-    async def work(job: Job) -> None:
+    async def work(job: Claimed) -> None:
         name = job.payload["name"]
         started.append(name)
         if name in release:
@@ -596,20 +604,20 @@ class FirstLockedRecorder(Recorder):
     transaction, as an edit of its note would: the worker must still start the rest of the
     batch it claimed along with it."""
 
-    def __init__(self, work: Callable[[Job], Any], *, cancel: bool) -> None:
+    def __init__(self, work: Callable[[Claimed], Any], *, cancel: bool) -> None:
         super().__init__(work)
         self.cancel = cancel
-        self.first: Job | None = None
+        self.first: Claimed | None = None
 
-    async def lock(self, session: AsyncSession, job: Job) -> bool:
+    async def lock(self, session: AsyncSession, jobs: Sequence[Claimed]) -> set[uuid.UUID]:
         if self.first is None:
-            self.first = job
+            self.first = first = jobs[0]
             if self.cancel:
-                assert job.dedupe_key is not None
-                await queue.cancel_active(session, self.kind, job.dedupe_key)
+                assert first.dedupe_key is not None
+                await queue.cancel_active(session, self.kind, first.dedupe_key)
             else:
-                return False
-        return self.first is not job or self.cancel
+                return {job.id for job in jobs if job is not first}
+        return {job.id for job in jobs}
 
 
 @pytest.mark.parametrize("cancel", [False, True], ids=["gone", "cancelled"])

@@ -13,7 +13,7 @@ from sqlalchemy import insert, update
 
 from notes_api.core.db import Database
 from notes_api.core.models import utcnow
-from notes_api.jobs import queue
+from notes_api.jobs import fair, queue
 from notes_api.jobs.models import Job, JobStatus
 
 KIND = "test"
@@ -49,7 +49,7 @@ async def _enqueue(db: Database, key: str | None) -> None:
 
 async def _claim(db: Database, limit: int, running: Counter[str] | None = None) -> list[Job]:
     async with db.session(write=True) as s:
-        return await queue.claim(
+        return await fair.claim(
             s, [KIND], worker_id="w", lease_seconds=30, limit=limit, running=running
         )
 
@@ -105,11 +105,11 @@ async def test_a_workers_reading_of_the_keys_serves_a_new_key_within_its_ttl(
     db: Database,
 ) -> None:
     await _backlog(db, "org-a", BACKLOG)
-    due_keys = queue.DueKeys(ttl=0.5)
+    due_keys = fair.DueKeys(ttl=0.5)
 
     async def claim(limit: int, running: Counter[str]) -> list[Job]:
         async with db.session(write=True) as s:
-            return await queue.claim(
+            return await fair.claim(
                 s,
                 [KIND],
                 worker_id="w",

@@ -237,3 +237,33 @@ async def test_deliveries_stop_after_the_webhook_attempt_limit(database_url: str
             assert len(failing.received) == 3
     finally:
         failing.stop()
+
+
+async def test_a_burst_of_one_organizations_deliveries_does_not_hold_up_anothers(
+    api: httpx.AsyncClient, admin: Account
+) -> None:
+    """Deliveries take turns by organization (their fairness key), like summaries: with
+    Acme's burst of slow deliveries filling the worker's four slots, Other's note is still
+    summarized and delivered at the next free slot, not after the burst."""
+    from tests.conftest import signup
+
+    burst = 24
+    slow = Receiver(behaviour=lambda n: (200, {}, 1.0)).start()  # 4 slots: 6 s for the burst
+    fast = Receiver().start()
+    try:
+        await register(api, admin, slow.url, ["note.queued"])
+        for i in range(burst):
+            await create_note(api, admin, f"Acme's note {i}. Two sentences.")
+        other = await signup(api, organization="Other")
+        await register(api, other, fast.url, ["note.queued", "note.done"])
+        await eventually(lambda: len(slow.received) >= 1)  # the burst is under way
+        mine = await create_note(api, other, "Other's note. Two sentences.")
+        await eventually(lambda: len(fast.delivered()) >= 2, timeout=30)
+        # Both of Other's deliveries (queued, then done: the summary ran too) arrived while
+        # half of Acme's burst was still waiting; behind it they would come after 20 or more.
+        assert len(slow.received) <= burst // 2
+        assert [r.json["data"]["id"] for r in fast.delivered()] == [mine["id"]] * 2
+        await eventually(lambda: len(slow.received) >= burst, timeout=60)
+    finally:
+        slow.stop()
+        fast.stop()

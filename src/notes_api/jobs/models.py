@@ -2,10 +2,11 @@ from __future__ import annotations
 
 import enum
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import JSON, Index, Integer, String, Text, Uuid, text
+from sqlalchemy import JSON, Column, Index, Integer, String, Table, Text, Uuid, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from notes_api.core.models import Base, TimestampMixin, UTCDateTime, new_id, text_enum, utcnow
@@ -73,3 +74,29 @@ class Job(TimestampMixin, Base):
     worker_id: Mapped[str | None] = mapped_column(String(120), nullable=True)
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+jobs = cast(Table, Job.__table__)
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """A job as the worker that leased it holds it: what its run and its fenced writes need
+    (read from the claim's RETURNING, or the reaper's SELECT, in `columns()` order)."""
+
+    id: uuid.UUID
+    kind: str
+    payload: dict[str, Any]
+    dedupe_key: str | None
+    fairness_key: str
+    status: JobStatus
+    attempts: int
+    max_attempts: int
+    lease_token: uuid.UUID | None
+    lease_expires_at: datetime | None
+    worker_id: str | None
+    created_at: datetime
+
+    @staticmethod
+    def columns() -> list[Column[Any]]:
+        return [jobs.c[name] for name in Claimed.__slots__]

@@ -1,5 +1,6 @@
-"""The worker loop: claim while there is room, run each job under a renewed lease, record
-the outcome fenced by that lease, and sleep until woken (or the poll interval passes)."""
+"""The worker loop: claim a batch while there is room, start it in one transaction, run
+each job under a lease the heartbeat renews for all of them at once, hand each outcome to
+the group commit (jobs/settle.py), and sleep until woken (or the poll interval passes)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import secrets
 import socket
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -20,14 +21,18 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from notes_api.core.db import Database
 from notes_api.core.models import utcnow
-from notes_api.jobs import queue, signals
-from notes_api.jobs.handler import JobHandler, is_transient, retry_after
-from notes_api.jobs.metrics import JOB_ATTEMPTS, JOB_DURATION, JOB_OUTCOMES
-from notes_api.jobs.models import Job, JobStatus
+from notes_api.jobs import fair, queue, signals
+from notes_api.jobs.handler import Ended, Failed, JobKind, Outcome, Retry, RetryPolicy, outcome_of
+from notes_api.jobs.metrics import JOB_ATTEMPTS, JOB_DURATION
+from notes_api.jobs.models import Claimed
+from notes_api.jobs.settle import GroupCommit, Result, by_kind, settle
 
 log = structlog.get_logger("notes_api.worker")
 
 Periodic = Callable[[AsyncSession], Awaitable[Any]]
+
+SUBJECT_GONE = "what this job was about no longer exists"
+LEASE_EXPIRED = "the worker running this attempt stopped responding (lease expired)"
 
 
 @dataclass(frozen=True)
@@ -40,19 +45,30 @@ class WorkerConfig:
     shutdown_grace: float = 10.0
     retention: timedelta = timedelta(days=7)
     maintenance_interval: float = 60.0
+    group_commit_window: float = 0.002  # seconds an outcome waits for others to share a write
 
 
 class Worker:
-    def __init__(self, db: Database, handlers: list[JobHandler], config: WorkerConfig) -> None:
+    def __init__(self, db: Database, kinds: Sequence[JobKind], config: WorkerConfig) -> None:
         self.db = db
-        self.handlers = {h.kind: h for h in handlers}
+        self.kinds = {k.kind: k for k in kinds}
         self.config = config
+        self.policy = RetryPolicy(config.backoff_base, config.backoff_max)
         # In containers every PID is 1 and hosts may share a name: a random part keeps ids apart.
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self.wake = asyncio.Event()
-        self._running: dict[asyncio.Task[None], Job] = {}
+        self._running: dict[asyncio.Task[None], Claimed] = {}
         self._stopping = asyncio.Event()
-        self._due_keys = queue.DueKeys()
+        self._due_keys = fair.DueKeys()
+        # The heartbeat and the group commit write the same jobs' rows: one at a time.
+        self._writing = asyncio.Lock()
+        self._ends = GroupCommit(
+            db,
+            self._settle,
+            window=config.group_commit_window,
+            busy=lambda: bool(self._running),
+            written=self.wake.set,
+        )
         self._periodic: list[tuple[float, Periodic]] = [
             (config.maintenance_interval, self._purge_finished)
         ]
@@ -64,6 +80,8 @@ class Worker:
     async def run(self) -> None:
         signals.add_wake_event(self.wake)
         maintenance = asyncio.create_task(self._maintenance(), name="jobs-maintenance")
+        ends = asyncio.create_task(self._ends.run(self._writing), name="jobs-group-commit")
+        heartbeat = asyncio.create_task(self._heartbeat(), name="jobs-heartbeat")
         log.info("worker.started", worker_id=self.worker_id, concurrency=self.config.concurrency)
         try:
             while not self._stopping.is_set():
@@ -81,10 +99,13 @@ class Worker:
                 await asyncio.wait_for(maintenance, timeout=self.config.shutdown_grace)
             signals.remove_wake_event(self.wake)
             await self._drain()
-            for handler in self.handlers.values():
-                close = getattr(handler, "aclose", None)
-                if close is not None:
-                    await close()
+            self._ends.close()
+            await ends
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+            for kind in self.kinds.values():
+                await kind.aclose()
             log.info("worker.stopped", worker_id=self.worker_id)
 
     def stop(self) -> None:
@@ -108,9 +129,9 @@ class Worker:
 
     async def _claim(self, room: int) -> int:
         async with self.db.session() as session:
-            jobs = await queue.claim(
+            jobs = await fair.claim(
                 session,
-                list(self.handlers),
+                list(self.kinds),
                 worker_id=self.worker_id,
                 lease_seconds=self.config.lease_seconds,
                 limit=room,
@@ -119,20 +140,28 @@ class Worker:
             )
         if not jobs:
             return 0
+        for job in jobs:
+            JOB_ATTEMPTS.labels(job.kind).inc()
         # A second transaction, subjects first: the claim above locked job rows only, and
         # locking a subject while holding its job would invert the order the API keeps.
-        ready: list[tuple[Job, Any]] = []
         async with self.db.session() as session:
-            found = [await self.handlers[job.kind].lock(session, job) for job in jobs]
-            for job, exists in zip(jobs, found, strict=True):
-                JOB_ATTEMPTS.labels(job.kind).inc()
-                if not await queue.renew(session, job, self.config.lease_seconds):
-                    continue  # cancelled since the claim (its note was edited or deleted)
-                if not exists:
-                    await self._record_failure(session, job, SubjectGone(), transient=False)
-                    continue
-                ready.append((job, await self.handlers[job.kind].started(session, job)))
-        for job, subject in ready:
+            batches = by_kind(jobs)
+            present: set[Any] = set()
+            for kind, batch in batches.items():
+                present |= await self.kinds[kind].lock(session, batch)
+            # Renewed: still ours (not cancelled since the claim by an edit of its note).
+            held = await queue.renew(session, jobs, self.config.lease_seconds)
+            gone: list[Result] = [
+                (job, Failed(SUBJECT_GONE)) for job in jobs if job.id in held - present
+            ]
+            await settle(session, self.kinds, self.policy, gone, locked=True)
+            started: list[tuple[Claimed, Any]] = []
+            for kind, batch in batches.items():
+                ready = [job for job in batch if job.id in held & present]
+                if ready:
+                    subjects = await self.kinds[kind].start(session, ready)
+                    started += zip(ready, subjects, strict=True)
+        for job, subject in started:
             task = asyncio.create_task(self._execute(job, subject), name=f"job-{job.id}")
             self._running[task] = job
             task.add_done_callback(self._done)
@@ -142,95 +171,40 @@ class Worker:
         self._running.pop(task, None)
         self.wake.set()  # a slot is free
 
-    async def _execute(self, job: Job, prepared: Any) -> None:
-        handler = self.handlers[job.kind]
-        heartbeat = asyncio.create_task(self._heartbeat(job, asyncio.current_task()))
+    async def _execute(self, job: Claimed, subject: Any) -> None:
         started = time.perf_counter()
         try:
-            result = await handler.run(job, prepared)
+            outcome: Outcome = await self.kinds[job.kind].run(job, subject)
         except asyncio.CancelledError:
-            heartbeat.cancel()
-            raise
+            raise  # the lease was lost, or the worker is stopping (see _drain)
         except Exception as exc:
-            heartbeat.cancel()
-            await self._finish_failed(job, exc)
-        else:
-            heartbeat.cancel()
-            await self._finish_done(job, result)
-        finally:
-            JOB_DURATION.labels(job.kind).observe(time.perf_counter() - started)
+            outcome = outcome_of(exc)
+        JOB_DURATION.labels(job.kind).observe(time.perf_counter() - started)
+        self._ends.add(job, outcome)
 
-    async def _heartbeat(self, job: Job, runner: asyncio.Task[Any] | None) -> None:
+    async def _settle(self, session: AsyncSession, results: Sequence[Result]) -> list[Ended]:
+        return await settle(session, self.kinds, self.policy, results)
+
+    async def _heartbeat(self) -> None:
+        """Every lease/3, the leases of every job this worker holds, in one statement; a run
+        whose lease is lost (cancelled, or taken over after it ran out) is stopped."""
         while True:
             await asyncio.sleep(self.config.lease_seconds / 3)
-            try:
-                async with self.db.session() as session:
-                    held = await queue.renew(session, job, self.config.lease_seconds)
-            except Exception:
-                log.warning("worker.renew_failed", job_id=str(job.id))
+            runs = {job.id: task for task, job in self._running.items()}
+            jobs = [*self._running.values(), *self._ends.holds()]
+            if not jobs:
                 continue
-            if not held:
-                log.info("worker.lease_lost", job_id=str(job.id))
-                if runner is not None:
-                    runner.cancel()
-                return
-
-    @contextlib.asynccontextmanager
-    async def _locked(self, job: Job) -> AsyncIterator[AsyncSession]:
-        """A unit of work that has locked the job's subject: every change of a claimed job
-        runs in one, so the engine keeps the lock order of jobs/handler.py everywhere."""
-        async with self.db.session() as session:
-            await self.handlers[job.kind].lock(session, job)
-            yield session
-
-    async def _finish_done(self, job: Job, result: Any) -> None:
-        try:
-            async with self._locked(job) as session:
-                if await queue.complete(session, job):
-                    await self.handlers[job.kind].finished(
-                        session, job, JobStatus.DONE, result, None
-                    )
-                    queue.announce_finished(session, job)
-                    JOB_OUTCOMES.labels(job.kind, "done").inc()
-                else:
-                    log.info("worker.result_discarded", job_id=str(job.id))
-        except Exception:
-            # The lease will run out and another attempt will be made: nothing is lost.
-            log.exception("worker.complete_failed", job_id=str(job.id))
-
-    async def _finish_failed(self, job: Job, exc: Exception) -> None:
-        try:
-            async with self._locked(job) as session:
-                await self._record_failure(session, job, exc, transient=is_transient(exc))
-        except Exception:
-            log.exception("worker.fail_record_failed", job_id=str(job.id))
-
-    async def _record_failure(
-        self, session: AsyncSession, job: Job, exc: BaseException, *, transient: bool
-    ) -> None:
-        error = str(exc) or type(exc).__name__
-        handler = self.handlers[job.kind]
-        policy = getattr(handler, "retry_delay", None)
-        delay = float(policy(job.attempts)) if policy is not None else None
-        status = await queue.fail(
-            session,
-            job,
-            error,
-            transient=transient,
-            base=self.config.backoff_base,
-            cap=self.config.backoff_max,
-            retry_after=retry_after(exc),
-            delay=delay,
-            max_attempts=getattr(handler, "max_attempts", None),
-        )
-        if status is None:
-            return
-        await self.handlers[job.kind].finished(session, job, status, None, error)
-        outcome = "retried" if status is JobStatus.QUEUED else "failed"
-        JOB_OUTCOMES.labels(job.kind, outcome).inc()
-        log.info("worker.job_" + outcome, job_id=str(job.id), attempts=job.attempts, error=error)
-        if status is JobStatus.FAILED:
-            queue.announce_finished(session, job)
+            try:
+                async with self._writing, self.db.session() as session:
+                    held = await queue.renew(session, jobs, self.config.lease_seconds)
+            except Exception:
+                log.warning("worker.renew_failed", jobs=len(jobs))
+                continue
+            for job in jobs:
+                if job.id not in held:
+                    log.info("worker.lease_lost", job_id=str(job.id))
+                    if job.id in runs:
+                        runs[job.id].cancel()
 
     async def _maintenance(self) -> None:
         last: dict[int, float] = {}
@@ -258,12 +232,12 @@ class Worker:
         async with self.db.session(write=False) as session:
             expired = await queue.expired(session)
         for job in expired:
-            if job.kind not in self.handlers:
+            if job.kind not in self.kinds:
                 continue
             log.warning("worker.lease_expired", job_id=str(job.id), worker=job.worker_id)
             # Fenced by the token read above: a job renewed or finished meanwhile is left be.
-            async with self._locked(job) as session:
-                await self._record_failure(session, job, LeaseExpired(), transient=True)
+            async with self.db.session() as session:
+                await settle(session, self.kinds, self.policy, [(job, Retry(LEASE_EXPIRED))])
         # Look again now: jobs put back by the reaper, and retries whose backoff has passed
         # (nothing notifies about those), are due.
         self.wake.set()
@@ -278,28 +252,5 @@ class Worker:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-            if job is None:
-                continue
-            try:
-                async with self._locked(job) as session:
-                    if await queue.release(session, job):
-                        await self.handlers[job.kind].finished(
-                            session, job, JobStatus.QUEUED, None, None
-                        )
-                        signals.mark_queued(session)
-            except Exception:
-                log.exception("worker.release_failed", job_id=str(job.id))
-
-
-class LeaseExpired(Exception):
-    transient = True
-
-    def __str__(self) -> str:
-        return "the worker running this attempt stopped responding (lease expired)"
-
-
-class SubjectGone(Exception):
-    transient = False
-
-    def __str__(self) -> str:
-        return "what this job was about no longer exists"
+            if job is not None:
+                self._ends.add(job, None)

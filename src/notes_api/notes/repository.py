@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar, cast
+from typing import Any, NamedTuple, TypeVar, cast
 
 from sqlalchemy import (
     ColumnElement,
@@ -21,9 +21,11 @@ from sqlalchemy import (
     Select,
     Table,
     bindparam,
+    case,
     delete,
     func,
     insert,
+    literal,
     or_,
     select,
     update,
@@ -214,33 +216,77 @@ async def count_created(session: AsyncSession, organization_id: uuid.UUID, since
 # ----------------------------------------------------------------------- the summarize job
 
 
-# Built once: the worker runs these twice per job, and building a statement costs about as
-# much CPU as executing it.
-_LOCK_FOR_JOB = select(notes.c.id).where(notes.c.id == bindparam("note_id")).with_for_update()
+# Built once: the worker locks a batch of notes per transaction.
+_LOCK_FOR_JOBS = (
+    select(notes.c.id)
+    .where(notes.c.id.in_(bindparam("note_ids", expanding=True)))
+    .order_by(notes.c.id)
+    .with_for_update()
+)
 
 
-async def lock_for_job(session: AsyncSession, note_id: uuid.UUID) -> bool:
-    """The job engine is about to change this note's job: lock the note first, as every
-    writer does (note before job). False when the note is gone."""
+async def lock_for_jobs(session: AsyncSession, note_ids: list[uuid.UUID]) -> set[uuid.UUID]:
+    """The job engine is about to change these notes' jobs: lock the notes first, as every
+    writer does (note before job), in id order, so that two batches cannot wait on each
+    other. The ids of the notes that still exist."""
     conn = await session.connection()
-    return (await conn.execute(_LOCK_FOR_JOB, {"note_id": note_id})).first() is not None
+    return set((await conn.execute(_LOCK_FOR_JOBS, {"note_ids": note_ids})).scalars())
 
 
-def _job_state_update(status: NoteStatus) -> Any:
-    columns = ["status", "attempts", "updated_at"]
-    if status is NoteStatus.DONE:
-        columns += ["summary", "summarized_at", "error"]
-    elif status is not NoteStatus.PROCESSING:
-        columns += ["error"]
-    return (
-        update(notes)
-        .where(notes.c.id == bindparam("note_id"))
-        .values({name: bindparam(f"new_{name}", type_=notes.c[name].type) for name in columns})
-        .returning(notes)
+class JobState(NamedTuple):
+    """A note's job moved to `status` (done: with its summary; failed or queued again: with
+    the error; processing: neither)."""
+
+    note_id: uuid.UUID
+    status: NoteStatus
+    attempts: int
+    summary: str | None = None
+    error: str | None = None
+
+
+def _per_note(states: list[JobState], field: str, column: Any) -> Any:
+    """The value of `field` for each note: one parameter when the notes share it, else a
+    CASE on the note's id."""
+    values = [getattr(state, field) for state in states]
+    if len(set(values)) == 1:
+        return literal(values[0], column.type)
+    return case(
+        {
+            state.note_id: literal(value, column.type)
+            for state, value in zip(states, values, strict=True)
+        },
+        value=notes.c.id,
     )
 
 
-_JOB_STATE_UPDATES = {status: _job_state_update(status) for status in NoteStatus}
+def _job_state_update(status: NoteStatus, states: list[JobState], now: datetime) -> Any:
+    values: dict[str, Any] = {
+        "status": status,
+        "attempts": _per_note(states, "attempts", notes.c.attempts),
+        "updated_at": now,
+    }
+    if status is NoteStatus.DONE:
+        values.update(
+            summary=_per_note(states, "summary", notes.c.summary), summarized_at=now, error=None
+        )
+    elif status is not NoteStatus.PROCESSING:
+        values["error"] = _per_note(states, "error", notes.c.error)
+    ids = [state.note_id for state in states]
+    return update(notes).where(notes.c.id.in_(ids)).values(values).returning(notes)
+
+
+async def record_job_states(session: AsyncSession, states: list[JobState]) -> list[Row[Any]]:
+    """Mirror the jobs' new states on their notes, one statement per status (each note's
+    own values chosen by its id); the notes as they are now (those that still exist)."""
+    groups: dict[NoteStatus, list[JobState]] = {}
+    for state in states:
+        groups.setdefault(state.status, []).append(state)
+    now = utcnow()
+    conn = await session.connection()
+    changed: list[Row[Any]] = []
+    for status, group in groups.items():
+        changed += (await conn.execute(_job_state_update(status, group, now))).all()
+    return changed
 
 
 async def record_job_state(
@@ -252,22 +298,9 @@ async def record_job_state(
     summary: str | None = None,
     error: str | None = None,
 ) -> Row[Any] | None:
-    """Mirror the job's new state on its note (done: the summary; failed or queued again:
-    the error; processing: neither); the note as it is now."""
-    now = utcnow()
-    params = {
-        "note_id": note_id,
-        "new_status": status,
-        "new_attempts": attempts,
-        "new_updated_at": now,
-        # Used by the statements that write them (_job_state_update), ignored by the others.
-        "new_summary": summary,
-        "new_summarized_at": now,
-        "new_error": error,
-    }
-    conn = await session.connection()
-    note: Row[Any] | None = (await conn.execute(_JOB_STATE_UPDATES[status], params)).one_or_none()
-    return note
+    """`record_job_states` for one note: the note as it is now, or None when it is gone."""
+    rows = await record_job_states(session, [JobState(note_id, status, attempts, summary, error)])
+    return rows[0] if rows else None
 
 
 async def status_of(session: AsyncSession, note_ids: list[uuid.UUID]) -> dict[uuid.UUID, str]:

@@ -1,22 +1,23 @@
-"""The summarize job: the one place where the job engine and notes meet. Each state change
-of the job is mirrored on the note in the same transaction, so the status a client sees is
-always the truth."""
+"""The summarize job kind: a note's summary. Each state change of the job is mirrored on its
+note, and the note's event written, in the engine's transaction, so the status a client sees
+is always the truth. (The API enqueues these jobs; notes/service.py.)"""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from notes_api.events import outbox
 from notes_api.events.models import EventType
-from notes_api.jobs.models import Job, JobStatus
+from notes_api.jobs.handler import Done, Ended, Failed, Outcome, Retry, RetryPolicy
+from notes_api.jobs.models import Claimed, JobStatus
 from notes_api.notes import repository
 from notes_api.notes.models import SUMMARIZE, NoteStatus
 from notes_api.summarize import usage
-from notes_api.summarize.base import MeteredSummarizer, Summarizer, Usage
+from notes_api.summarize.base import MeteredSummarizer, Summarizer, SummarizerError, Usage
 
 _EVENT = {
     NoteStatus.PROCESSING: EventType.PROCESSING,
@@ -33,50 +34,65 @@ _NOTE_STATUS = {
 
 class SummarizeHandler:
     kind = SUMMARIZE
+    retry: RetryPolicy | None = None  # the worker's backoff, each job's max_attempts
 
     def __init__(self, summarizer: Summarizer) -> None:
         self.summarizer = summarizer
+        # Asked once: a runtime Protocol check costs about as much as a short summary.
+        self.metered = summarizer if isinstance(summarizer, MeteredSummarizer) else None
 
-    async def lock(self, session: AsyncSession, job: Job) -> bool:
-        return await repository.lock_for_job(session, _note_id(job))
+    async def lock(self, session: AsyncSession, jobs: Sequence[Claimed]) -> set[uuid.UUID]:
+        found = await repository.lock_for_jobs(session, [_note_id(job) for job in jobs])
+        return {job.id for job in jobs if _note_id(job) in found}
 
-    async def started(self, session: AsyncSession, job: Job) -> Any:
-        note = await self._record(session, job, NoteStatus.PROCESSING)
-        return (note.raw_text, note.title) if note is not None else None
+    async def start(self, session: AsyncSession, jobs: Sequence[Claimed]) -> list[Any]:
+        states = [
+            repository.JobState(_note_id(job), NoteStatus.PROCESSING, job.attempts) for job in jobs
+        ]
+        notes = await self._record(session, states)
+        return [(n.raw_text, n.title) if (n := notes.get(_note_id(job))) else None for job in jobs]
 
-    async def run(self, job: Job, subject: Any) -> tuple[str, Usage | None]:
+    async def run(self, job: Claimed, subject: Any) -> Outcome:
         text, title = subject
-        if isinstance(self.summarizer, MeteredSummarizer):
-            return await self.summarizer.summarize_metered(text, title=title)
-        return await self.summarizer.summarize(text, title=title), None
+        try:
+            if self.metered is not None:
+                return Done(await self.metered.summarize_metered(text, title=title))
+            return Done((await self.summarizer.summarize(text, title=title), None))
+        except SummarizerError as exc:
+            error = str(exc) or type(exc).__name__
+            return Retry(error, after=exc.retry_after) if exc.transient else Failed(error)
 
-    async def finished(
-        self, session: AsyncSession, job: Job, status: JobStatus, result: Any, error: str | None
-    ) -> None:
-        note_status = _NOTE_STATUS.get(status)
-        summary, used = result if result is not None else (None, None)
-        if note_status is not None:
-            await self._record(session, job, note_status, summary=summary, error=error)
-        if used is not None:
-            await usage.record(session, _note_id(job), used)
+    async def record(self, session: AsyncSession, ended: Sequence[Ended]) -> None:
+        states = []
+        used: list[tuple[uuid.UUID, Usage]] = []
+        for end in ended:
+            job, note_id = end.job, _note_id(end.job)
+            if end.outcome is None:  # given back unfinished: the attempt does not count
+                states.append(repository.JobState(note_id, NoteStatus.QUEUED, job.attempts - 1))
+                continue
+            summary = None
+            if isinstance(end.outcome, Done):
+                summary, cost = end.outcome.result
+                if cost is not None:
+                    used.append((note_id, cost))
+            status = _NOTE_STATUS[end.status]
+            states.append(repository.JobState(note_id, status, job.attempts, summary, end.error))
+        await self._record(session, states)
+        for note_id, cost in used:
+            await usage.record(session, note_id, cost)
+
+    async def aclose(self) -> None:
+        """The summarizer belongs to whoever built it (it is shared with the API)."""
 
     async def _record(
-        self,
-        session: AsyncSession,
-        job: Job,
-        status: NoteStatus,
-        *,
-        summary: str | None = None,
-        error: str | None = None,
-    ) -> Row[Any] | None:
-        """The note shows the job's new state, and its event says so, in one transaction."""
-        note = await repository.record_job_state(
-            session, _note_id(job), status, attempts=job.attempts, summary=summary, error=error
-        )
-        if note is not None:
-            await outbox.record(session, _EVENT[status], note)
-        return note
+        self, session: AsyncSession, states: list[repository.JobState]
+    ) -> dict[uuid.UUID, Any]:
+        """The notes show their jobs' new states, and their events say so."""
+        notes = await repository.record_job_states(session, states)
+        status = {state.note_id: state.status for state in states}
+        await outbox.record_many(session, [(_EVENT[status[n.id]], n) for n in notes])
+        return {note.id: note for note in notes}
 
 
-def _note_id(job: Job) -> uuid.UUID:
+def _note_id(job: Claimed) -> uuid.UUID:
     return uuid.UUID(str(job.payload["note_id"]))

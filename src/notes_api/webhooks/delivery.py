@@ -8,11 +8,10 @@ deliveries fail for good `disable_after` times in a row is disabled too, with th
 from __future__ import annotations
 
 import json
-import random
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import httpx
 from sqlalchemy import and_, case, insert, literal, update
@@ -22,8 +21,8 @@ from notes_api.core.config import Settings
 from notes_api.core.models import utcnow
 from notes_api.core.retry_after import retry_after_seconds
 from notes_api.events.models import NoteEvent
-from notes_api.jobs.handler import JobError, PermanentJobError
-from notes_api.jobs.models import Job, JobStatus
+from notes_api.jobs.handler import Done, Ended, Failed, Outcome, Retry, RetryPolicy
+from notes_api.jobs.models import Claimed, JobStatus
 from notes_api.webhooks.fanout import WEBHOOK
 from notes_api.webhooks.models import WebhookDelivery, WebhookEndpoint
 from notes_api.webhooks.signing import signed_headers
@@ -50,13 +49,15 @@ class Refused:
 
 @dataclass(frozen=True)
 class Attempt:
+    """What one delivery attempt found: carried by its outcome to `record`, which logs it."""
+
     status_code: int | None = None
     error: str | None = None
     duration_ms: int | None = None
     skipped: bool = False  # the endpoint is gone or disabled: nothing to log against it
 
 
-def parse_key(job: Job) -> tuple[int, uuid.UUID]:
+def parse_key(job: Claimed) -> tuple[int, uuid.UUID]:
     event_id, _, endpoint_id = str(job.dedupe_key).partition(":")
     return int(event_id), uuid.UUID(endpoint_id)
 
@@ -65,31 +66,33 @@ class WebhookHandler:
     kind = WEBHOOK
 
     def __init__(self, settings: Settings) -> None:
-        self.max_attempts = settings.webhook_max_attempts
-        self.retry_base = settings.webhook_retry_base
-        self.retry_max = settings.webhook_retry_max
+        # Retried for about a day by default: `webhook_max_attempts` tries, whatever the row says.
+        self.retry: RetryPolicy | None = RetryPolicy(
+            settings.webhook_retry_base,
+            settings.webhook_retry_max,
+            max_attempts=settings.webhook_max_attempts,
+        )
         self.allow_private = settings.webhook_allow_private
         self.disable_after = settings.webhook_disable_after
         # No redirects: a receiver must not be able to point deliveries somewhere else.
         self.client = httpx.AsyncClient(
             timeout=settings.webhook_timeout, follow_redirects=False, trust_env=False
         )
-        # What each running attempt found, for `finished` to log (same process, same job).
-        self._attempts: dict[uuid.UUID, Attempt] = {}
 
     async def aclose(self) -> None:
         await self.client.aclose()
 
-    def retry_delay(self, attempts: int) -> float:
-        delay = min(self.retry_max, self.retry_base * 2.0 ** max(0, attempts - 1))
-        return delay * random.uniform(0.8, 1.2)  # noqa: S311 - jitter, not security
-
-    async def lock(self, session: AsyncSession, job: Job) -> bool:
+    async def lock(self, session: AsyncSession, jobs: Sequence[Claimed]) -> set[uuid.UUID]:
         """Nothing to lock first: the API changes endpoints alone, never their jobs, so the
         engine's transactions cannot wait on the API's in a cycle."""
-        return True
+        return {job.id for job in jobs}
 
-    async def started(self, session: AsyncSession, job: Job) -> Prepared | Refused:
+    async def start(
+        self, session: AsyncSession, jobs: Sequence[Claimed]
+    ) -> list[Prepared | Refused]:
+        return [await self._prepare(session, job) for job in jobs]
+
+    async def _prepare(self, session: AsyncSession, job: Claimed) -> Prepared | Refused:
         """What the delivery needs, or why it is not attempted."""
         event_id, endpoint_id = parse_key(job)
         endpoint = await session.get(WebhookEndpoint, endpoint_id)
@@ -110,12 +113,10 @@ class WebhookHandler:
         body = json.dumps(payload, separators=(",", ":"))
         return Prepared(endpoint.id, event.id, event.type, endpoint.url, keys, body)
 
-    async def run(self, job: Job, prepared: Prepared | Refused) -> int:
+    async def run(self, job: Claimed, prepared: Prepared | Refused) -> Outcome:
         if isinstance(prepared, Refused):
-            self._attempts[job.id] = Attempt(
-                skipped=not prepared.logged, error=prepared.reason if prepared.logged else None
-            )
-            raise PermanentJobError(prepared.reason)
+            skipped = Attempt(skipped=not prepared.logged, error=prepared.reason)
+            return Failed(prepared.reason, detail=skipped)
         started = time.perf_counter()
 
         def took() -> int:
@@ -124,8 +125,8 @@ class WebhookHandler:
         try:
             target = await resolve(prepared.url, allow_private=self.allow_private)
         except TargetRefused as exc:
-            self._attempts[job.id] = Attempt(error=f"refused: {exc}", duration_ms=took())
-            raise PermanentJobError(f"refused: {exc}") from None
+            error = f"refused: {exc}"
+            return Failed(error, detail=Attempt(error=error, duration_ms=took()))
         headers = signed_headers(str(prepared.event_id), prepared.body, prepared.keys, utcnow())
         headers["host"] = target.host_header
         try:
@@ -136,30 +137,33 @@ class WebhookHandler:
                 extensions={"sni_hostname": target.sni_hostname},
             )
         except httpx.TimeoutException:
-            self._attempts[job.id] = Attempt(error="timed out", duration_ms=took())
-            raise JobError("timed out") from None
+            return Retry("timed out", detail=Attempt(error="timed out", duration_ms=took()))
         except httpx.HTTPError as exc:
             error = f"{type(exc).__name__}: {exc}"[:500]
-            self._attempts[job.id] = Attempt(error=error, duration_ms=took())
-            raise JobError(error) from None
+            return Retry(error, detail=Attempt(error=error, duration_ms=took()))
         code = response.status_code
-        self._attempts[job.id] = Attempt(status_code=code, duration_ms=took())
+        attempt = Attempt(status_code=code, duration_ms=took())
         if 200 <= code < 300:
-            return code
+            return Done(attempt)
         if code == 429 or code >= 500:
             wait = retry_after_seconds(response.headers.get("retry-after"))
-            raise JobError(f"HTTP {code}", retry_after=wait)
-        raise PermanentJobError(f"HTTP {code}")
+            return Retry(f"HTTP {code}", after=wait, detail=attempt)
+        return Failed(f"HTTP {code}", detail=attempt)
 
-    async def finished(
-        self, session: AsyncSession, job: Job, status: JobStatus, result: Any, error: str | None
+    async def record(self, session: AsyncSession, ended: Sequence[Ended]) -> None:
+        """Log each attempt against its endpoint, and judge the endpoint by it."""
+        for end in ended:
+            if end.outcome is None:
+                continue  # given back unfinished at shutdown: not an attempt
+            found = end.outcome.result if isinstance(end.outcome, Done) else end.outcome.detail
+            # No attempt of its own: the lease ran out, or the subject was gone.
+            attempt = found if isinstance(found, Attempt) else Attempt(error=end.error)
+            if not attempt.skipped:
+                await self._log(session, end.job, end.status, attempt)
+
+    async def _log(
+        self, session: AsyncSession, job: Claimed, status: JobStatus, attempt: Attempt
     ) -> None:
-        found = self._attempts.pop(job.id, None)
-        if found is None and status is JobStatus.QUEUED and error is None:
-            return  # given back unfinished at shutdown: not an attempt
-        attempt = found or Attempt(error=error)
-        if attempt.skipped:
-            return
         event_id, endpoint_id = parse_key(job)
         event = await session.get(NoteEvent, event_id)
         await session.execute(

@@ -1,23 +1,15 @@
-"""The delivery jobs of an event: one per enabled endpoint of the event's organization that
-subscribed to its type, inserted in the event's own transaction by one INSERT ... SELECT.
-A job names what it delivers in its dedupe key, `<event id>:<endpoint id>`, so at most one
-delivery of an event to an endpoint is live at a time (the jobs' unique index)."""
+"""The delivery jobs of events: one per enabled endpoint of an event's organization that
+subscribed to its type, enqueued in the events' own transaction by one INSERT ... SELECT
+built by the engine's `queue.enqueue_each`. A job names what it delivers in its dedupe key,
+`<event id>:<endpoint id>`, so at most one delivery of an event to an endpoint is live at a
+time (the jobs' unique index); its fairness key is the organization, so one organization's
+burst of deliveries takes turns with every other organization's jobs."""
 
 from __future__ import annotations
 
 from typing import Any, cast
 
-from sqlalchemy import (
-    JSON,
-    BigInteger,
-    ColumnElement,
-    Insert,
-    String,
-    Table,
-    bindparam,
-    insert,
-    select,
-)
+from sqlalchemy import BigInteger, ColumnElement, Integer, String, Table, bindparam, case, select
 from sqlalchemy import cast as sql_cast
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -25,18 +17,15 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import Uuid
 
-from notes_api.core.models import utcnow
-from notes_api.events.models import EventType
-from notes_api.jobs import signals
-from notes_api.jobs.models import Job, JobStatus
+from notes_api.core.config import get_settings
+from notes_api.events.models import NoteEvent
+from notes_api.jobs import queue
 from notes_api.webhooks.models import EVENT_BITS, WebhookEndpoint
 
 WEBHOOK = "webhook"
-# What a delivery job's row says; the handler's own `max_attempts` (a setting) decides.
-ROW_MAX_ATTEMPTS = 24
 
-jobs = cast(Table, Job.__table__)
 endpoints = cast(Table, WebhookEndpoint.__table__)
+note_events = cast(Table, NoteEvent.__table__)
 
 
 class random_uuid(FunctionElement[Any]):
@@ -55,79 +44,91 @@ def _sqlite_uuid(element: Any, compiler: Any, **kw: Any) -> str:
     return "lower(hex(randomblob(16)))"
 
 
-def dedupe_key(event_id: ColumnElement[Any], endpoint_id: ColumnElement[Any]) -> Any:
+class uuid_text(FunctionElement[Any]):
+    """A UUID column as `str(uuid)` writes it (the fairness key of an organization)."""
+
+    type = String()
+    inherit_cache = True
+
+
+@compiles(uuid_text, "postgresql")
+def _pg_uuid_text(element: Any, compiler: Any, **kw: Any) -> str:
+    return f"CAST({compiler.process(element.clauses, **kw)} AS VARCHAR)"
+
+
+@compiles(uuid_text, "sqlite")
+def _sqlite_uuid_text(element: Any, compiler: Any, **kw: Any) -> str:
+    hexed = compiler.process(element.clauses, **kw)
+    parts = [f"substr({hexed}, {start}, {length})" for start, length in _GROUPS]
+    return " || '-' || ".join(parts)
+
+
+_GROUPS = ((1, 8), (9, 4), (13, 4), (17, 4), (21, 12))
+
+
+def _dedupe_key(event_id: ColumnElement[Any], endpoint_id: ColumnElement[Any]) -> Any:
     return sql_cast(event_id, String) + ":" + sql_cast(endpoint_id, String)
 
 
-def delivery_jobs(
-    event_id: ColumnElement[Any],
-    organization_id: ColumnElement[Any],
-    *sources: Any,
-    only_endpoint: bool = False,
-) -> Insert:
-    """INSERT the delivery jobs of the event `event_id` (a column of `sources`, or a bound
-    parameter). Parameters: `hook_bit`, `hook_now` (and `hook_endpoint_id` with
-    `only_endpoint`, for a resend, which skips the subscription test)."""
-    now = bindparam("hook_now", type_=jobs.c.run_after.type)
-    conditions: list[ColumnElement[bool]] = [endpoints.c.organization_id == organization_id]
-    if only_endpoint:
-        conditions.append(endpoints.c.id == bindparam("hook_endpoint_id", type_=Uuid()))
-    else:
-        conditions += [
-            endpoints.c.enabled,
-            endpoints.c.event_mask.op("&")(bindparam("hook_bit")) != 0,
-        ]
+def _deliveries(event_id: ColumnElement[Any], *conditions: ColumnElement[bool]) -> Any:
     rows = select(
-        random_uuid(),
-        bindparam("hook_kind", WEBHOOK, type_=String()),
-        bindparam("hook_payload", {}, type_=JSON()),
-        dedupe_key(event_id, endpoints.c.id),
-        bindparam("hook_status", JobStatus.QUEUED, type_=jobs.c.status.type),
-        bindparam("hook_attempts", 0),
-        bindparam("hook_max_attempts", ROW_MAX_ATTEMPTS),
-        now,
-        now,
-        now,
+        _dedupe_key(event_id, endpoints.c.id).label("dedupe_key"),
+        uuid_text(endpoints.c.organization_id).label("fairness_key"),
+        bindparam("hook_max_attempts", type_=Integer()).label("max_attempts"),
     ).where(*conditions)
-    if sources:
-        rows = rows.select_from(*sources, endpoints)
-    columns = [
-        "id",
-        "kind",
-        "payload",
-        "dedupe_key",
-        "status",
-        "attempts",
-        "max_attempts",
-        "run_after",
-        "created_at",
-        "updated_at",
-    ]
-    return insert(jobs).from_select(columns, rows)
+    return queue.enqueue_each(WEBHOOK, rows, random_uuid())
 
 
-def hook_params(event_type: str) -> dict[str, Any]:
-    return {"hook_bit": EVENT_BITS[EventType(event_type)], "hook_now": utcnow()}
+def deliveries_of(events: Any, *conditions: ColumnElement[bool]) -> Any:
+    """The INSERT of the delivery jobs of `events` (the events table, or a CTE of events just
+    written: their `id`, `organization_id` and `type`). Parameters: `fan_out_params()`."""
+    bit = case({kind.value: bit for kind, bit in EVENT_BITS.items()}, value=events.c.type, else_=0)
+    return _deliveries(
+        events.c.id,
+        *conditions,
+        endpoints.c.organization_id == events.c.organization_id,
+        endpoints.c.enabled,
+        endpoints.c.event_mask.op("&")(bit) != 0,
+    )
 
 
-_RESEND = delivery_jobs(
-    bindparam("hook_event_id", type_=BigInteger()),
-    bindparam("hook_organization_id", type_=Uuid()),
-    only_endpoint=True,
+# Built once at import: the deliveries of a batch of events written in this transaction.
+_FAN_OUT = deliveries_of(
+    note_events, note_events.c.id.in_(bindparam("hook_event_ids", expanding=True))
 )
+# One more delivery of an event to one endpoint (no subscription test: asked for by hand).
+_RESEND = _deliveries(
+    bindparam("hook_event_id", type_=BigInteger()),
+    endpoints.c.id == bindparam("hook_endpoint_id", type_=Uuid()),
+    endpoints.c.organization_id == bindparam("hook_organization_id", type_=Uuid()),
+)
+
+
+def _max_attempts() -> int:
+    """The rows say what the webhook kind's retry policy allows (the same setting)."""
+    return get_settings().webhook_max_attempts
+
+
+def fan_out_params() -> dict[str, Any]:
+    return {"hook_max_attempts": _max_attempts(), **queue.enqueue_params()}
+
+
+async def fan_out(session: AsyncSession, event_ids: list[int]) -> int:
+    """Enqueue the deliveries of `event_ids` (written in this transaction): how many."""
+    params = {"hook_event_ids": event_ids, "hook_max_attempts": _max_attempts()}
+    return await queue.enqueue_selected(session, _FAN_OUT, params)
 
 
 async def resend(session: AsyncSession, event_id: int, endpoint: WebhookEndpoint) -> None:
     """Queue one more delivery of an event to an endpoint, unless one is queued already."""
     params = {
-        "hook_now": utcnow(),
         "hook_event_id": event_id,
         "hook_organization_id": endpoint.organization_id,
         "hook_endpoint_id": endpoint.id,
+        "hook_max_attempts": _max_attempts(),
     }
     try:
         async with session.begin_nested():
-            await session.execute(_RESEND, params)
+            await queue.enqueue_selected(session, _RESEND, params)
     except IntegrityError:
         return  # the live delivery of this event to this endpoint will do
-    signals.mark_queued(session)
