@@ -81,6 +81,7 @@ async def _respond(opening: _Opening, note_id: uuid.UUID | None) -> EventSourceR
         claims=opening.claims,
         heartbeat=settings.event_heartbeat_seconds,
         retry_ms=settings.event_retry_ms,
+        callers=request.app.state.callers,
     )
     return EventSourceResponse(
         service.follow(stream),

@@ -19,6 +19,7 @@ from sqlalchemy import Row, Select, Table, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sse_starlette import ServerSentEvent
 
+from notes_api.auth.callers import CallerRecord
 from notes_api.auth.service import confirm_caller
 from notes_api.auth.tokens import AccessClaims, decode_access_token
 from notes_api.core.db import Database
@@ -124,6 +125,7 @@ class Stream:
     claims: AccessClaims
     heartbeat: float
     retry_ms: int
+    callers: CallerRecord | None = None  # the process's remembered callers
 
 
 async def _read(stream: Stream, after: int) -> list[Row[Any]] | None:
@@ -134,7 +136,7 @@ async def _read(stream: Stream, after: int) -> list[Row[Any]] | None:
     sub = stream.sub
     async with stream.db.session(write=False) as session:
         try:
-            caller = await confirm_caller(session, stream.claims)
+            caller = await confirm_caller(session, stream.claims, stream.callers)
         except Unauthorized:
             return None
         if caller != sub.caller:  # the role changed since the stream opened
