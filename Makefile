@@ -51,7 +51,7 @@ test: $(STAMP) ## the whole suite, Postgres included when TEST_DATABASE_URL answ
 mutate: $(STAMP) ## mutation testing of jobs/, the tenancy rule, auth throttle and tokens, the idempotency claim -> mutation/REPORT.md
 	$(BIN)/python mutation/run.py $(MUTATE_ARGS)
 
-lint: $(STAMP) ## ruff check, ruff format --check, mypy strict, pip-audit
+lint: $(STAMP) ## ruff check, ruff format --check, mypy strict, import-linter contracts, pip-audit
 	$(BIN)/ruff check src tests migrations bench scripts rehearsal
 	$(BIN)/ruff format --check src tests migrations bench scripts rehearsal
 	$(BIN)/mypy

@@ -16,6 +16,7 @@ from notes_api.core.db import Database
 from notes_api.jobs.models import Job, JobStatus
 from notes_api.notes import repository
 from notes_api.notes.models import Note, NoteStatus
+from notes_api.notes.repository import JobState
 from notes_api.notes.service import SUMMARIZE
 from notes_api.notes.watcher import NoteWatcher
 from tests.conftest import NOTE_FIELDS, client_for, create_note, make_settings, running_app, signup
@@ -389,14 +390,11 @@ async def test_a_summary_that_lands_after_a_failed_attempt_clears_its_error(
     account = await signup(client)
     note_id = uuid.UUID((await create_note(client, account, TEXT))["id"])
     async with db.session(write=True) as session:
-        retried = await repository.record_job_state(
-            session, note_id, NoteStatus.QUEUED, attempts=1, error="model timed out"
-        )
-        assert retried is not None and retried.error == "model timed out"
-        done = await repository.record_job_state(
-            session, note_id, NoteStatus.DONE, attempts=2, summary="Dana wants the export."
-        )
-    assert done is not None
+        queued = JobState(note_id, NoteStatus.QUEUED, 1, None, "model timed out")
+        (retried,) = await repository.record_job_states(session, [queued])
+        assert retried.error == "model timed out"
+        landed = JobState(note_id, NoteStatus.DONE, 2, "Dana wants the export.", None)
+        (done,) = await repository.record_job_states(session, [landed])
     assert (done.status, done.summary, done.error) == (
         NoteStatus.DONE,
         "Dana wants the export.",

@@ -267,3 +267,35 @@ async def test_a_burst_of_one_organizations_deliveries_does_not_hold_up_anothers
     finally:
         slow.stop()
         fast.stop()
+
+
+async def test_webhook_ids_are_the_organizations_own_event_numbers(
+    api: httpx.AsyncClient, admin: Account, receiver: Receiver
+) -> None:
+    """Neither the webhook-id nor the delivery log counts other organizations' events: a
+    new organization's first note is its events 1 (queued), 2 (processing, not subscribed)
+    and 3 (done), however busy the others were."""
+    from tests.conftest import signup
+
+    for i in range(3):
+        await _note_done(api, admin, f"Acme's note {i}. Two sentences.")
+    newcomer = await signup(api, organization="Newcomer")
+    endpoint = await register(api, newcomer, receiver.url)
+    await _note_done(api, newcomer, "The newcomer's first note. Two sentences.")
+    await eventually(lambda: len(receiver.delivered()) >= 2)
+    assert sorted(int(r.id) for r in receiver.delivered()) == [1, 3]
+    await eventually(lambda: _logged(api, newcomer, endpoint["id"], 2))
+    log = await deliveries(api, newcomer, endpoint["id"])
+    assert sorted(d["event_id"] for d in log) == [1, 3]
+    # Sent again from the log, the delivery is the same event under the same id.
+    first = next(d for d in log if d["event_id"] == 1)
+    resent = await api.post(
+        f"/webhooks/{endpoint['id']}/deliveries/{first['id']}/resend", headers=newcomer.headers
+    )
+    assert resent.status_code == 202
+    await eventually(lambda: len(receiver.delivered()) >= 3)
+    assert [int(r.id) for r in receiver.delivered()].count(1) == 2
+
+
+async def _logged(api: httpx.AsyncClient, admin: Account, endpoint_id: str, count: int) -> bool:
+    return len(await deliveries(api, admin, endpoint_id)) >= count

@@ -180,7 +180,7 @@ class Database:
 
     @asynccontextmanager
     async def session(self, *, write: bool = True) -> AsyncIterator[AsyncSession]:
-        """A unit of work: commits when the block ends, rolls back on an error (but commits
+        """A unit of work: a writer commits when the block ends, rolls back on an error (but commits
         what an `AppError` with `keep_writes` asks to keep, a failed-login count say). A
         writer's transaction is begun as one (BEGIN IMMEDIATE on SQLite); a reader's runs
         outside any transaction on Postgres."""
@@ -196,7 +196,9 @@ class Database:
                 await session.rollback()
                 raise
             else:
-                await session.commit()
+                if write:
+                    await session.commit()
+                # A reader has nothing to commit: closing the session (below) ends its read.
 
     async def dispose(self) -> None:
         await self.engine.dispose()

@@ -5,12 +5,13 @@ misses the announcement finds the row on the feed's next poll)."""
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, delete, func, insert, literal_column, select
+from sqlalchemy import Select, Table, bindparam, delete, func, insert, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from notes_api.core.models import utcnow
@@ -47,6 +48,29 @@ def event_values(
 _FANNED_OUT = (note_events.c.id, note_events.c.organization_id, note_events.c.type)
 # Many rows in one INSERT (SQLAlchemy's "insertmanyvalues"), the ids in the rows' order.
 _RECORD = insert(note_events).returning(note_events.c.id, sort_by_parameter_order=True)
+_COLUMNS = ("organization_id", "owner_id", "note_id", "type", "occurred_at", "data")
+
+
+@functools.lru_cache(maxsize=64)
+def _record_and_fan_out(count: int) -> Select[Any]:
+    """Postgres: `count` events and the delivery jobs they call for, in one statement, built
+    once per count (a request writes one event; a worker's batch, up to its concurrency).
+    Parameters: `<column>_<i>` for the i-th event, and `fan_out_params()`."""
+    rows = [
+        {c: bindparam(f"{c}_{i}", type_=note_events.c[c].type) for c in _COLUMNS}
+        for i in range(count)
+    ]
+    # One row as a plain VALUES: SQLAlchemy caches its compiled form (a multi-row VALUES
+    # list is compiled on every use, which is paid once per batch).
+    written = (
+        insert(note_events)
+        .values(rows[0] if count == 1 else rows)
+        .returning(*_FANNED_OUT)
+        .cte("written")
+    )
+    hooks = deliveries_of(written).returning(literal_column("1")).cte("hooks")
+    queued = select(func.count()).select_from(hooks).scalar_subquery()
+    return select(written.c.id, queued).order_by(written.c.id)
 
 
 async def record(session: AsyncSession, event_type: EventType, note: Any) -> int:
@@ -66,11 +90,9 @@ async def record_many(session: AsyncSession, changes: Sequence[tuple[EventType, 
     rows = [event_values(kind, note, note.organization_id, now=now) for kind, note in changes]
     conn = await session.connection()
     if conn.dialect.name == "postgresql":
-        written = insert(note_events).values(rows).returning(*_FANNED_OUT).cte("written")
-        hooks = deliveries_of(written).returning(literal_column("1")).cte("hooks")
-        queued = select(func.count()).select_from(hooks).scalar_subquery()
-        stmt = select(written.c.id, queued).order_by(written.c.id)
-        found = (await conn.execute(stmt, fan_out_params())).all()
+        params = {f"{c}_{i}": row[c] for i, row in enumerate(rows) for c in _COLUMNS}
+        stmt = _record_and_fan_out(len(rows))
+        found = (await conn.execute(stmt, params | fan_out_params())).all()
         event_ids = [int(row[0]) for row in found]
         queue.enqueued(session, int(found[0][1]))
     else:

@@ -13,10 +13,11 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import Table, delete
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from notes_api.core.models import utcnow
-from notes_api.core.sql import upsert_insert
+from notes_api.core.sql import dialect_name
 from notes_api.limits.models import RateLimitCounter
 
 counters = cast(Table, RateLimitCounter.__table__)
@@ -25,22 +26,27 @@ RETAIN = timedelta(days=2)
 Window = tuple[str, datetime]  # (counter key, start of its current window)
 
 
-def _add_statement(session: AsyncSession, windows: list[Window], delta: int) -> Any:
-    # One order for every request: two requests that share counters lock them in the same
-    # order, so they queue and never deadlock.
-    rows = [{"key": k, "window_start": start, "count": delta} for k, start in sorted(windows)]
-    stmt = upsert_insert(session, counters).values(rows)
+def _upsert(insert: Any) -> Any:
+    stmt = insert(counters)
     return stmt.on_conflict_do_update(
         index_elements=[counters.c.key, counters.c.window_start],
         set_={"count": counters.c.count + stmt.excluded.count},
     ).returning(counters.c.key, counters.c.count)
 
 
+# Built once per dialect; given a row per counter, SQLAlchemy sends them as one multi-row
+# INSERT (its "insertmanyvalues"): one statement, one round trip, compiled once.
+_ADD = {"postgresql": _upsert(postgresql.insert), "sqlite": _upsert(sqlite.insert)}
+
+
 async def add(session: AsyncSession, windows: list[Window]) -> dict[str, int]:
     """Count one write against each window, in the caller's unit of work; the counts
     including it, by key."""
-    rows = (await session.execute(_add_statement(session, windows, 1))).all()
-    return {str(key): int(count) for key, count in rows}
+    # One order for every request: two requests that share counters lock them in the same
+    # order, so they queue and never deadlock.
+    rows = [{"key": k, "window_start": start, "count": 1} for k, start in sorted(windows)]
+    result = await session.execute(_ADD[dialect_name(session)], rows)
+    return {str(key): int(count) for key, count in result.all()}
 
 
 async def purge_old_windows(session: AsyncSession) -> None:

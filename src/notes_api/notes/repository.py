@@ -289,20 +289,6 @@ async def record_job_states(session: AsyncSession, states: list[JobState]) -> li
     return changed
 
 
-async def record_job_state(
-    session: AsyncSession,
-    note_id: uuid.UUID,
-    status: NoteStatus,
-    *,
-    attempts: int,
-    summary: str | None = None,
-    error: str | None = None,
-) -> Row[Any] | None:
-    """`record_job_states` for one note: the note as it is now, or None when it is gone."""
-    rows = await record_job_states(session, [JobState(note_id, status, attempts, summary, error)])
-    return rows[0] if rows else None
-
-
 async def status_of(session: AsyncSession, note_ids: list[uuid.UUID]) -> dict[uuid.UUID, str]:
     """Statuses for the wait-for-result watcher; it only ever asks about ids it has shown."""
     rows = await session.execute(select(notes.c.id, notes.c.status).where(notes.c.id.in_(note_ids)))

@@ -32,7 +32,7 @@ from notes_api.webhooks.targets import TargetRefused, resolve
 @dataclass(frozen=True)
 class Prepared:
     endpoint_id: uuid.UUID
-    event_id: int
+    event_id: int  # the event's number in its organization (`seq`): the webhook-id
     event_type: str
     url: str
     keys: list[str]
@@ -111,7 +111,7 @@ class WebhookHandler:
             "data": event.data,
         }
         body = json.dumps(payload, separators=(",", ":"))
-        return Prepared(endpoint.id, event.id, event.type, endpoint.url, keys, body)
+        return Prepared(endpoint.id, event.seq, event.type, endpoint.url, keys, body)
 
     async def run(self, job: Claimed, prepared: Prepared | Refused) -> Outcome:
         if isinstance(prepared, Refused):
@@ -170,7 +170,9 @@ class WebhookHandler:
             insert(WebhookDelivery).values(
                 id=uuid.uuid4(),
                 endpoint_id=endpoint_id,
-                event_id=event_id,
+                # The organization's own number of the event, as its streams and the
+                # webhook-id show it (0 once the event is no longer kept).
+                event_id=event.seq if event is not None else 0,
                 type=event.type if event is not None else "",
                 attempt=job.attempts,
                 status_code=attempt.status_code,

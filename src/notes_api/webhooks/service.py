@@ -193,6 +193,13 @@ async def resend(
         raise NotFound("Delivery not found")
     if not endpoint.enabled:
         raise Conflict("This endpoint is disabled; enable it first")
-    if await session.get(NoteEvent, delivery.event_id) is None:
+    # The log names the event by its number in the organization (`seq`).
+    event_id = await session.scalar(
+        select(NoteEvent.id).where(
+            NoteEvent.organization_id == endpoint.organization_id,
+            NoteEvent.seq == delivery.event_id,
+        )
+    )
+    if event_id is None:
         raise Conflict("This event is no longer kept (EVENT_RETENTION_HOURS)")
-    await fanout.resend(session, delivery.event_id, endpoint)
+    await fanout.resend(session, event_id, endpoint)
