@@ -354,15 +354,24 @@ def markdown(script: Script, manifest: dict[str, Any] | None) -> str:
             "| part | starts at | length |",
             "|---|---|---|",
         ]
-        for number, (part, title) in enumerate(script.parts.items(), 1):
+        for number, (part, title) in enumerate(script.parts.items()):
             span = m["parts"].get(part)
+            label = f"{number}. {title}" if number else title
             if span:
-                out.append(f"| {number}. {title} | {clock(span[0])} | {span[1] - span[0]:.0f} s |")
-        out += ["", "Frames worth looking at:", ""]
+                out.append(f"| {label} | {clock(span[0])} | {span[1] - span[0]:.0f} s |")
+        out += [
+            "",
+            "The picture is one screen recording: where nothing is said (a page loading, an "
+            "answer slow on a busy machine) it plays up to 8 times faster; whatever is narrated "
+            "plays at its real speed.",
+            "",
+            "Frames worth looking at:",
+            "",
+        ]
         out += [f"- {clock(t)} {what}" for t, what in m.get("moments", [])]
         out += [""]
-    for number, (part, title) in enumerate(script.parts.items(), 1):
-        out += ["", f"## Part {number}: {title}", ""]
+    for number, (part, title) in enumerate(script.parts.items()):
+        out += ["", f"## {number}. {title}" if number else f"## {title}", ""]
         for scene in script.scenes:
             if scene.part != part:
                 continue
