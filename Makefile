@@ -9,7 +9,7 @@ RUN_STAMP := $(VENV)/.synced-runtime
 BIN := $(VENV)/bin
 export TEST_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/notes_test
 
-.PHONY: help run worker test lint format migrate demo demo-record fuzz soak bench bench-jobs clean video mutate
+.PHONY: help run worker test lint format migrate demo demo-record fuzz soak bench bench-jobs clean video video-check mutate
 
 # A bare `make` lists the targets: each target's `## ` comment is its line.
 .DEFAULT_GOAL := help
@@ -85,6 +85,11 @@ bench-jobs: $(STAMP) ## summaries/s with 1 and 2 workers, POST->done latency (Po
 video: $(STAMP) ## render docs/walkthrough.{mp4,vtt,png,md} from video/script.toml (tools in .tools/video)
 	video/setup.sh
 	.tools/video/bin/python video/render.py
+
+# Fast (standard library only, no tools): fails when a code scene's symbol is gone or the
+# source it shows changed since the last `make video`. CI runs it (.ci/run).
+video-check: ## check that the video's code scenes still match the source
+	$(PYTHON) video/script.py --check
 
 clean: ## remove .venv, .tools and the caches
 	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov

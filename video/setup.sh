@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what `make video` needs: Debian packages through apt-get when root (ffmpeg,
-# chromium, espeak-ng, graphviz, fonts), and the Python tools into .tools/video, a venv of
+# chromium, fonts), and the Python tools into .tools/video, a venv of
 # their own, from video/requirements.txt (pinned). The tools stay out of the project's lock:
 # onnxruntime, Playwright's driver and the voice weigh some 300 MB that `make run`, the tests
 # and the image never need. Playwright drives Debian's chromium; `playwright install` is
@@ -11,7 +11,7 @@ PYTHON=${PYTHON:-python3}
 TOOLS=.tools/video
 
 need=()
-for pair in ffmpeg:ffmpeg ffprobe:ffmpeg chromium:chromium espeak-ng:espeak-ng dot:graphviz; do
+for pair in ffmpeg:ffmpeg ffprobe:ffmpeg chromium:chromium; do
   command -v "${pair%%:*}" >/dev/null || need+=("${pair##*:}")
 done
 test -f /usr/share/fonts/truetype/dejavu/DejaVuSansMono.ttf || need+=(fonts-dejavu-core)
