@@ -191,34 +191,41 @@ def tree_page(part: str, title: str) -> str:
     return _page(part, title, body)
 
 
+def _koyeb_blocks() -> tuple[str, str]:
+    """deploy/koyeb.md's secrets and `koyeb services create` blocks, as written there, with
+    its OWNER/REPO placeholder named for what goes there."""
+    text = (ROOT / "deploy" / "koyeb.md").read_text()
+    blocks = re.findall(r"```sh\n(.*?)```", text, re.S)
+    secrets = next(b for b in blocks if "koyeb secrets create notes-database-url " in b)
+    create = next(b for b in blocks if "koyeb services create api --app notes" in b)
+    create = create.replace("OWNER/REPO", "<YOUR_GITHUB_USER>/<YOUR_FORK>")
+    keep = [line for line in secrets.splitlines() if line.startswith("printf")][:3]
+    return html.escape("\n".join(keep)), html.escape(create.strip())
+
+
 def steps_page(part: str, title: str) -> str:
-    mono = "font-family:DejaVu Sans Mono;font-size:22px;line-height:1.5;white-space:pre-wrap"
+    mono = "font-family:DejaVu Sans Mono;font-size:19px;line-height:1.4;white-space:pre-wrap"
     neon = (
         "1. neon.tech → New project → database <b>notes</b>\n"
-        "2. Connection string, <b>Pooled</b> on  → &lt;POOLED_URL&gt;\n"
-        "3. Connection string, Pooled off → &lt;DIRECT_URL&gt;\n"
-        "   (postgresql://neondb_owner:&lt;PASSWORD&gt;@&lt;ENDPOINT&gt;.neon.tech/notes?sslmode=require)"
+        "2. Connection string, <b>Pooled</b> on  → $POOLED\n"
+        "3. Connection string, Pooled off → $DIRECT\n"
+        "   postgresql://neondb_owner:&lt;PASSWORD&gt;@&lt;ENDPOINT&gt;.neon.tech/notes?sslmode=require\n"
+        "4. JWT_SECRET=$(openssl rand -hex 32)"
     )
-    koyeb = (
-        'printf %s "&lt;POOLED_URL&gt;" | koyeb secrets create notes-database-url --value-from-stdin\n'
-        'printf %s "&lt;DIRECT_URL&gt;" | koyeb secrets create notes-database-url-direct --value-from-stdin\n'
-        "openssl rand -hex 32 | koyeb secrets create notes-jwt-secret --value-from-stdin\n"
-        "koyeb apps init notes --git github.com/&lt;YOUR_GITHUB_USER&gt;/&lt;YOUR_FORK&gt; \\\n"
-        "  --git-branch main --git-builder docker --instance-type free --ports 8000:http \\\n"
-        "  --routes /:8000 --checks 8000:http:/healthz \\\n"
-        "  --env DATABASE_URL=@notes-database-url --env DATABASE_URL_DIRECT=@notes-database-url-direct \\\n"
-        "  --env JWT_SECRET=@notes-jwt-secret --env OPENAI_API_KEY=&lt;YOUR_MODEL_KEY&gt;"
-    )
+    secrets, create = _koyeb_blocks()
     body = (
-        "<main style='padding:30px 56px'>"
-        f"<div class='card' data-beat='1'><h3>Neon (Postgres)</h3><div style='{mono}'>{neon}</div></div>"
-        f"<div class='card' data-beat='2' style='margin-top:24px'><h3>Koyeb (free instance: "
-        f"512 MB, 0.1 vCPU)</h3><div style='{mono}'>{koyeb}</div></div>"
+        "<main style='padding:24px 40px;display:grid;grid-template-columns:1fr 1fr;gap:28px'>"
+        f"<div><div class='card' data-beat='1' style='padding:20px 26px'><h3>Neon (Postgres)</h3>"
+        f"<div style='{mono}'>{neon}</div></div>"
+        f"<div class='card' data-beat='2' style='margin-top:20px;padding:20px 26px'><h3>Koyeb "
+        f"secrets</h3><div style='{mono}'>{secrets}</div></div>"
         "<p data-beat='2' class='muted' style='font-size:24px;margin:16px 0 0'>&lt;…&gt; = a "
-        "placeholder: put your own value there. Full steps: deploy/koyeb.md</p>"
+        "placeholder: put your own value there. All steps: deploy/koyeb.md</p>"
         "<p data-beat='3' style='font-size:26px;margin:12px 0 0'>Live at "
-        "https://&lt;YOUR_APP&gt;.koyeb.app once /healthz passes · no live URL exists for "
-        "this project</p></main>"
+        "https://&lt;YOUR_APP&gt;.koyeb.app once /healthz passes. No live URL exists for "
+        "this project.</p></div>"
+        f"<div class='card' data-beat='2' style='padding:20px 26px'><h3>Koyeb service "
+        f"(free: 512 MB, 0.1 vCPU)</h3><div style='{mono}'>{create}</div></div></main>"
     )
     return _page(part, title, body)
 
