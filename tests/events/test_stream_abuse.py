@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 
 import httpx
 import jsonschema_rs  # schemathesis's own validator, installed with it
@@ -19,7 +18,7 @@ from notes_api.core.db import Database
 from notes_api.events.feed import Feed
 from notes_api.events.models import EventType
 from notes_api.events.schemas import NoteState
-from tests.conftest import add_user, create_note, make_settings, running_app, serve, signup
+from tests.conftest import add_user, create_note, make_settings, signup
 from tests.events.sse import open_stream
 
 
@@ -35,16 +34,6 @@ def settings(database_url: str) -> Settings:
         event_streams_per_organization=4,
         event_streams_per_process=7,
     )
-
-
-@pytest.fixture
-async def served(settings: Settings) -> AsyncIterator[tuple[FastAPI, str, httpx.AsyncClient]]:
-    async with (
-        running_app(settings) as app,
-        serve(app) as base_url,
-        httpx.AsyncClient(base_url=base_url) as client,
-    ):
-        yield app, base_url, client
 
 
 async def _done(client: httpx.AsyncClient, headers: dict[str, str], note_id: str) -> None:

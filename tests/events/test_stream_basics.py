@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
 from datetime import datetime
 
 import httpx
@@ -18,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from notes_api.auth.tokens import create_access_token
 from notes_api.core.config import Settings
 from notes_api.events import service
-from tests.conftest import add_user, create_note, make_settings, running_app, serve, signup
+from tests.conftest import add_user, create_note, make_settings, signup
 from tests.events.sse import Reader, open_stream
 
 lags: dict[int, float] = {}
@@ -37,16 +36,6 @@ def settings(database_url: str) -> Settings:
         event_poll_interval=0.5,
         event_streams_per_user=3,
     )
-
-
-@pytest.fixture
-async def served(settings: Settings) -> AsyncIterator[tuple[FastAPI, str, httpx.AsyncClient]]:
-    async with (
-        running_app(settings) as app,
-        serve(app) as base_url,
-        httpx.AsyncClient(base_url=base_url) as client,
-    ):
-        yield app, base_url, client
 
 
 async def _types_until(reader: Reader, last: str, note_id: str) -> list[tuple[str, float, int]]:
