@@ -33,21 +33,22 @@ class Counter:
     def __init__(self) -> None:
         self.round_trips = 0
 
-    def attach(self, sync_engine: Any) -> None:
+    def attach(self, sync_engine: Any, *, autocommit: bool = False) -> None:
         def count(*_args: Any, **_kw: Any) -> None:
             self.round_trips += 1
 
-        def count_ending(conn: Any) -> None:
-            # In autocommit the driver sends no COMMIT or ROLLBACK.
-            if conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
-                self.round_trips += 1
+        event.listen(sync_engine, "before_cursor_execute", count)
+        if autocommit:  # the readers' pool (core/db.py): the driver sends no BEGIN or COMMIT
+            return
+
+        def count_ending(_conn: Any) -> None:
+            self.round_trips += 1
 
         def count_begin(conn: Any) -> None:
             # SQLite's BEGIN is a statement of its own (core/db.py), counted above.
             if conn.dialect.name != "sqlite":
                 count_ending(conn)
 
-        event.listen(sync_engine, "before_cursor_execute", count)
         event.listen(sync_engine, "begin", count_begin)
         event.listen(sync_engine, "commit", count_ending)
         event.listen(sync_engine, "rollback", count_ending)
@@ -119,6 +120,8 @@ async def measure(
     async with app.router.lifespan_context(app):
         counter = Counter()
         counter.attach(app.state.db.engine.sync_engine)
+        if app.state.db.reader_engine is not app.state.db.engine:
+            counter.attach(app.state.db.reader_engine.sync_engine, autocommit=True)
         email = f"calls-{uuid.uuid4().hex[:10]}@example.com"
         signup = json.dumps({"email": email, "password": "correct horse battery"}).encode()
         json_headers = {"content-type": "application/json"}

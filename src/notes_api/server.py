@@ -12,6 +12,7 @@ import uvicorn
 from uvicorn._types import ASGIReceiveCallable, ASGISendCallable, Scope
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+_VERDICTS = 4096
 HEADER_TIMEOUT = 10.0  # seconds from a request's first byte (or a connection's opening)
 
 
@@ -75,6 +76,7 @@ class ForwardedFor:
         items = [item.strip() for item in trusted.split(",") if item.strip()]
         self.any_peer = "*" in items
         self.networks = []
+        self._verdicts: dict[str, bool] = {}  # host -> trusted, parsed once (at most _VERDICTS)
         for item in items:
             if item == "*":
                 continue
@@ -86,11 +88,18 @@ class ForwardedFor:
                 ) from None
 
     def trusts(self, host: str) -> bool:
-        try:
-            address = ipaddress.ip_address(host)
-        except ValueError:
-            return False
-        return any(address in network for network in self.networks)
+        known = self._verdicts.get(host)
+        if known is None:
+            try:
+                address = ipaddress.ip_address(host)
+            except ValueError:
+                known = False
+            else:
+                known = any(address in network for network in self.networks)
+            if len(self._verdicts) >= _VERDICTS:
+                self._verdicts.clear()
+            self._verdicts[host] = known
+        return known
 
     def client(self, peer: str, forwarded: str) -> str:
         entries = [e.strip() for e in forwarded.split(",")]

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import time
 from secrets import token_hex
+from typing import Any
 
 import structlog
 from prometheus_client import Counter, Histogram
@@ -15,6 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from notes_api.core.errors import send_problem
 
 log = structlog.get_logger("notes_api.http")
+_ACCESS_LOG = logging.getLogger("notes_api.http")  # its level decides whether a line is made
 
 HTTP_REQUESTS = Counter("http_requests_total", "HTTP requests", ["method", "route", "status"])
 HTTP_LATENCY = Histogram(
@@ -23,6 +26,9 @@ HTTP_LATENCY = Histogram(
     ["method", "route"],
     buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
+# Each label set's metric children, found once: `labels()` costs a lock and a tuple per call.
+_COUNTS: dict[tuple[str, str, int], Any] = {}
+_LATENCIES: dict[tuple[str, str], Any] = {}
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 _DOCS = ("/docs", "/redoc", "/openapi.json")
 _CSP_API = "default-src 'none'; frame-ancestors 'none'"
@@ -76,12 +82,27 @@ class RequestContext:
             elapsed = time.perf_counter() - started
             route = getattr(scope.get("route"), "path", "unmatched")
             method = scope["method"]
-            HTTP_REQUESTS.labels(method, route, str(status)).inc()
-            HTTP_LATENCY.labels(method, route).observe(elapsed)
-            log.info(
-                "http.request", method=method, path=path, status=status, ms=round(elapsed * 1000, 2)
-            )
+            _observe(method, route, status, elapsed)
+            if _ACCESS_LOG.isEnabledFor(logging.INFO):
+                log.info(
+                    "http.request",
+                    method=method,
+                    path=path,
+                    status=status,
+                    ms=round(elapsed * 1000, 2),
+                )
             structlog.contextvars.unbind_contextvars("request_id")
+
+
+def _observe(method: str, route: str, status: int, elapsed: float) -> None:
+    count = _COUNTS.get((method, route, status))
+    if count is None:
+        count = _COUNTS[method, route, status] = HTTP_REQUESTS.labels(method, route, str(status))
+    latency = _LATENCIES.get((method, route))
+    if latency is None:
+        latency = _LATENCIES[method, route] = HTTP_LATENCY.labels(method, route)
+    count.inc()
+    latency.observe(elapsed)
 
 
 class BodyLimit:
