@@ -23,7 +23,7 @@ from load import rss_mb
 import jobs
 
 DB = "notes_bench_streams"
-POOL = 10  # the server's DB_POOL_SIZE: its connections never outnumber these and the listener
+POOL = 10  # DB_POOL_SIZE: connections never outnumber two pools of it and the listener
 
 
 def connections(url: str) -> tuple[int, int]:
