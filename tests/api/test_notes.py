@@ -6,6 +6,7 @@ import asyncio
 import socket
 import time
 import uuid
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -13,6 +14,8 @@ import pytest
 from sqlalchemy import select, update
 
 from notes_api.core.db import Database
+from notes_api.events.models import NoteEvent
+from notes_api.events.schemas import NoteState
 from notes_api.jobs.models import Job, JobStatus
 from notes_api.notes import repository
 from notes_api.notes.models import Note, NoteStatus
@@ -424,3 +427,41 @@ async def test_the_watchers_poll_finds_a_note_finished_unannounced(
         waiting.cancel()
     finally:
         await watcher.stop()
+
+
+async def test_a_new_note_is_written_with_its_job_its_event_and_the_events_deliveries(
+    app: Any, client: httpx.AsyncClient
+) -> None:
+    """One statement on Postgres, three on SQLite: either way the same rows."""
+    admin = await signup(client, organization="Acme")
+    hook = await client.post(
+        "/webhooks",
+        headers=admin.headers,
+        json={"url": "https://hooks.example.com/in", "events": ["note.queued"]},
+    )
+    assert hook.status_code == 201, hook.text
+    note = await create_note(client, admin, TEXT)
+    stored = (await client.get(f"/notes/{note['id']}", headers=admin.headers)).json()
+    assert stored == note
+
+    db: Database = app.state.db
+    async with db.session() as session:
+        [job] = await jobs_of(db, note["id"])
+        events = list((await session.scalars(select(NoteEvent))).all())
+        deliveries = list((await session.scalars(select(Job).where(Job.kind == "webhook"))).all())
+        organization_id = await session.scalar(
+            select(Note.organization_id).where(Note.id == uuid.UUID(note["id"]))
+        )
+    assert (job.status, job.attempts, job.payload) == (JobStatus.QUEUED, 0, {"note_id": note["id"]})
+    assert job.fairness_key == str(organization_id)
+    [event] = [e for e in events if e.note_id == uuid.UUID(note["id"])]
+    assert (event.organization_id, str(event.owner_id)) == (organization_id, note["owner_id"])
+    assert event.type == "note.queued"
+    assert event.data == NoteState.model_validate(
+        {k: v for k, v in note.items() if k != "raw_text"}
+    ).model_dump(mode="json")
+    assert event.occurred_at >= datetime.fromisoformat(note["created_at"])
+    # `<event id>:<endpoint id>` (SQLite writes the endpoint's UUID as its stored hex)
+    [delivery] = [(d.dedupe_key or "").split(":") for d in deliveries]
+    assert (delivery[0], uuid.UUID(delivery[1])) == (str(event.id), uuid.UUID(hook.json()["id"]))
+    assert deliveries[0].fairness_key == str(organization_id)

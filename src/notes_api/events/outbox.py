@@ -11,7 +11,18 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Select, Table, bindparam, delete, func, insert, literal_column, select
+from sqlalchemy import (
+    CTE,
+    ScalarSelect,
+    Select,
+    Table,
+    bindparam,
+    delete,
+    func,
+    insert,
+    literal_column,
+    select,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from notes_api.core.models import utcnow
@@ -52,10 +63,12 @@ _COLUMNS = ("organization_id", "owner_id", "note_id", "type", "occurred_at", "da
 
 
 @functools.lru_cache(maxsize=64)
-def _record_and_fan_out(count: int) -> Select[Any]:
-    """Postgres: `count` events and the delivery jobs they call for, in one statement, built
-    once per count (a request writes one event; a worker's batch, up to its concurrency).
-    Parameters: `<column>_<i>` for the i-th event, and `fan_out_params()`."""
+def record_cte(count: int) -> tuple[CTE, ScalarSelect[Any]]:
+    """Postgres: `count` events and the delivery jobs they call for, as parts of one
+    statement, built once per count (a request writes one event; a worker's batch, up to
+    its concurrency): the CTE `written` (the events' `id`, `organization_id` and `type`)
+    and the number of delivery jobs queued. Parameters: `record_params`; after running the
+    statement, call `recorded`."""
     rows = [
         {c: bindparam(f"{c}_{i}", type_=note_events.c[c].type) for c in _COLUMNS}
         for i in range(count)
@@ -69,8 +82,27 @@ def _record_and_fan_out(count: int) -> Select[Any]:
         .cte("written")
     )
     hooks = deliveries_of(written).returning(literal_column("1")).cte("hooks")
-    queued = select(func.count()).select_from(hooks).scalar_subquery()
+    return written, select(func.count()).select_from(hooks).scalar_subquery()
+
+
+@functools.lru_cache(maxsize=64)
+def _record_and_fan_out(count: int) -> Select[Any]:
+    written, queued = record_cte(count)
     return select(written.c.id, queued).order_by(written.c.id)
+
+
+def record_params(changes: Sequence[tuple[EventType, Any]]) -> dict[str, Any]:
+    """The parameters of `record_cte(len(changes))`: the events of these changes."""
+    now = utcnow()
+    rows = [event_values(kind, note, note.organization_id, now=now) for kind, note in changes]
+    return {f"{c}_{i}": row[c] for i, row in enumerate(rows) for c in _COLUMNS} | fan_out_params()
+
+
+def recorded(session: AsyncSession, deliveries: int) -> None:
+    """Events were written by a `record_cte` statement with `deliveries` delivery jobs:
+    announce them, and wake the workers, once the session commits."""
+    queue.enqueued(session, deliveries)
+    signals.mark_recorded(session)
 
 
 async def record(session: AsyncSession, event_type: EventType, note: Any) -> int:
@@ -86,18 +118,16 @@ async def record_many(session: AsyncSession, changes: Sequence[tuple[EventType, 
     organization has no endpoint: no round trip of its own); on SQLite, two. The events' ids."""
     if not changes:
         return []
-    now = utcnow()
-    rows = [event_values(kind, note, note.organization_id, now=now) for kind, note in changes]
     conn = await session.connection()
     if conn.dialect.name == "postgresql":
-        params = {f"{c}_{i}": row[c] for i, row in enumerate(rows) for c in _COLUMNS}
-        stmt = _record_and_fan_out(len(rows))
-        found = (await conn.execute(stmt, params | fan_out_params())).all()
-        event_ids = [int(row[0]) for row in found]
-        queue.enqueued(session, int(found[0][1]))
-    else:
-        event_ids = [int(i) for i in (await conn.execute(_RECORD, rows)).scalars()]
-        await fan_out(session, event_ids)
+        stmt = _record_and_fan_out(len(changes))
+        found = (await conn.execute(stmt, record_params(changes))).all()
+        recorded(session, int(found[0][1]))
+        return [int(row[0]) for row in found]
+    now = utcnow()
+    rows = [event_values(kind, note, note.organization_id, now=now) for kind, note in changes]
+    event_ids = [int(i) for i in (await conn.execute(_RECORD, rows)).scalars()]
+    await fan_out(session, event_ids)
     signals.mark_recorded(session)
     return event_ids
 

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Insert, Select, Update, bindparam, delete, func, insert, select, tuple_
+from sqlalchemy import CTE, Insert, Select, Update, bindparam, delete, func, insert, select, tuple_
 from sqlalchemy import update as sql_update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -28,23 +28,19 @@ MAX_ERROR_LENGTH = 1000
 _INSERT_JOB = insert(jobs)
 
 
-async def enqueue(
-    session: AsyncSession,
+def new_job(
     kind: str,
     payload: dict[str, Any],
     *,
     max_attempts: int,
     dedupe_key: str | None = None,
     fairness_key: str | None = None,
-) -> uuid.UUID:
-    """Add a job in the caller's transaction: it exists exactly when the caller's data does.
-    Workers are woken once it commits: in this process by a signal, in others by the NOTIFY
-    a trigger sends on Postgres (see the migration 20261130_0001). Jobs of different
+) -> dict[str, Any]:
+    """The row `enqueue` writes: a job due now, never attempted. Jobs of different
     `fairness_key`s share the workers (see jobs/fair.py); jobs without one share the key ""."""
     now = utcnow()
-    job_id = uuid.uuid4()
-    row = {
-        "id": job_id,
+    return {
+        "id": uuid.uuid4(),
         "kind": kind,
         "payload": payload,
         "dedupe_key": dedupe_key,
@@ -56,9 +52,42 @@ async def enqueue(
         "created_at": now,
         "updated_at": now,
     }
+
+
+async def enqueue(
+    session: AsyncSession,
+    kind: str,
+    payload: dict[str, Any],
+    *,
+    max_attempts: int,
+    dedupe_key: str | None = None,
+    fairness_key: str | None = None,
+) -> uuid.UUID:
+    """Add a job in the caller's transaction: it exists exactly when the caller's data does.
+    Workers are woken once it commits: in this process by a signal, in others by the NOTIFY
+    a trigger sends on Postgres (see the migration 20261130_0001)."""
+    row = new_job(
+        kind, payload, max_attempts=max_attempts, dedupe_key=dedupe_key, fairness_key=fairness_key
+    )
     await session.execute(_INSERT_JOB, row)
-    signals.mark_queued(session)
+    enqueued(session, 1)
+    job_id: uuid.UUID = row["id"]
     return job_id
+
+
+_JOB_COLUMNS = tuple(new_job("", {}, max_attempts=1))
+
+
+def enqueue_cte() -> CTE:
+    """`enqueue` as a part of a larger statement (a Postgres CTE): its parameters are the
+    columns of a `new_job` row, each prefixed `job_` (`enqueue_cte_params`). Run the
+    statement, then call `enqueued`."""
+    values = {c: bindparam(f"job_{c}", type_=jobs.c[c].type) for c in _JOB_COLUMNS}
+    return insert(jobs).values(values).returning(jobs.c.id).cte("job")
+
+
+def enqueue_cte_params(row: dict[str, Any]) -> dict[str, Any]:
+    return {f"job_{c}": row[c] for c in _JOB_COLUMNS}
 
 
 def enqueue_each(kind: str, rows: Select[Any], new_id: Any) -> Insert:
@@ -96,8 +125,8 @@ def enqueue_params() -> dict[str, Any]:
 
 
 def enqueued(session: AsyncSession, count: int) -> None:
-    """`count` jobs were queued by an `enqueue_each` statement that the caller ran as part of
-    a larger one (a Postgres CTE): wake the workers once the session commits."""
+    """`count` jobs were queued (by `enqueue`, or by an `enqueue_cte` or `enqueue_each` part
+    of a larger statement the caller ran): wake the workers once the session commits."""
     if count:
         signals.mark_queued(session)
 

@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any, NamedTuple, TypeVar, cast
 
 from sqlalchemy import (
+    CTE,
     ColumnElement,
     Row,
     Select,
@@ -156,20 +157,47 @@ async def page(
 _ADD = insert(notes).returning(notes)
 
 
-async def add(session: AsyncSession, caller: Caller, values: dict[str, Any]) -> Row[Any]:
-    """A new note owned by the caller, in the caller's organization: queued, never attempted
-    and never changed (the model's defaults, with one time for created_at and updated_at)."""
+def new_note(caller: Caller, values: dict[str, Any]) -> dict[str, Any]:
+    """The row of a new note owned by the caller, in the caller's organization: queued,
+    never attempted and never changed, one time for created_at and updated_at. Every column
+    is in it, so the note's event can be written beside it in one statement."""
     now = utcnow()
-    row = {
-        "owner_id": caller.id,
+    return {
+        "id": uuid.uuid4(),
         "organization_id": caller.organization_id,
+        "owner_id": caller.id,
+        "title": None,
+        "summary": None,
+        "status": NoteStatus.QUEUED,
+        "attempts": 0,
+        "error": None,
+        "summarized_at": None,
         "created_at": now,
         "updated_at": now,
         **values,
     }
+
+
+async def add(session: AsyncSession, row: dict[str, Any]) -> Row[Any]:
+    """Write a `new_note` row: the note as written."""
     conn = await session.connection()
     added: Row[Any] = (await conn.execute(_ADD, row)).one()
     return added
+
+
+_NEW_COLUMNS = tuple(c.name for c in notes.c)
+
+
+def add_cte() -> CTE:
+    """`add` as a part of a larger statement (a Postgres CTE named `note`, returning the
+    note): its parameters are the `new_note` row's columns, each prefixed `note_`
+    (`add_cte_params`)."""
+    values = {c: bindparam(f"note_{c}", type_=notes.c[c].type) for c in _NEW_COLUMNS}
+    return insert(notes).values(values).returning(notes).cte("note")
+
+
+def add_cte_params(row: dict[str, Any]) -> dict[str, Any]:
+    return {f"note_{c}": row[c] for c in _NEW_COLUMNS}
 
 
 async def change(

@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import hashlib
 import json
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
+from types import SimpleNamespace
 from typing import Any, Protocol
 
-from sqlalchemy import Row, delete, select
+from sqlalchemy import Row, Select, delete, select, true
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -68,15 +70,55 @@ async def _requeue(
     return changed
 
 
+def _summary_job(note_id: uuid.UUID, organization_id: uuid.UUID, max_attempts: int) -> Any:
+    """What `queue.enqueue` and `queue.new_job` are given for a note's summary."""
+    return {
+        "kind": SUMMARIZE,
+        "payload": {"note_id": str(note_id)},
+        "dedupe_key": str(note_id),
+        "fairness_key": str(organization_id),  # organizations share the workers fairly
+        "max_attempts": max_attempts,
+    }
+
+
 async def _enqueue_summary(session: AsyncSession, note: Row[Any], max_attempts: int) -> None:
-    await queue.enqueue(
-        session,
-        SUMMARIZE,
-        {"note_id": str(note.id)},
-        dedupe_key=str(note.id),
-        fairness_key=str(note.organization_id),  # organizations share the workers fairly
-        max_attempts=max_attempts,
+    await queue.enqueue(session, **_summary_job(note.id, note.organization_id, max_attempts))
+
+
+@functools.cache
+def _add_queued_statement() -> Select[Any]:
+    """Postgres: a new note, its summary job and its `note.queued` event with the event's
+    webhook deliveries, in one statement (the parts are their owners': the notes
+    repository's, the queue's and the outbox's); it answers the note and how many
+    deliveries were queued."""
+    note = repository.add_cte()
+    written, deliveries = outbox.record_cte(1)
+    return (
+        select(note, deliveries.label("deliveries"))
+        .select_from(note.join(written, true()))
+        .add_cte(queue.enqueue_cte())
     )
+
+
+async def _add_queued(
+    session: AsyncSession, caller: Caller, values: dict[str, Any], max_attempts: int
+) -> Row[Any]:
+    """A new note with its summary job and its `note.queued` event (a new note has no job
+    to cancel): one round trip on Postgres, three on SQLite, the same rows either way."""
+    row = repository.new_note(caller, values)
+    conn = await session.connection()
+    if conn.dialect.name != "postgresql":
+        note = await repository.add(session, row)
+        await _enqueue_summary(session, note, max_attempts)
+        await outbox.record(session, EventType.QUEUED, note)
+        return note
+    job = queue.new_job(**_summary_job(row["id"], caller.organization_id, max_attempts))
+    params = repository.add_cte_params(row) | queue.enqueue_cte_params(job)
+    params |= outbox.record_params([(EventType.QUEUED, SimpleNamespace(**row))])
+    added: Row[Any] = (await conn.execute(_add_queued_statement(), params)).one()
+    queue.enqueued(session, 1)
+    outbox.recorded(session, added.deliveries)
+    return added
 
 
 async def create_note(
@@ -98,11 +140,8 @@ async def create_note(
             await spend(session, summary=False)  # a request, but no new note or summary
             return Created(NotePublic.model_validate(replay), replayed=True)
         claim = replay
-    note = await repository.add(
-        session, caller, {"title": body.title or None, "raw_text": body.raw_text}
-    )
-    await _enqueue_summary(session, note, max_attempts)  # a new note has no job to cancel
-    await outbox.record(session, EventType.QUEUED, note)
+    values = {"title": body.title or None, "raw_text": body.raw_text}
+    note = await _add_queued(session, caller, values, max_attempts)
     if claim is not None:
         claim.note_id = note.id
         await session.flush()
