@@ -293,3 +293,13 @@ async def status_of(session: AsyncSession, note_ids: list[uuid.UUID]) -> dict[uu
     """Statuses for the wait-for-result watcher; it only ever asks about ids it has shown."""
     rows = await session.execute(select(notes.c.id, notes.c.status).where(notes.c.id.in_(note_ids)))
     return {row_id: str(st) for row_id, st in rows.all()}
+
+
+# ------------------------------------------------------------- for the notes' usage records
+
+
+def with_note(column: str, note_id: uuid.UUID, *values: Any) -> Select[Any]:
+    """A SELECT of the note's `column` (its `id` or its `organization_id`) followed by
+    `values`: one row while the note exists, none once it is gone, so an INSERT ... SELECT
+    built on it (what a summary cost, summarize/usage.py) writes nothing for a deleted note."""
+    return select(notes.c[column], *values).where(notes.c.id == note_id)

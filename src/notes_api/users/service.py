@@ -6,11 +6,12 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from notes_api.auth import callers
-from notes_api.auth.service import AuthContext, create_user, revoke_user_tokens
+from notes_api.auth.service import AuthContext, revoke_user_tokens
 from notes_api.core.errors import Conflict, NotFound
 from notes_api.core.identity import Caller, Role
 from notes_api.core.pagination import decode_cursor, split_page
-from notes_api.organizations.models import Organization
+from notes_api.organizations import service as organizations
+from notes_api.users import repository
 from notes_api.users.models import User
 from notes_api.users.schemas import UserCreate, UserPage, UserPublic, UserUpdate
 
@@ -41,7 +42,7 @@ async def provision(
     session: AsyncSession, ctx: AuthContext, admin: Caller, body: UserCreate
 ) -> User:
     password_hash = await ctx.passwords.hash(body.password)
-    return await create_user(
+    return await repository.create_user(
         session,
         email=body.email,
         password_hash=password_hash,
@@ -54,9 +55,7 @@ async def update_user(
     session: AsyncSession, admin: Caller, user_id: uuid.UUID, body: UserUpdate
 ) -> User:
     # Lock the organization so two admins demoting each other cannot both succeed.
-    await session.execute(
-        select(Organization.id).where(Organization.id == admin.organization_id).with_for_update()
-    )
+    await organizations.lock(session, admin.organization_id)
     user = await session.scalar(
         select(User).where(User.id == user_id, User.organization_id == admin.organization_id)
     )
