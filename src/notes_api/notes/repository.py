@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any, NamedTuple, TypeVar, cast
 
 from sqlalchemy import (
+    Column,
     ColumnElement,
     Row,
     Select,
@@ -31,6 +32,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import BinaryExpression
 
 from notes_api.core.identity import Caller, Role
 from notes_api.core.models import utcnow
@@ -303,3 +305,24 @@ def with_note(column: str, note_id: uuid.UUID, *values: Any) -> Select[Any]:
     `values`: one row while the note exists, none once it is gone, so an INSERT ... SELECT
     built on it (what a summary cost, summarize/usage.py) writes nothing for a deleted note."""
     return select(notes.c[column], *values).where(notes.c.id == note_id)
+
+
+# ------------------------------------------------------------- the tenancy rule in Python
+
+# The column `visible_to` compares for each role, read from the rule itself.
+_TENANT_COLUMN = {
+    role: cast(Column[Any], cast(BinaryExpression[bool], visible_to(role)).left).name
+    for role in Role
+}
+
+
+def tenant_key(caller: Caller) -> tuple[Role, uuid.UUID]:
+    """The caller's tenant as a key: equal to one of `tenant_keys_of(row)` exactly when
+    `visible_to` admits the row for this caller (the event feed files streams by it)."""
+    return caller.role, tenant_params(caller)[TENANT]
+
+
+def tenant_keys_of(row: Any) -> list[tuple[Role, uuid.UUID]]:
+    """The keys of every tenant that may see `row` (a note, or anything that records a
+    note's owner and organization: its events), one per role."""
+    return [(role, getattr(row, column)) for role, column in _TENANT_COLUMN.items()]
