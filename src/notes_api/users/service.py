@@ -2,14 +2,14 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from notes_api.auth import callers
 from notes_api.auth.service import AuthContext, revoke_user_tokens
 from notes_api.core.errors import Conflict, NotFound
 from notes_api.core.identity import Caller, Role
-from notes_api.core.pagination import decode_cursor, split_page
+from notes_api.core.pagination import keyset_page, split_page
 from notes_api.organizations import service as organizations
 from notes_api.users import repository
 from notes_api.users.models import User
@@ -26,14 +26,10 @@ async def list_users(
     session: AsyncSession, admin: Caller, *, limit: int, cursor: str | None
 ) -> UserPage:
     stmt = select(User).where(User.organization_id == admin.organization_id)
-    if cursor:
-        created, last_id = decode_cursor(cursor)
-        stmt = stmt.where(
-            or_(User.created_at > created, (User.created_at == created) & (User.id > last_id))
-        )
-    rows = list(
-        (await session.scalars(stmt.order_by(User.created_at, User.id).limit(limit + 1))).all()
+    stmt = keyset_page(
+        stmt, User.created_at, User.id, cursor=cursor, limit=limit, newest_first=False
     )
+    rows = list((await session.scalars(stmt)).all())
     page, next_cursor = split_page(rows, limit)
     return UserPage(items=[UserPublic.model_validate(u) for u in page], next_cursor=next_cursor)
 

@@ -7,13 +7,13 @@ import uuid
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete as sql_delete
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from notes_api.core.errors import Conflict, InvalidInput, NotFound
 from notes_api.core.identity import Caller
 from notes_api.core.models import utcnow
-from notes_api.core.pagination import decode_cursor, split_page
+from notes_api.core.pagination import keyset_page, split_page
 from notes_api.events import repository as event_log
 from notes_api.events.models import EventType
 from notes_api.organizations import service as organizations
@@ -162,17 +162,15 @@ async def list_deliveries(
     session: AsyncSession, admin: Caller, endpoint_id: uuid.UUID, *, limit: int, cursor: str | None
 ) -> DeliveryPage:
     endpoint = await _endpoint(session, admin, endpoint_id)
-    stmt = select(WebhookDelivery).where(WebhookDelivery.endpoint_id == endpoint.id)
-    if cursor:
-        created, last_id = decode_cursor(cursor)
-        stmt = stmt.where(
-            or_(
-                WebhookDelivery.created_at < created,
-                (WebhookDelivery.created_at == created) & (WebhookDelivery.id < last_id),
-            )
-        )
-    stmt = stmt.order_by(WebhookDelivery.created_at.desc(), WebhookDelivery.id.desc())
-    rows = list((await session.scalars(stmt.limit(limit + 1))).all())
+    stmt = keyset_page(
+        select(WebhookDelivery).where(WebhookDelivery.endpoint_id == endpoint.id),
+        WebhookDelivery.created_at,
+        WebhookDelivery.id,
+        cursor=cursor,
+        limit=limit,
+        newest_first=True,
+    )
+    rows = list((await session.scalars(stmt)).all())
     page, next_cursor = split_page(rows, limit)
     items = [DeliveryPublic.model_validate(d) for d in page]
     return DeliveryPage(items=items, next_cursor=next_cursor)
