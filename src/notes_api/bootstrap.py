@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import structlog
-from sqlalchemy import select
 
 from notes_api.auth.passwords import Passwords
-from notes_api.auth.service import create_user
 from notes_api.core.config import Settings
 from notes_api.core.db import Database
 from notes_api.core.errors import Conflict
 from notes_api.core.identity import Role
 from notes_api.core.schemas import normalize_email
 from notes_api.organizations.service import ensure_default_organization
-from notes_api.users.models import User
+from notes_api.users import repository as users
 
 log = structlog.get_logger("notes_api.bootstrap")
 
@@ -25,11 +23,11 @@ async def create_admin(
     email = normalize_email(email)
     password_hash = await passwords.hash(password)
     async with db.session() as session:
-        if await session.scalar(select(User.id).where(User.email == email)) is not None:
+        if await users.email_taken(session, email):
             return False
         org_id = await ensure_default_organization(session)
         try:
-            await create_user(
+            await users.create_user(
                 session,
                 email=email,
                 password_hash=password_hash,

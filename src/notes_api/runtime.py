@@ -6,9 +6,12 @@ from __future__ import annotations
 from datetime import timedelta
 from functools import partial
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from notes_api.auth.service import purge_expired
 from notes_api.core.config import Settings
 from notes_api.core.db import Database
+from notes_api.core.models import utcnow
 from notes_api.events.outbox import purge_events
 from notes_api.jobs.worker import Worker, WorkerConfig
 from notes_api.limits.counter import purge_old_windows
@@ -17,6 +20,7 @@ from notes_api.summarize.base import Summarizer
 from notes_api.summarize.factory import build_summarizer
 from notes_api.summarize.handler import SummarizeHandler
 from notes_api.webhooks.delivery import WebhookHandler
+from notes_api.webhooks.service import purge_deliveries
 
 
 def make_summarizer(settings: Settings) -> Summarizer:
@@ -45,5 +49,14 @@ def make_worker(db: Database, settings: Settings, summarizer: Summarizer) -> Wor
     worker.add_periodic(300.0, purge_expired_keys)
     worker.add_periodic(300.0, lambda session: purge_expired(session, settings))
     worker.add_periodic(3600.0, purge_old_windows)
-    worker.add_periodic(600.0, partial(purge_events, hours=settings.event_retention_hours))
+    worker.add_periodic(
+        600.0, partial(purge_events_and_deliveries, hours=settings.event_retention_hours)
+    )
     return worker
+
+
+async def purge_events_and_deliveries(session: AsyncSession, *, hours: float) -> int:
+    """Events, and the webhook attempt logs, older than the retention period."""
+    older_than = utcnow() - timedelta(hours=hours)
+    await purge_deliveries(session, older_than)
+    return await purge_events(session, older_than)

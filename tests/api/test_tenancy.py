@@ -1,8 +1,10 @@
-"""Who may touch whose notes. The matrix is built from the app's own routes, so a new
-`/notes/{note_id}...` route is covered (or fails loudly) without editing this file."""
+"""Who may touch whose notes, users and webhook endpoints. The matrices are built from the
+app's own routes, so a new `/notes/{note_id}...`, `/users/{...}` or `/webhooks/{...}` route is
+covered (or fails loudly) without editing this file."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +20,7 @@ from notes_api.jobs.models import Job, JobStatus
 from notes_api.main import create_app
 from notes_api.notes.models import Note, NoteStatus
 from notes_api.notes.service import SUMMARIZE
+from notes_api.webhooks.models import WebhookDelivery
 from tests.conftest import (
     Account,
     add_user,
@@ -26,6 +29,7 @@ from tests.conftest import (
     signup,
     stream_status,
 )
+from tests.webhooks.conftest import register
 
 # Bodies for routes that need one; a new route that needs a body fails until listed here.
 BODIES: dict[tuple[str, str], dict[str, Any]] = {
@@ -51,20 +55,22 @@ async def fail_note(db: Database, note_id: str) -> None:
         )
 
 
-def note_routes() -> list[tuple[str, str]]:
+def routes_under(*prefixes: str) -> list[tuple[str, str]]:
     app = create_app(make_settings("sqlite:///unused-route-listing.db"))
     # Since FastAPI 0.137 `app.routes` holds included routers unflattened; this walks them
     # and gives each endpoint its full, prefixed path.
     found = {
         (method, route.path)
         for route in iter_route_contexts(app.routes)
-        if route.path and route.path.startswith("/notes/{note_id}")
+        if route.path and route.path.startswith(prefixes)
         for method in route.methods or ()
     }
     return sorted(found)
 
 
-ROUTES = note_routes()
+ROUTES = routes_under("/notes/{note_id}")
+# The admins' routes that name one user, endpoint or delivery of the organization.
+ORG_ROUTES = routes_under("/users/{", "/webhooks/{")
 
 
 @dataclass
@@ -303,3 +309,121 @@ async def test_a_token_issued_before_a_role_change_gets_the_new_roles_view(
     assert ids_of(by_colleague) == notes["colleague"]
     read = await client.get(f"/notes/{colleague_note}", headers=world.owner.headers)
     assert read.status_code == 200 and read.json()["id"] == colleague_note
+
+
+# ------------------------------------------------------------ users and webhook endpoints
+
+ORG_BODIES: dict[tuple[str, str], dict[str, Any]] = {
+    ("PATCH", "/users/{user_id:uuid}"): {"role": "ADMIN"},
+    ("PATCH", "/webhooks/{webhook_id}"): {"enabled": False, "description": "taken over"},
+}
+
+
+@dataclass
+class Organization:
+    """What organization X's admin sees of its own: its users and its endpoint (with one
+    logged delivery). `ids` fills in a route's path parameters with them."""
+
+    admin: Account
+    agent: Account
+    ids: dict[str, str]
+
+    async def view(self, client: httpx.AsyncClient) -> list[Any]:
+        hook = f"/webhooks/{self.ids['webhook_id']}"
+        return [
+            (await client.get(path, headers=self.admin.headers)).json()
+            for path in ("/users?limit=100", hook, f"{hook}/deliveries")
+        ]
+
+
+async def log_delivery(db: Database, endpoint_id: str) -> str:
+    async with db.session(write=True) as session:
+        delivery = WebhookDelivery(
+            endpoint_id=uuid.UUID(endpoint_id), event_id=1, type="note.queued", attempt=1
+        )
+        session.add(delivery)
+        await session.flush()
+        return str(delivery.id)
+
+
+@pytest.fixture
+async def org_x(client: httpx.AsyncClient, db: Database) -> Organization:
+    admin = await signup(client, organization=f"X {uuid.uuid4().hex[:6]}")
+    agent = await add_user(client, admin, "AGENT")
+    endpoint_id = (await register(client, admin, "https://crm.example.com/hooks"))["id"]
+    ids = {
+        "user_id": agent.id,
+        "webhook_id": endpoint_id,
+        "delivery_id": await log_delivery(db, endpoint_id),
+    }
+    return Organization(admin, agent, ids)
+
+
+async def call_org_route(
+    client: httpx.AsyncClient, method: str, path: str, ids: dict[str, str], who: Account
+) -> httpx.Response:
+
+    def fill(match: re.Match[str]) -> str:
+        assert match[1] in ids, f"{path}: no id to fill {match[0]} with (add it to org_x)"
+        return ids[match[1]]
+
+    url = re.sub(r"{(\w+)(?::\w+)?}", fill, path)  # `{user_id:uuid}` too
+    body = ORG_BODIES.get((method, path))
+    return await client.request(method, url, headers=who.headers, json=body)
+
+
+def test_org_matrix_covers_every_known_user_and_webhook_route() -> None:
+    assert {
+        ("PATCH", "/users/{user_id:uuid}"),
+        ("GET", "/webhooks/{webhook_id}"),
+        ("PATCH", "/webhooks/{webhook_id}"),
+        ("DELETE", "/webhooks/{webhook_id}"),
+        ("POST", "/webhooks/{webhook_id}/rotate-secret"),
+        ("GET", "/webhooks/{webhook_id}/deliveries"),
+        ("POST", "/webhooks/{webhook_id}/deliveries/{delivery_id}/resend"),
+    } <= set(ORG_ROUTES)
+
+
+@pytest.mark.parametrize(("method", "path"), ORG_ROUTES, ids=[f"{m} {p}" for m, p in ORG_ROUTES])
+async def test_another_organizations_admin_gets_404_on_user_and_webhook_routes(
+    client: httpx.AsyncClient, org_x: Organization, method: str, path: str
+) -> None:
+    """Organization X's user, endpoint or delivery, asked for by organization Y's admin, is
+    answered 404, never 403 or 2xx, exactly as one that does not exist; nothing changes.
+    (An agent of X gets 403 on these routes: they are for admins, whoever's id they name.)"""
+    admin_y = await signup(client, organization=f"Y {uuid.uuid4().hex[:6]}")
+    before = await org_x.view(client)
+    response = await call_org_route(client, method, path, org_x.ids, admin_y)
+    assert response.status_code == 404, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    missing_ids = {name: str(uuid.uuid4()) for name in org_x.ids}
+    missing = await call_org_route(client, method, path, missing_ids, admin_y)
+    assert missing.status_code == 404
+    assert missing.json() == response.json()
+    assert await org_x.view(client) == before
+
+
+async def test_another_organizations_delivery_through_an_own_endpoint_is_404(
+    client: httpx.AsyncClient, org_x: Organization
+) -> None:
+    """Y's admin naming its own endpoint and X's delivery: the delivery is not Y's (404),
+    the same answer as a delivery that does not exist."""
+    admin_y = await signup(client, organization=f"Y {uuid.uuid4().hex[:6]}")
+    own = await register(client, admin_y, "https://y.example.com/hooks")
+    path = "/webhooks/{webhook_id}/deliveries/{delivery_id}/resend"
+    ids = {"webhook_id": own["id"], "delivery_id": org_x.ids["delivery_id"]}
+    response = await call_org_route(client, "POST", path, ids, admin_y)
+    assert response.status_code == 404, response.text
+    missing = await call_org_route(
+        client, "POST", path, {**ids, "delivery_id": str(uuid.uuid4())}, admin_y
+    )
+    assert missing.json() == response.json()
+
+
+async def test_another_organizations_users_and_endpoints_are_never_listed(
+    client: httpx.AsyncClient, org_x: Organization
+) -> None:
+    admin_y = await signup(client, organization=f"Y {uuid.uuid4().hex[:6]}")
+    users = await client.get("/users?limit=100", headers=admin_y.headers)
+    assert [u["id"] for u in users.json()["items"]] == [admin_y.id]
+    assert (await client.get("/webhooks", headers=admin_y.headers)).json()["items"] == []

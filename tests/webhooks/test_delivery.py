@@ -7,8 +7,11 @@ import asyncio
 from typing import Any
 
 import httpx
+from sqlalchemy import func, select
 
 from notes_api.core.config import Settings
+from notes_api.core.db import Database
+from notes_api.events.models import NoteEvent
 from tests.conftest import Account, create_note
 from tests.webhooks.conftest import deliveries, eventually, register
 from tests.webhooks.receiver import Receiver, always
@@ -299,3 +302,25 @@ async def test_webhook_ids_are_the_organizations_own_event_numbers(
 
 async def _logged(api: httpx.AsyncClient, admin: Account, endpoint_id: str, count: int) -> bool:
     return len(await deliveries(api, admin, endpoint_id)) >= count
+
+
+async def test_the_retention_purge_drops_old_events_and_their_delivery_logs_only(
+    api: httpx.AsyncClient, admin: Account, receiver: Receiver, db: Database
+) -> None:
+    """The house-keeping of the events' retention period: the events and the webhook
+    attempt logs older than it go (one transaction; each package deletes its own rows),
+    younger ones stay."""
+    from notes_api.runtime import purge_events_and_deliveries
+
+    endpoint = await register(api, admin, receiver.url, ["note.queued"])
+    await create_note(api, admin, "Kept for a while. Two sentences.")
+    await eventually(lambda: _logged(api, admin, endpoint["id"], 1))
+    async with db.session() as session:
+        assert await purge_events_and_deliveries(session, hours=1) == 0
+    assert len(await deliveries(api, admin, endpoint["id"])) == 1
+    async with db.session() as session:
+        # A retention period that ends in the future: everything is older than it.
+        assert await purge_events_and_deliveries(session, hours=-1) >= 1
+    assert await deliveries(api, admin, endpoint["id"]) == []
+    async with db.session() as session:
+        assert await session.scalar(select(func.count()).select_from(NoteEvent)) == 0

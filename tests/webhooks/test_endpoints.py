@@ -7,12 +7,16 @@ import asyncio
 import ipaddress
 import uuid
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 import httpx
 import pytest
 from fastapi import FastAPI
 
 from notes_api.core.config import Settings
+from notes_api.core.db import Database
+from notes_api.core.models import utcnow
+from notes_api.webhooks.models import WebhookDelivery
 from notes_api.webhooks.targets import TargetRefused, resolve
 from tests.conftest import (
     Account,
@@ -259,3 +263,38 @@ async def test_resolve_checks_every_address_and_pins_the_checked_one() -> None:
 
 def test_settings_default_to_refusing_private_targets() -> None:
     assert Settings(_env_file=None).webhook_allow_private is False  # type: ignore[call-arg]
+
+
+async def test_the_delivery_log_pages_newest_first_by_cursor(
+    api: httpx.AsyncClient, admin: Account, db: Database
+) -> None:
+    """Attempts logged in one instant still page in a fixed order (the id breaks the tie),
+    each once, newest first; the last page has no cursor."""
+    endpoint = await register(api, admin, PUBLIC_URL)
+    at = utcnow()
+    async with db.session() as session:
+        for attempt in range(5):
+            session.add(
+                WebhookDelivery(
+                    endpoint_id=uuid.UUID(endpoint["id"]),
+                    event_id=1,
+                    type="note.done",
+                    attempt=attempt + 1,
+                    created_at=at if attempt < 3 else at + timedelta(seconds=1),
+                )
+            )
+    pages, cursor = [], None
+    while True:
+        params = {"limit": 2, **({"cursor": cursor} if cursor else {})}
+        answer = await api.get(
+            f"/webhooks/{endpoint['id']}/deliveries", headers=admin.headers, params=params
+        )
+        assert answer.status_code == 200, answer.text
+        pages.append([d["attempt"] for d in answer.json()["items"]])
+        cursor = answer.json()["next_cursor"]
+        if cursor is None:
+            break
+    assert [len(page) for page in pages] == [2, 2, 1]
+    seen = [attempt for page in pages for attempt in page]
+    assert sorted(seen) == [1, 2, 3, 4, 5]
+    assert set(seen[:2]) == {4, 5}  # the later second first

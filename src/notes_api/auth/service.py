@@ -6,7 +6,6 @@ from datetime import timedelta
 from typing import cast
 
 from sqlalchemy import Table, bindparam, delete, exists, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from notes_api.auth import callers, devices, throttle
@@ -22,11 +21,12 @@ from notes_api.auth.tokens import (
 )
 from notes_api.core.config import Settings
 from notes_api.core.db import Database
-from notes_api.core.errors import Conflict, Forbidden, TooManyRequests, Unauthorized
+from notes_api.core.errors import Forbidden, TooManyRequests, Unauthorized
 from notes_api.core.identity import Caller, Role
 from notes_api.core.models import utcnow
 from notes_api.core.schemas import is_storable_text
 from notes_api.organizations.service import create_organization, ensure_default_organization
+from notes_api.users import repository as users_repository
 from notes_api.users.models import ACTIVE_MEMBER, User, member_params, users
 
 
@@ -40,9 +40,6 @@ class RefreshReused(Unauthorized):
 
     def __init__(self) -> None:
         super().__init__("Refresh token already used; this session has been signed out")
-
-
-_STILL_ACTIVE = select(User.is_active).where(User.id == bindparam("id"), User.is_active)
 
 
 refresh_tokens = cast(Table, RefreshToken.__table__)
@@ -89,34 +86,6 @@ class AuthContext:
     passwords: Passwords
 
 
-async def create_user(
-    session: AsyncSession,
-    *,
-    email: str,
-    password_hash: str,
-    role: Role,
-    organization_id: uuid.UUID,
-) -> User:
-    """Add a user whose password was hashed before the unit of work took a connection (a
-    hash costs tens of milliseconds of CPU; a connection is the pool's scarcest thing)."""
-    user = User(
-        email=email,
-        password_hash=password_hash,
-        role=role,
-        organization_id=organization_id,
-        is_active=True,
-    )
-    try:
-        # Added inside the savepoint, so a conflict also takes the user out of the session
-        # and a caller that goes on (bootstrap) can still commit.
-        async with session.begin_nested():
-            session.add(user)
-            await session.flush()
-    except IntegrityError:
-        raise Conflict("An account with this email already exists") from None
-    return user
-
-
 async def signup(
     session: AsyncSession, ctx: AuthContext, body: SignupRequest
 ) -> tuple[User, TokenPair]:
@@ -127,7 +96,7 @@ async def signup(
         org_id, role = (await create_organization(session, body.organization_name)).id, Role.ADMIN
     else:
         org_id, role = await ensure_default_organization(session), Role.AGENT
-    user = await create_user(
+    user = await users_repository.create_user(
         session, email=body.email, password_hash=password_hash, role=role, organization_id=org_id
     )
     return user, await issue_tokens(session, ctx.settings, user, family_id=uuid.uuid4())
@@ -157,7 +126,7 @@ async def login(
         blocked = await throttle.reserve(session, attempt, limit=limit, window=window)
         user = None
         if not blocked:
-            user = await session.scalar(select(User).where(User.email == email.strip().lower()))
+            user = await users_repository.by_email(session, email.strip().lower())
     if blocked:
         raise TooManyRequests("Too many failed logins; try again later", retry_after=blocked)
     if not await ctx.passwords.verify(password, user.password_hash if user else None):
@@ -165,7 +134,7 @@ async def login(
     assert user is not None  # verify() is False without a hash
     async with db.session() as session:
         # Still active now, not only when read above.
-        if not await session.scalar(_STILL_ACTIVE, {"id": user.id}):
+        if not await users_repository.is_active(session, user.id):
             raise InvalidCredentials()
         await throttle.clear(session, attempt)
         return await issue_tokens(session, ctx.settings, user, family_id=uuid.uuid4())
@@ -184,7 +153,7 @@ async def refresh(session: AsyncSession, settings: Settings, token: str) -> Toke
         # A spent token came back: someone else holds a copy. End the whole session.
         await revoke_family(session, row.family_id)
         raise RefreshReused()
-    user = await session.get(User, row.user_id)
+    user = await users_repository.get(session, row.user_id)
     if user is None or not user.is_active:
         raise Unauthorized("Invalid or expired refresh token")
     row.used_at = now

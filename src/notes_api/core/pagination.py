@@ -1,6 +1,8 @@
-"""Opaque keyset cursors: the (created_at, id) of the last item seen, base64url-encoded.
-Forged or damaged cursors are refused with 422; a well-formed one can only move a caller
-within rows it may already see, because the visibility filter is applied as well."""
+"""Keyset pagination, one way for every list: rows in (created_at, id) order, a page of
+`limit` read as `limit + 1` rows (`keyset_page`, then `split_page`), and opaque cursors: the
+(created_at, id) of the last item seen, base64url-encoded. Forged or damaged cursors are
+refused with 422; a well-formed one can only move a caller within rows it may already see,
+because the visibility filter is applied as well."""
 
 from __future__ import annotations
 
@@ -9,7 +11,10 @@ import json
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
+
+from sqlalchemy import ColumnElement, Select, or_
+from sqlalchemy.orm import QueryableAttribute
 
 from notes_api.core.errors import InvalidInput
 
@@ -28,6 +33,9 @@ class _Keyed(Protocol):
 
 
 K = TypeVar("K", bound=_Keyed)
+# A key column: a table's column, or a mapped class's attribute.
+_T = TypeVar("_T")
+Key = ColumnElement[_T] | QueryableAttribute[_T]
 
 
 def split_page(rows: Sequence[K], limit: int) -> tuple[list[K], str | None]:
@@ -54,3 +62,36 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         raise InvalidInput(
             "Invalid cursor", errors=[{"loc": ["query", "cursor"], "msg": "invalid cursor"}]
         ) from None
+
+
+def seek(
+    created_at: Key[datetime],
+    row_id: Key[uuid.UUID],
+    after: tuple[Any, Any],
+    *,
+    newest_first: bool,
+) -> ColumnElement[bool]:
+    """The rows past the position `after` (the (created_at, id) values of the last row seen,
+    or bind parameters for them) in the list's order: an index range scan in key order."""
+    at, last = after
+    if newest_first:
+        return or_(created_at < at, (created_at == at) & (row_id < last))
+    return or_(created_at > at, (created_at == at) & (row_id > last))
+
+
+def keyset_page(
+    stmt: Select[Any],
+    created_at: Key[datetime],
+    row_id: Key[uuid.UUID],
+    *,
+    cursor: str | None,
+    limit: int,
+    newest_first: bool,
+) -> Select[Any]:
+    """`stmt`'s rows after `cursor` (422 for a bad one), in (created_at, id) order, up to
+    `limit + 1` of them: give what it reads to `split_page`."""
+    if cursor:
+        after = decode_cursor(cursor)
+        stmt = stmt.where(seek(created_at, row_id, after, newest_first=newest_first))
+    order = (created_at.desc(), row_id.desc()) if newest_first else (created_at, row_id)
+    return stmt.order_by(*order).limit(limit + 1)

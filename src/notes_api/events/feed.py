@@ -24,10 +24,11 @@ from sqlalchemy import bindparam, select
 
 from notes_api.core.db import Database
 from notes_api.core.errors import TooManyRequests
-from notes_api.core.identity import Caller, Role
+from notes_api.core.identity import Caller
 from notes_api.core.models import utcnow
 from notes_api.events import signals
 from notes_api.events.models import NoteEvent
+from notes_api.notes import repository
 
 log = structlog.get_logger("notes_api.events")
 
@@ -64,11 +65,11 @@ class Subscription:
 
     @property
     def key(self) -> tuple[str, uuid.UUID]:
+        """What wakes it: its note's events, or (a stream of every note the caller may see)
+        the events the notes' tenancy rule lets the caller see."""
         if self.note_id is not None:
             return ("note", self.note_id)
-        if self.caller.role is Role.ADMIN:
-            return ("org", self.caller.organization_id)
-        return ("owner", self.caller.id)
+        return repository.tenant_key(self.caller)
 
 
 class Feed:
@@ -234,11 +235,7 @@ class Feed:
                         break  # its transaction may still commit: wait for it
                     self._gaps.pop(expected, None)
                 self._horizon = int(row.id)
-                for key in (
-                    ("note", row.note_id),
-                    ("org", row.organization_id),
-                    ("owner", row.owner_id),
-                ):
+                for key in (("note", row.note_id), *repository.tenant_keys_of(row)):
                     woken.update(self._subs.get(key, ()))
             else:
                 if len(rows) == _BATCH:

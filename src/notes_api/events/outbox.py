@@ -8,7 +8,7 @@ from __future__ import annotations
 import functools
 import uuid
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import (
@@ -30,8 +30,7 @@ from notes_api.events import signals
 from notes_api.events.models import EventType, NoteEvent
 from notes_api.events.schemas import NoteState
 from notes_api.jobs import queue
-from notes_api.webhooks.fanout import deliveries_of, fan_out, fan_out_params
-from notes_api.webhooks.models import WebhookDelivery
+from notes_api.webhooks.fanout import deliveries_of, fan_out_params
 
 note_events = cast(Table, NoteEvent.__table__)
 
@@ -60,6 +59,12 @@ _FANNED_OUT = (note_events.c.id, note_events.c.organization_id, note_events.c.ty
 # Many rows in one INSERT (SQLAlchemy's "insertmanyvalues"), the ids in the rows' order.
 _RECORD = insert(note_events).returning(note_events.c.id, sort_by_parameter_order=True)
 _COLUMNS = ("organization_id", "owner_id", "note_id", "type", "occurred_at", "data")
+
+
+# SQLite: the delivery jobs of the events just written, by their ids (built once).
+_FAN_OUT = deliveries_of(
+    note_events, note_events.c.id.in_(bindparam("hook_event_ids", expanding=True))
+)
 
 
 @functools.lru_cache(maxsize=64)
@@ -127,14 +132,14 @@ async def record_many(session: AsyncSession, changes: Sequence[tuple[EventType, 
     now = utcnow()
     rows = [event_values(kind, note, note.organization_id, now=now) for kind, note in changes]
     event_ids = [int(i) for i in (await conn.execute(_RECORD, rows)).scalars()]
-    await fan_out(session, event_ids)
+    params = {"hook_event_ids": event_ids, **fan_out_params()}
+    await queue.enqueue_selected(session, _FAN_OUT, params)
     signals.mark_recorded(session)
     return event_ids
 
 
-async def purge_events(session: AsyncSession, *, hours: float) -> int:
-    """House-keeping: events (and webhook attempt logs) older than the retention period."""
-    older_than = utcnow() - timedelta(hours=hours)
-    await session.execute(delete(WebhookDelivery).where(WebhookDelivery.created_at < older_than))
+async def purge_events(session: AsyncSession, older_than: datetime) -> int:
+    """House-keeping: events older than the retention period (runtime.py purges the webhook
+    attempt logs of the same period in the same transaction)."""
     result = await session.execute(delete(NoteEvent).where(NoteEvent.occurred_at < older_than))
     return int(getattr(result, "rowcount", 0))

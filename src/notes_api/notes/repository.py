@@ -17,6 +17,7 @@ from typing import Any, NamedTuple, TypeVar, cast
 
 from sqlalchemy import (
     CTE,
+    Column,
     ColumnElement,
     Row,
     Select,
@@ -32,6 +33,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import BinaryExpression
 
 from notes_api.core.identity import Caller, Role
 from notes_api.core.models import utcnow
@@ -321,3 +323,34 @@ async def status_of(session: AsyncSession, note_ids: list[uuid.UUID]) -> dict[uu
     """Statuses for the wait-for-result watcher; it only ever asks about ids it has shown."""
     rows = await session.execute(select(notes.c.id, notes.c.status).where(notes.c.id.in_(note_ids)))
     return {row_id: str(st) for row_id, st in rows.all()}
+
+
+# ------------------------------------------------------------- for the notes' usage records
+
+
+def with_note(column: str, note_id: uuid.UUID, *values: Any) -> Select[Any]:
+    """A SELECT of the note's `column` (its `id` or its `organization_id`) followed by
+    `values`: one row while the note exists, none once it is gone, so an INSERT ... SELECT
+    built on it (what a summary cost, summarize/usage.py) writes nothing for a deleted note."""
+    return select(notes.c[column], *values).where(notes.c.id == note_id)
+
+
+# ------------------------------------------------------------- the tenancy rule in Python
+
+# The column `visible_to` compares for each role, read from the rule itself.
+_TENANT_COLUMN = {
+    role: cast(Column[Any], cast(BinaryExpression[bool], visible_to(role)).left).name
+    for role in Role
+}
+
+
+def tenant_key(caller: Caller) -> tuple[Role, uuid.UUID]:
+    """The caller's tenant as a key: equal to one of `tenant_keys_of(row)` exactly when
+    `visible_to` admits the row for this caller (the event feed files streams by it)."""
+    return caller.role, tenant_params(caller)[TENANT]
+
+
+def tenant_keys_of(row: Any) -> list[tuple[Role, uuid.UUID]]:
+    """The keys of every tenant that may see `row` (a note, or anything that records a
+    note's owner and organization: its events), one per role."""
+    return [(role, getattr(row, column)) for role, column in _TENANT_COLUMN.items()]

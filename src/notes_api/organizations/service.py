@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import uuid
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from notes_api.core.models import utcnow
@@ -32,3 +33,11 @@ async def create_organization(session: AsyncSession, name: str) -> Organization:
     session.add(org)
     await session.flush()
     return org
+
+
+async def lock(session: AsyncSession, organization_id: uuid.UUID) -> None:
+    """Lock the organization's row until the transaction ends: the turn two admins' changes
+    of its members, or two creations of its webhook endpoints, take one after the other."""
+    await session.execute(
+        select(Organization.id).where(Organization.id == organization_id).with_for_update()
+    )

@@ -15,12 +15,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from notes_api.core.models import utcnow
 from notes_api.notes import repository
-from notes_api.notes.models import Note
 from notes_api.organizations.models import OrganizationUsage
 from notes_api.organizations.schemas import OrganizationUsagePublic, UsagePeriod
 
 usage = cast(Table, OrganizationUsage.__table__)
-notes = cast(Table, Note.__table__)
 
 
 def record_statement(dialect: str, note_id: uuid.UUID, day: date, reply: dict[str, int]) -> Any:
@@ -29,11 +27,12 @@ def record_statement(dialect: str, note_id: uuid.UUID, day: date, reply: dict[st
     columns = ("model_calls", "prompt_tokens", "completion_tokens")
     stmt = insert(usage).from_select(
         ["organization_id", "day", *columns],
-        select(
-            notes.c.organization_id,
+        repository.with_note(
+            "organization_id",
+            note_id,
             literal(day, usage.c.day.type),
             *(literal(reply[c], usage.c[c].type) for c in columns),
-        ).where(notes.c.id == note_id),
+        ),
     )
     return stmt.on_conflict_do_update(
         index_elements=[usage.c.organization_id, usage.c.day],

@@ -5,19 +5,18 @@ from __future__ import annotations
 import uuid
 from typing import cast
 
-from sqlalchemy import Table, literal, select
+from sqlalchemy import Table, literal
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from notes_api.core.models import utcnow
 from notes_api.core.sql import dialect_name
-from notes_api.notes.models import Note
+from notes_api.notes import repository
 from notes_api.organizations.usage import record_statement
 from notes_api.summarize.base import Usage
 from notes_api.summarize.models import NoteUsage
 
 note_usage = cast(Table, NoteUsage.__table__)
-notes = cast(Table, Note.__table__)
 _COLUMNS = ("model_calls", "prompt_tokens", "completion_tokens")
 
 
@@ -28,11 +27,9 @@ async def record(session: AsyncSession, note_id: uuid.UUID, usage: Usage) -> Non
     dialect = dialect_name(session)
     counts = {c: getattr(usage, c) for c in _COLUMNS}
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    values = (literal(counts[c], note_usage.c[c].type) for c in _COLUMNS)
     stmt = insert(note_usage).from_select(
-        ["note_id", *_COLUMNS],
-        select(notes.c.id, *(literal(counts[c], note_usage.c[c].type) for c in _COLUMNS)).where(
-            notes.c.id == note_id
-        ),
+        ["note_id", *_COLUMNS], repository.with_note("id", note_id, *values)
     )
     stmt = stmt.on_conflict_do_update(
         index_elements=[note_usage.c.note_id],

@@ -2,15 +2,16 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from notes_api.auth import callers
-from notes_api.auth.service import AuthContext, create_user, revoke_user_tokens
+from notes_api.auth.service import AuthContext, revoke_user_tokens
 from notes_api.core.errors import Conflict, NotFound
 from notes_api.core.identity import Caller, Role
-from notes_api.core.pagination import decode_cursor, split_page
-from notes_api.organizations.models import Organization
+from notes_api.core.pagination import keyset_page, split_page
+from notes_api.organizations import service as organizations
+from notes_api.users import repository
 from notes_api.users.models import User
 from notes_api.users.schemas import UserCreate, UserPage, UserPublic, UserUpdate
 
@@ -25,14 +26,10 @@ async def list_users(
     session: AsyncSession, admin: Caller, *, limit: int, cursor: str | None
 ) -> UserPage:
     stmt = select(User).where(User.organization_id == admin.organization_id)
-    if cursor:
-        created, last_id = decode_cursor(cursor)
-        stmt = stmt.where(
-            or_(User.created_at > created, (User.created_at == created) & (User.id > last_id))
-        )
-    rows = list(
-        (await session.scalars(stmt.order_by(User.created_at, User.id).limit(limit + 1))).all()
+    stmt = keyset_page(
+        stmt, User.created_at, User.id, cursor=cursor, limit=limit, newest_first=False
     )
+    rows = list((await session.scalars(stmt)).all())
     page, next_cursor = split_page(rows, limit)
     return UserPage(items=[UserPublic.model_validate(u) for u in page], next_cursor=next_cursor)
 
@@ -41,7 +38,7 @@ async def provision(
     session: AsyncSession, ctx: AuthContext, admin: Caller, body: UserCreate
 ) -> User:
     password_hash = await ctx.passwords.hash(body.password)
-    return await create_user(
+    return await repository.create_user(
         session,
         email=body.email,
         password_hash=password_hash,
@@ -54,9 +51,7 @@ async def update_user(
     session: AsyncSession, admin: Caller, user_id: uuid.UUID, body: UserUpdate
 ) -> User:
     # Lock the organization so two admins demoting each other cannot both succeed.
-    await session.execute(
-        select(Organization.id).where(Organization.id == admin.organization_id).with_for_update()
-    )
+    await organizations.lock(session, admin.organization_id)
     user = await session.scalar(
         select(User).where(User.id == user_id, User.organization_id == admin.organization_id)
     )

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from notes_api.core.config import Settings
 from notes_api.core.models import utcnow
 from notes_api.core.retry_after import retry_after_seconds
-from notes_api.events.models import NoteEvent
+from notes_api.events import repository as event_log
 from notes_api.jobs.handler import Done, Ended, Failed, Outcome, Retry, RetryPolicy
 from notes_api.jobs.models import Claimed, JobStatus
 from notes_api.webhooks.fanout import WEBHOOK
@@ -98,7 +98,7 @@ class WebhookHandler:
         endpoint = await session.get(WebhookEndpoint, endpoint_id)
         if endpoint is None or not endpoint.enabled:
             return Refused("the endpoint was deleted or disabled", logged=False)
-        event = await session.get(NoteEvent, event_id)
+        event = await event_log.get(session, event_id)
         if event is None:
             return Refused("the event is no longer kept", logged=True)
         keys = [endpoint.secret]
@@ -165,7 +165,7 @@ class WebhookHandler:
         self, session: AsyncSession, job: Claimed, status: JobStatus, attempt: Attempt
     ) -> None:
         event_id, endpoint_id = parse_key(job)
-        event = await session.get(NoteEvent, event_id)
+        event = await event_log.get(session, event_id)
         await session.execute(
             insert(WebhookDelivery).values(
                 id=uuid.uuid4(),

@@ -18,14 +18,12 @@ from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import Uuid
 
 from notes_api.core.config import get_settings
-from notes_api.events.models import NoteEvent
 from notes_api.jobs import queue
 from notes_api.webhooks.models import EVENT_BITS, WebhookEndpoint
 
 WEBHOOK = "webhook"
 
 endpoints = cast(Table, WebhookEndpoint.__table__)
-note_events = cast(Table, NoteEvent.__table__)
 
 
 class random_uuid(FunctionElement[Any]):
@@ -92,10 +90,6 @@ def deliveries_of(events: Any, *conditions: ColumnElement[bool]) -> Any:
     )
 
 
-# Built once at import: the deliveries of a batch of events written in this transaction.
-_FAN_OUT = deliveries_of(
-    note_events, note_events.c.id.in_(bindparam("hook_event_ids", expanding=True))
-)
 # One more delivery of an event to one endpoint (no subscription test: asked for by hand).
 _RESEND = _deliveries(
     bindparam("hook_event_id", type_=BigInteger()),
@@ -110,13 +104,8 @@ def _max_attempts() -> int:
 
 
 def fan_out_params() -> dict[str, Any]:
+    """The parameters of a `deliveries_of` statement that the webhooks set."""
     return {"hook_max_attempts": _max_attempts(), **queue.enqueue_params()}
-
-
-async def fan_out(session: AsyncSession, event_ids: list[int]) -> int:
-    """Enqueue the deliveries of `event_ids` (written in this transaction): how many."""
-    params = {"hook_event_ids": event_ids, "hook_max_attempts": _max_attempts()}
-    return await queue.enqueue_selected(session, _FAN_OUT, params)
 
 
 async def resend(session: AsyncSession, event_id: int, endpoint: WebhookEndpoint) -> None:

@@ -4,17 +4,19 @@ by `_endpoint` or by the admin's organization: another organization's endpoint i
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import delete as sql_delete
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from notes_api.core.errors import Conflict, InvalidInput, NotFound
 from notes_api.core.identity import Caller
 from notes_api.core.models import utcnow
-from notes_api.core.pagination import decode_cursor, split_page
-from notes_api.events.models import EventType, NoteEvent
-from notes_api.organizations.models import Organization
+from notes_api.core.pagination import keyset_page, split_page
+from notes_api.events import repository as event_log
+from notes_api.events.models import EventType
+from notes_api.organizations import service as organizations
 from notes_api.webhooks import fanout
 from notes_api.webhooks.models import EVENT_BITS, WebhookDelivery, WebhookEndpoint
 from notes_api.webhooks.schemas import (
@@ -77,9 +79,7 @@ async def create(
 ) -> WebhookCreated:
     url = _checked(body.url, allow_private)
     # The organization's row is the lock two concurrent creations take turns at.
-    await session.execute(
-        select(Organization.id).where(Organization.id == admin.organization_id).with_for_update()
-    )
+    await organizations.lock(session, admin.organization_id)
     count = await session.scalar(
         select(func.count())
         .select_from(WebhookEndpoint)
@@ -162,17 +162,15 @@ async def list_deliveries(
     session: AsyncSession, admin: Caller, endpoint_id: uuid.UUID, *, limit: int, cursor: str | None
 ) -> DeliveryPage:
     endpoint = await _endpoint(session, admin, endpoint_id)
-    stmt = select(WebhookDelivery).where(WebhookDelivery.endpoint_id == endpoint.id)
-    if cursor:
-        created, last_id = decode_cursor(cursor)
-        stmt = stmt.where(
-            or_(
-                WebhookDelivery.created_at < created,
-                (WebhookDelivery.created_at == created) & (WebhookDelivery.id < last_id),
-            )
-        )
-    stmt = stmt.order_by(WebhookDelivery.created_at.desc(), WebhookDelivery.id.desc())
-    rows = list((await session.scalars(stmt.limit(limit + 1))).all())
+    stmt = keyset_page(
+        select(WebhookDelivery).where(WebhookDelivery.endpoint_id == endpoint.id),
+        WebhookDelivery.created_at,
+        WebhookDelivery.id,
+        cursor=cursor,
+        limit=limit,
+        newest_first=True,
+    )
+    rows = list((await session.scalars(stmt)).all())
     page, next_cursor = split_page(rows, limit)
     items = [DeliveryPublic.model_validate(d) for d in page]
     return DeliveryPage(items=items, next_cursor=next_cursor)
@@ -194,12 +192,13 @@ async def resend(
     if not endpoint.enabled:
         raise Conflict("This endpoint is disabled; enable it first")
     # The log names the event by its number in the organization (`seq`).
-    event_id = await session.scalar(
-        select(NoteEvent.id).where(
-            NoteEvent.organization_id == endpoint.organization_id,
-            NoteEvent.seq == delivery.event_id,
-        )
-    )
+    event_id = await event_log.id_of(session, endpoint.organization_id, delivery.event_id)
     if event_id is None:
         raise Conflict("This event is no longer kept (EVENT_RETENTION_HOURS)")
     await fanout.resend(session, event_id, endpoint)
+
+
+async def purge_deliveries(session: AsyncSession, older_than: datetime) -> None:
+    """House-keeping: the attempt logs older than the events' retention period."""
+    stmt = sql_delete(WebhookDelivery).where(WebhookDelivery.created_at < older_than)
+    await session.execute(stmt)
