@@ -71,8 +71,8 @@ EXEMPT: dict[tuple[str, str], tuple[frozenset[str], str]] = {
     ),
     ("notes/service.py", "idempotency_keys"): (
         frozenset({"IdempotencyKey"}),
-        "debt (issue 25): the idempotency claim moves into notes/repository.py once the "
-        "rewrite of the request path in notes/service.py has landed",
+        "debt (issue 25): the idempotency claim (`_claim_key`, and the claim's note bound "
+        "in `create_note`) is still to move into notes/repository.py, with its mutation target",
     ),
 }
 
