@@ -70,7 +70,9 @@ def _ratios(ax: Any, run: Run, dbs: list[str]) -> None:
         ]
         ax.bar_label(bars, labels=labels, fontsize=8, padding=2)
     for k, endpoint in enumerate(endpoints):
-        floor = RATIO_TARGETS.get(endpoint)
+        # The strictest database's target (Postgres's, where both have one).
+        floors = [RATIO_TARGETS[db].get(endpoint) for db in dbs if db in RATIO_TARGETS]
+        floor = max((f for f in floors if f is not None), default=None)
         if floor is not None:
             top = max(top, floor)
             ax.hlines(floor, k - 0.45, k + 0.45, colors="#d62728", linestyles="--", linewidth=1.5)

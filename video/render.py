@@ -155,10 +155,11 @@ def loudness(path: Path) -> tuple[float, float]:
 
 
 def normalize(src: Path, dst: Path) -> None:
-    """To -16 LUFS integrated with the true peak near -3 dBTP (room for the AAC encoder under
-    -1.5): a gain, then a limiter on the few peaks; measured again and the gain corrected
-    until the loudness is within 0.2 LU. (loudnorm's linear mode cannot raise this voice
-    4 dB without passing the peak target, and its dynamic mode lands a LU short.)"""
+    """To -16 LUFS integrated with the true peak near -4 dBTP (room for the AAC encoder under
+    -1.5; a limit of -3 dBFS came out of it at -1.4 dBTP once): a gain, then a limiter on the
+    few peaks; measured again and the gain corrected until the loudness is within 0.2 LU.
+    (loudnorm's linear mode cannot raise this voice 4 dB without passing the peak target, and
+    its dynamic mode lands a LU short.)"""
     gain = -16.0 - loudness(src)[0]
     for _ in range(6):
         run(
@@ -171,7 +172,7 @@ def normalize(src: Path, dst: Path) -> None:
             str(src),
             "-af",
             f"aresample=48000,volume={gain:.2f}dB,"
-            "alimiter=limit=0.7:attack=5:release=60:level=false:asc=true",
+            "alimiter=limit=0.6:attack=5:release=60:level=false:asc=true",
             "-ar",
             "48000",
             "-ac",

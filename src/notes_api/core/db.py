@@ -88,9 +88,10 @@ def _sqlite_engine(url: str, size: int, timeout: float) -> AsyncEngine:
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Connection) -> None:
         # A writer takes the lock up front: upgrading a read lock later can fail at once
-        # with "database is locked" instead of waiting for the other writer.
-        immediate = conn.get_execution_options().get(_IMMEDIATE, False)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        # with "database is locked" instead of waiting for the other writer. A reader runs
+        # outside any transaction, each statement on its own, as on Postgres.
+        if conn.get_execution_options().get(_IMMEDIATE, False):
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
 
