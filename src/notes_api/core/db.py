@@ -35,15 +35,21 @@ _IMMEDIATE = "sqlite_begin_immediate"
 def create_engine_for(
     url: str, settings: Settings, *, pool_size: int | None = None, autocommit: bool = False
 ) -> AsyncEngine:
-    """`autocommit` (Postgres): a pool whose connections stay in autocommit for their whole
-    life, for units of work that only read; switching a connection in and out of it at every
-    checkout cost a read a fifth of its CPU."""
+    """`autocommit`: a pool for units of work that only read, whose connections stay outside
+    any transaction for their whole life, so nothing is begun, committed or rolled back
+    (switching a Postgres connection in and out of autocommit at every checkout cost a read
+    a fifth of its CPU; on SQLite each BEGIN and ROLLBACK is a trip to the driver's thread)."""
     size = pool_size or settings.db_pool_size
+    # Neither the end of a unit of work nor the pool sends a ROLLBACK to a connection in
+    # autocommit (SQLAlchemy asks the driver; a writer's connection never is in it).
+    reads = (
+        {"isolation_level": "AUTOCOMMIT", "skip_autocommit_rollback": True} if autocommit else {}
+    )
     if url.startswith("sqlite"):
-        return _sqlite_engine(url, size, settings.db_pool_timeout)
+        return _sqlite_engine(url, size, settings.db_pool_timeout, reads)
     return create_async_engine(
         url,
-        **({"isolation_level": "AUTOCOMMIT"} if autocommit else {}),
+        **reads,
         # A fixed pool: opening connections under load costs more than waiting for one.
         pool_size=size,
         max_overflow=0,
@@ -66,9 +72,10 @@ def create_engine_for(
     )
 
 
-def _sqlite_engine(url: str, size: int, timeout: float) -> AsyncEngine:
+def _sqlite_engine(url: str, size: int, timeout: float, reads: dict[str, Any]) -> AsyncEngine:
     engine = create_async_engine(
         url,
+        **reads,
         pool_size=size,
         max_overflow=0,
         pool_timeout=timeout,
@@ -174,13 +181,11 @@ class Database:
         self._sessions = async_sessionmaker(
             self.engine, expire_on_commit=False, sync_session_class=_TurnTakingSession
         )
-        # On Postgres a read-only unit runs in autocommit, on connections of its own: no BEGIN
-        # and COMMIT round trips. Both pools take their turns at the same gates, so at most
-        # `pool_size` connections are busy at once (up to twice that may be open, idle).
-        self.reader_engine = (
-            self.engine
-            if self.is_sqlite
-            else create_engine_for(self.url, settings, pool_size=pool_size, autocommit=True)
+        # A read-only unit runs in autocommit, on connections of its own: no BEGIN, COMMIT or
+        # ROLLBACK. Both pools take their turns at the same gates, so at most `pool_size`
+        # connections are busy at once (up to twice that may be open, idle).
+        self.reader_engine = create_engine_for(
+            self.url, settings, pool_size=pool_size, autocommit=True
         )
         self._read_sessions = async_sessionmaker(
             self.reader_engine, expire_on_commit=False, sync_session_class=_TurnTakingSession
@@ -210,5 +215,4 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
-        if self.reader_engine is not self.engine:
-            await self.reader_engine.dispose()
+        await self.reader_engine.dispose()
