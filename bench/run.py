@@ -189,6 +189,32 @@ def probes(client: httpx.Client, wrk_env: dict[str, str]) -> dict[str, Callable[
     }
 
 
+def measure(
+    args: argparse.Namespace,
+    wrk: str,
+    name: str,
+    script: str,
+    base: str,
+    pid: int,
+    env: dict[str, str],
+    probe: Callable[[], int],
+) -> LoadResult:
+    """`load` with the run's duration and warm-up; a login gets its longer timeout."""
+    timeout = max(args.timeout, LOGIN_TIMEOUT) if name == LOGIN else args.timeout
+    return load(
+        name,
+        wrk,
+        script,
+        base,
+        pid,
+        duration=args.duration,
+        warmup=args.warmup,
+        timeout=timeout,
+        env=env,
+        probe=probe,
+    )
+
+
 def bench_database(kind: str, wrk: str, args: argparse.Namespace, tmp: Path) -> list[LoadResult]:
     print(f"{kind}: fresh database, {args.notes} notes", flush=True)
     tmp.mkdir(parents=True, exist_ok=True)
@@ -202,18 +228,7 @@ def bench_database(kind: str, wrk: str, args: argparse.Namespace, tmp: Path) -> 
                 for probe in checks.values():
                     probe()
                 results = [
-                    load(
-                        name,
-                        wrk,
-                        script,
-                        base,
-                        server.pid,
-                        duration=args.duration,
-                        warmup=args.warmup,
-                        timeout=max(args.timeout, LOGIN_TIMEOUT) if name == LOGIN else args.timeout,
-                        env=wrk_env,
-                        probe=checks[name],
-                    )
+                    measure(args, wrk, name, script, base, server.pid, wrk_env, checks[name])
                     for name, script in ENDPOINTS
                 ]
         finally:
@@ -224,19 +239,9 @@ def bench_database(kind: str, wrk: str, args: argparse.Namespace, tmp: Path) -> 
             with httpx.Client(base_url=base, timeout=60) as client:
                 probe = probes(client, wrk_env)[POST]
                 probe()
+                script = "create_note.lua"
                 results.append(
-                    load(
-                        COUNTED,
-                        wrk,
-                        "create_note.lua",
-                        base,
-                        server.pid,
-                        duration=args.duration,
-                        warmup=args.warmup,
-                        timeout=args.timeout,
-                        env=wrk_env,
-                        probe=probe,
-                    )
+                    measure(args, wrk, COUNTED, script, base, server.pid, wrk_env, probe)
                 )
         finally:
             jobs.stop(server)
@@ -254,18 +259,7 @@ def bench_baseline(wrk: str, args: argparse.Namespace, tmp: Path) -> LoadResult:
         with httpx.Client(base_url=base, timeout=60) as client:
             probe = partial(check, client, "GET", f"/notes/{ids[0]}", 200)
             probe()
-            return load(
-                "baseline",
-                wrk,
-                "get_note.lua",
-                base,
-                proc.pid,
-                duration=args.duration,
-                warmup=args.warmup,
-                timeout=args.timeout,
-                env=env,
-                probe=probe,
-            )
+            return measure(args, wrk, "baseline", "get_note.lua", base, proc.pid, env, probe)
     finally:
         jobs.stop(proc)
 
