@@ -432,7 +432,7 @@ async def test_the_watchers_poll_finds_a_note_finished_unannounced(
 async def test_a_new_note_is_written_with_its_job_its_event_and_the_events_deliveries(
     app: Any, client: httpx.AsyncClient
 ) -> None:
-    """One statement on Postgres, three on SQLite: either way the same rows."""
+    """One statement on Postgres, four on SQLite: either way the same rows."""
     admin = await signup(client, organization="Acme")
     hook = await client.post(
         "/webhooks",

@@ -70,7 +70,9 @@ async def _requeue(
     return changed
 
 
-def _summary_job(note_id: uuid.UUID, organization_id: uuid.UUID, max_attempts: int) -> Any:
+def _summary_job(
+    note_id: uuid.UUID, organization_id: uuid.UUID, max_attempts: int
+) -> dict[str, Any]:
     """What `queue.enqueue` and `queue.new_job` are given for a note's summary."""
     return {
         "kind": SUMMARIZE,
@@ -104,7 +106,8 @@ async def _add_queued(
     session: AsyncSession, caller: Caller, values: dict[str, Any], max_attempts: int
 ) -> Row[Any]:
     """A new note with its summary job and its `note.queued` event (a new note has no job
-    to cancel): one round trip on Postgres, three on SQLite, the same rows either way."""
+    to cancel): one statement on Postgres; on SQLite four (the note, the job, the event, its
+    deliveries). The same rows either way."""
     row = repository.new_note(caller, values)
     conn = await session.connection()
     if conn.dialect.name != "postgresql":
