@@ -26,6 +26,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from notes_api.core.models import utcnow
+from notes_api.core.sql import bound_row, row_params
 from notes_api.events import signals
 from notes_api.events.models import EventType, NoteEvent
 from notes_api.events.schemas import NoteState
@@ -74,10 +75,7 @@ def record_cte(count: int) -> tuple[CTE, ScalarSelect[Any]]:
     its concurrency): the CTE `written` (the events' `id`, `organization_id` and `type`)
     and the number of delivery jobs queued. Parameters: `record_params`; after running the
     statement, call `recorded`."""
-    rows = [
-        {c: bindparam(f"{c}_{i}", type_=note_events.c[c].type) for c in _COLUMNS}
-        for i in range(count)
-    ]
+    rows = [bound_row(note_events, _COLUMNS, _param(i)) for i in range(count)]
     # One row as a plain VALUES: SQLAlchemy caches its compiled form (a multi-row VALUES
     # list is compiled on every use, which is paid once per batch).
     written = (
@@ -96,11 +94,22 @@ def _record_and_fan_out(count: int) -> Select[Any]:
     return select(written.c.id, queued).order_by(written.c.id)
 
 
+def _param(i: int) -> str:
+    """The name of the i-th event's parameters in `record_cte`: `<column>_<i>`."""
+    return "{}_" + str(i)
+
+
+def _event_rows(changes: Sequence[tuple[EventType, Any]]) -> list[dict[str, Any]]:
+    now = utcnow()
+    return [event_values(kind, note, note.organization_id, now=now) for kind, note in changes]
+
+
 def record_params(changes: Sequence[tuple[EventType, Any]]) -> dict[str, Any]:
     """The parameters of `record_cte(len(changes))`: the events of these changes."""
-    now = utcnow()
-    rows = [event_values(kind, note, note.organization_id, now=now) for kind, note in changes]
-    return {f"{c}_{i}": row[c] for i, row in enumerate(rows) for c in _COLUMNS} | fan_out_params()
+    params = fan_out_params()
+    for i, row in enumerate(_event_rows(changes)):
+        params |= row_params(row, _COLUMNS, _param(i))
+    return params
 
 
 def recorded(session: AsyncSession, deliveries: int) -> None:
@@ -129,9 +138,7 @@ async def record_many(session: AsyncSession, changes: Sequence[tuple[EventType, 
         found = (await conn.execute(stmt, record_params(changes))).all()
         recorded(session, int(found[0][1]))
         return [int(row[0]) for row in found]
-    now = utcnow()
-    rows = [event_values(kind, note, note.organization_id, now=now) for kind, note in changes]
-    event_ids = [int(i) for i in (await conn.execute(_RECORD, rows)).scalars()]
+    event_ids = [int(i) for i in (await conn.execute(_RECORD, _event_rows(changes))).scalars()]
     params = {"hook_event_ids": event_ids, **fan_out_params()}
     await queue.enqueue_selected(session, _FAN_OUT, params)
     signals.mark_recorded(session)

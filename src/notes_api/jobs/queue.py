@@ -14,6 +14,7 @@ from sqlalchemy import update as sql_update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from notes_api.core.models import utcnow
+from notes_api.core.sql import bound_row, row_params
 from notes_api.jobs import signals
 from notes_api.jobs.models import (
     ACTIVE_STATUSES,
@@ -76,18 +77,19 @@ async def enqueue(
 
 
 _JOB_COLUMNS = tuple(new_job("", {}, max_attempts=1))
+_JOB_PARAM = "job_{}"
 
 
 def enqueue_cte() -> CTE:
     """`enqueue` as a part of a larger statement (a Postgres CTE): its parameters are the
     columns of a `new_job` row, each prefixed `job_` (`enqueue_cte_params`). Run the
     statement, then call `enqueued`."""
-    values = {c: bindparam(f"job_{c}", type_=jobs.c[c].type) for c in _JOB_COLUMNS}
+    values = bound_row(jobs, _JOB_COLUMNS, _JOB_PARAM)
     return insert(jobs).values(values).returning(jobs.c.id).cte("job")
 
 
 def enqueue_cte_params(row: dict[str, Any]) -> dict[str, Any]:
-    return {f"job_{c}": row[c] for c in _JOB_COLUMNS}
+    return row_params(row, _JOB_COLUMNS, _JOB_PARAM)
 
 
 def enqueue_each(kind: str, rows: Select[Any], new_id: Any) -> Insert:

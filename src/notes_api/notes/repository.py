@@ -37,6 +37,8 @@ from sqlalchemy.sql.elements import BinaryExpression
 
 from notes_api.core.identity import Caller, Role
 from notes_api.core.models import utcnow
+from notes_api.core.pagination import seek
+from notes_api.core.sql import bound_row, row_params
 from notes_api.notes.models import Note, NoteStatus
 
 notes = cast(Table, Note.__table__)
@@ -124,7 +126,7 @@ def _page_statement(role: Role, present: frozenset[str]) -> Select[Any]:
     if "after" in present:
         after_at = bindparam("after_at", type_=at.type)
         after_id = bindparam("after_id", type_=notes.c.id.type)
-        stmt = stmt.where(or_(at < after_at, (at == after_at) & (notes.c.id < after_id)))
+        stmt = stmt.where(seek(at, notes.c.id, (after_at, after_id), newest_first=True))
     return stmt.order_by(at.desc(), notes.c.id.desc()).limit(bindparam("limit"))
 
 
@@ -188,18 +190,19 @@ async def add(session: AsyncSession, row: dict[str, Any]) -> Row[Any]:
 
 
 _NEW_COLUMNS = tuple(c.name for c in notes.c)
+_NEW_PARAM = "note_{}"
 
 
 def add_cte() -> CTE:
     """`add` as a part of a larger statement (a Postgres CTE named `note`, returning the
     note): its parameters are the `new_note` row's columns, each prefixed `note_`
     (`add_cte_params`)."""
-    values = {c: bindparam(f"note_{c}", type_=notes.c[c].type) for c in _NEW_COLUMNS}
+    values = bound_row(notes, _NEW_COLUMNS, _NEW_PARAM)
     return insert(notes).values(values).returning(notes).cte("note")
 
 
 def add_cte_params(row: dict[str, Any]) -> dict[str, Any]:
-    return {f"note_{c}": row[c] for c in _NEW_COLUMNS}
+    return row_params(row, _NEW_COLUMNS, _NEW_PARAM)
 
 
 async def change(
