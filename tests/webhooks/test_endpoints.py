@@ -122,6 +122,14 @@ async def test_an_organization_has_a_bounded_number_of_endpoints(database_url: s
         assert third.status_code == 409
 
 
+async def _add_endpoint(strict: tuple[FastAPI, httpx.AsyncClient], url: str) -> httpx.Response:
+    """A new organization's admin asks the strict service for an endpoint at `url`."""
+    _, api = strict
+    admin = await signup(api, organization="Acme")
+    body = {"url": url, "events": ["note.done"]}
+    return await api.post("/webhooks", headers=admin.headers, json=body)
+
+
 @pytest.fixture
 async def strict(database_url: str) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
     """The production rule: https only, and only public addresses."""
@@ -152,11 +160,7 @@ async def strict(database_url: str) -> AsyncIterator[tuple[FastAPI, httpx.AsyncC
 async def test_urls_that_could_reach_private_networks_are_refused(
     strict: tuple[FastAPI, httpx.AsyncClient], url: str
 ) -> None:
-    _, api = strict
-    admin = await signup(api, organization="Acme")
-    answer = await api.post(
-        "/webhooks", headers=admin.headers, json={"url": url, "events": ["note.done"]}
-    )
+    answer = await _add_endpoint(strict, url)
     assert answer.status_code == 422, answer.text
 
 
@@ -211,11 +215,7 @@ async def test_nat64_local_use_prefix_is_refused_whatever_it_embeds() -> None:
 async def test_a_refusal_that_local_development_may_lift_names_the_setting(
     strict: tuple[FastAPI, httpx.AsyncClient], url: str
 ) -> None:
-    _, api = strict
-    admin = await signup(api, organization="Acme")
-    answer = await api.post(
-        "/webhooks", headers=admin.headers, json={"url": url, "events": ["note.done"]}
-    )
+    answer = await _add_endpoint(strict, url)
     assert answer.status_code == 422, answer.text
     assert "WEBHOOK_ALLOW_PRIVATE=true" in answer.json()["detail"]
     assert "WEBHOOK_ALLOW_PRIVATE=true" in answer.json()["errors"][0]["msg"]
