@@ -6,15 +6,16 @@ from __future__ import annotations
 import asyncio
 import shutil
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from notes_api.core.db import Database
-from tests.conftest import make_settings
+from tests.conftest import client_for, create_note, empty_pg, make_settings, running_app, signup
 
 
 @pytest.fixture
@@ -110,3 +111,36 @@ async def test_sqlite_writers_queue_in_order_without_holding_a_connection(
         assert done == ["first", "second", "third"]
     finally:
         await db.dispose()
+
+
+@pytest.fixture
+def kolkata(pg_url: str) -> Iterator[str]:
+    """The test database, its sessions' time zone set to UTC+05:30 until the test ends."""
+    name = pg_url.rsplit("/", 1)[1]
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f"ALTER DATABASE \"{name}\" SET timezone TO 'Asia/Kolkata'")
+    empty_pg(pg_url)
+    try:
+        yield pg_url
+    finally:
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute(f'ALTER DATABASE "{name}" RESET timezone')
+
+
+async def test_timestamps_are_utc_whatever_the_database_s_time_zone(kolkata: str) -> None:
+    """Postgres sends timestamps in the session's time zone. The service's sessions are in
+    UTC, so a database set to another zone changes no answer, although what is read is not
+    converted again (core/models.UTCDateTime)."""
+    async with running_app(make_settings(kolkata)) as app, client_for(app) as client:
+        account = await signup(client)
+        note = await create_note(client, account)
+        read = (await client.get(f"/notes/{note['id']}", headers=account.headers)).json()
+        page = (await client.get("/notes", headers=account.headers)).json()
+        db: Database = app.state.db
+        async with db.session(write=False) as session:
+            zone = (await session.execute(text("SHOW timezone"))).scalar_one()
+        async with db.session() as session:
+            assert (await session.execute(text("SHOW timezone"))).scalar_one() == zone == "UTC"
+    for answer in (note, read, page["items"][0]):
+        assert answer["created_at"].endswith("Z"), answer["created_at"]
+        assert answer["created_at"] == note["created_at"]

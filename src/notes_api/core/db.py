@@ -47,7 +47,7 @@ def create_engine_for(
     )
     if url.startswith("sqlite"):
         return _sqlite_engine(url, size, settings.db_pool_timeout, reads)
-    return create_async_engine(
+    engine = create_async_engine(
         url,
         **reads,
         # A fixed pool: opening connections under load costs more than waiting for one.
@@ -70,6 +70,18 @@ def create_engine_for(
             "tcp_user_timeout": 15_000,
         },
     )
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _in_utc(dbapi_connection: Any, _record: Any) -> None:
+        # Timestamps arrive in UTC, as the columns' type promises (core/models.UTCDateTime),
+        # without a conversion per value. PgBouncer keeps a client's TimeZone on whichever
+        # server connection serves it.
+        cursor = dbapi_connection.cursor()
+        cursor.execute("SET TIME ZONE 'UTC'")
+        cursor.close()
+        dbapi_connection.commit()
+
+    return engine
 
 
 def _sqlite_engine(url: str, size: int, timeout: float, reads: dict[str, Any]) -> AsyncEngine:

@@ -8,12 +8,10 @@ from fastapi import APIRouter, Header, Query, Request, Response, status
 from notes_api.auth.deps import CurrentCaller
 from notes_api.core.deps import SessionDep, SettingsDep
 from notes_api.core.openapi import errors
-from notes_api.core.schemas import SearchText, UTCTimestamp
 from notes_api.limits.deps import WriteQuota
 from notes_api.notes import service
-from notes_api.notes.models import NoteStatus
 from notes_api.notes.repository import NoteFilters
-from notes_api.notes.schemas import NoteCreate, NotePage, NotePublic, NoteUpdate
+from notes_api.notes.schemas import NoteCreate, NotePage, NotePublic, NoteQuery, NoteUpdate
 from notes_api.notes.watcher import NoteWatcher
 
 router = APIRouter(prefix="/notes", tags=["notes"])
@@ -70,27 +68,19 @@ async def create_note(
 
 @router.get("", responses=errors(401, 422))
 async def list_notes(
-    caller: CurrentCaller,
-    session: SessionDep,
-    limit: Annotated[int, Query(ge=1, le=100, description="page size")] = 20,
-    cursor: Annotated[str | None, Query(max_length=200, description="from `next_cursor`")] = None,
-    status: Annotated[NoteStatus | None, Query()] = None,
-    q: Annotated[
-        SearchText | None, Query(description="text to find in the title or the text")
-    ] = None,
-    created_after: Annotated[UTCTimestamp | None, Query()] = None,
-    created_before: Annotated[UTCTimestamp | None, Query()] = None,
-    owner_id: Annotated[uuid.UUID | None, Query(description="admins: one user's notes")] = None,
+    caller: CurrentCaller, session: SessionDep, query: Annotated[NoteQuery, Query()]
 ) -> NotePage:
     """Your notes (an admin: the organization's), newest first, a page at a time."""
     filters = NoteFilters(
-        status=status,
-        q=q,
-        created_after=created_after,
-        created_before=created_before,
-        owner_id=owner_id,
+        status=query.status,
+        q=query.q,
+        created_after=query.created_after,
+        created_before=query.created_before,
+        owner_id=query.owner_id,
     )
-    return await service.list_notes(session, caller, filters, limit=limit, cursor=cursor)
+    return await service.list_notes(
+        session, caller, filters, limit=query.limit, cursor=query.cursor
+    )
 
 
 @router.get("/{note_id}", responses=errors(401, 404, 422, details={404: _NOTE}))
