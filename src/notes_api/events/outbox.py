@@ -23,6 +23,7 @@ from sqlalchemy import (
     literal_column,
     select,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from notes_api.core.models import utcnow
@@ -68,19 +69,34 @@ _FAN_OUT = deliveries_of(
 )
 
 
-@functools.lru_cache(maxsize=64)
+# Several events' rows: an array of each column's values, unnested into rows in order.
+_UNNESTED = (
+    func.unnest(*(bindparam(f"{c}_rows", type_=ARRAY(note_events.c[c].type)) for c in _COLUMNS))
+    .table_valued(*_COLUMNS)
+    .render_derived(name="event_rows")
+)
+
+
 def record_cte(count: int) -> tuple[CTE, ScalarSelect[Any]]:
     """Postgres: `count` events and the delivery jobs they call for, as parts of one
-    statement, built once per count (a request writes one event; a worker's batch, up to
-    its concurrency): the CTE `written` (the events' `id`, `organization_id` and `type`)
-    and the number of delivery jobs queued. Parameters: `record_params`; after running the
-    statement, call `recorded`."""
-    rows = [bound_row(note_events, _COLUMNS, _param(i)) for i in range(count)]
-    # One row as a plain VALUES: SQLAlchemy caches its compiled form (a multi-row VALUES
-    # list is compiled on every use, which is paid once per batch).
+    statement (a request writes one event; a worker's batch, up to its concurrency): the
+    CTE `written` (the events' `id`, `organization_id` and `type`) and the number of
+    delivery jobs queued. Parameters: `record_params`; after running the statement, call
+    `recorded`."""
+    return _record_cte(many=count > 1)
+
+
+@functools.cache
+def _record_cte(*, many: bool) -> tuple[CTE, ScalarSelect[Any]]:
+    # One row as a plain VALUES, more as arrays of each column unnested into rows: either
+    # way a statement SQLAlchemy compiles once (a multi-row VALUES list is compiled again at
+    # every use, which cost a worker a sixth of its CPU).
     written = (
-        insert(note_events)
-        .values(rows[0] if count == 1 else rows)
+        (
+            insert(note_events).from_select(_COLUMNS, select(_UNNESTED))
+            if many
+            else insert(note_events).values(bound_row(note_events, _COLUMNS, _param(0)))
+        )
         .returning(*_FANNED_OUT)
         .cte("written")
     )
@@ -88,9 +104,9 @@ def record_cte(count: int) -> tuple[CTE, ScalarSelect[Any]]:
     return written, select(func.count()).select_from(hooks).scalar_subquery()
 
 
-@functools.lru_cache(maxsize=64)
-def _record_and_fan_out(count: int) -> Select[Any]:
-    written, queued = record_cte(count)
+@functools.cache
+def _record_and_fan_out(*, many: bool) -> Select[Any]:
+    written, queued = _record_cte(many=many)
     return select(written.c.id, queued).order_by(written.c.id)
 
 
@@ -107,9 +123,10 @@ def _event_rows(changes: Sequence[tuple[EventType, Any]]) -> list[dict[str, Any]
 def record_params(changes: Sequence[tuple[EventType, Any]]) -> dict[str, Any]:
     """The parameters of `record_cte(len(changes))`: the events of these changes."""
     params = fan_out_params()
-    for i, row in enumerate(_event_rows(changes)):
-        params |= row_params(row, _COLUMNS, _param(i))
-    return params
+    rows = _event_rows(changes)
+    if len(rows) == 1:
+        return params | row_params(rows[0], _COLUMNS, _param(0))
+    return params | {f"{c}_rows": [row[c] for row in rows] for c in _COLUMNS}
 
 
 def recorded(session: AsyncSession, deliveries: int) -> None:
@@ -134,7 +151,7 @@ async def record_many(session: AsyncSession, changes: Sequence[tuple[EventType, 
         return []
     conn = await session.connection()
     if conn.dialect.name == "postgresql":
-        stmt = _record_and_fan_out(len(changes))
+        stmt = _record_and_fan_out(many=len(changes) > 1)
         found = (await conn.execute(stmt, record_params(changes))).all()
         recorded(session, int(found[0][1]))
         return [int(row[0]) for row in found]
