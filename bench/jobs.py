@@ -174,7 +174,7 @@ async def throughput(workers: int, notes: int, url: str = PG, log_dir: Path | No
                     r.raise_for_status()
 
             await asyncio.gather(*(post(i) for i in range(notes)))
-        env = base_env(url, WORKER_CONCURRENCY="16")
+        env = base_env(url)  # the worker as deployed: default settings
         procs = [spawn("worker", env, log_dir) for _ in range(workers)]
         try:
             with psycopg.connect(url) as conn:
@@ -264,7 +264,7 @@ async def fairness(
                     r.raise_for_status()
 
             await asyncio.gather(*(post(i) for i in range(backlog)))
-            worker = spawn("worker", {**env, "WORKER_CONCURRENCY": "16"}, log_dir)
+            worker = spawn("worker", env, log_dir)
             with psycopg.connect(url) as conn:
                 while True:  # the worker is up and busy with A's backlog
                     row = conn.execute("SELECT count(*) FROM notes WHERE status = 'done'")

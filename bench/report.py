@@ -11,6 +11,9 @@ from pathlib import Path
 from load import CONNECTIONS, LoadResult
 
 from jobs import JobFigures, pct
+from notes_api.core.config import Settings
+
+CONCURRENCY = Settings.model_fields["worker_concurrency"].default
 
 GET, LIST, POST, LOGIN = "GET /notes/{id}", "GET /notes?limit=20", "POST /notes", "POST /auth/login"
 COUNTED = "POST /notes, limits on"
@@ -68,7 +71,8 @@ def _jobs_section(figures: JobFigures) -> list[str]:
     if figures.one_worker is not None and figures.two_workers is not None:
         lines += [
             f"Throughput, Postgres, extractive summarizer, {figures.notes:,} queued notes, "
-            "`WORKER_CONCURRENCY=16`, measured from the first to the last `summarized_at`:",
+            f"default settings (`WORKER_CONCURRENCY={CONCURRENCY}`), measured from the first to "
+            "the last `summarized_at`:",
             "",
             "| workers | summaries/s | x one worker |",
             "|--:|--:|--:|",
@@ -105,7 +109,7 @@ def _jobs_section(figures: JobFigures) -> list[str]:
     if (fair := figures.fairness) is not None:
         s = fair.probe_seconds
         lines += [
-            f"Fairness, Postgres, one worker (`WORKER_CONCURRENCY=16`): organization A queues "
+            f"Fairness, Postgres, one worker, default settings: organization A queues "
             f"{fair.backlog:,} notes, then organization B creates {len(s)}, one at a time, each "
             f"waited for (`POST` → `done`) while A's backlog drains:",
             "",

@@ -91,7 +91,7 @@ class Settings(BaseSettings):
     model_calls_per_org_per_day: int = Field(default=5_000, ge=0)
 
     worker_embedded: bool = True
-    worker_concurrency: int = Field(default=4, ge=1, le=256)
+    worker_concurrency: int = Field(default=64, ge=1, le=256)
     job_max_attempts: int = Field(default=5, ge=1, le=100)
     job_lease_seconds: float = Field(default=30.0, gt=0)
     job_backoff_base: float = Field(default=2.0, ge=0)
