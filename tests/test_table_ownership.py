@@ -48,7 +48,7 @@ OWNERS: dict[str, tuple[str, ...]] = {
     "idempotency_keys": ("notes/repository.py",),
     "users": ("users/",),
     "organizations": ("organizations/",),
-    "organization_usage": ("organizations/",),
+    "organization_usage": ("summarize/",),
     "refresh_tokens": ("auth/",),
     "login_attempts": ("auth/",),
     "note_events": ("events/",),

@@ -34,8 +34,8 @@ from notes_api.notes.models import SUMMARIZE
 from notes_api.notes.router import router as notes_router
 from notes_api.notes.watcher import NoteWatcher
 from notes_api.ops import router as ops_router
-from notes_api.organizations.router import router as organizations_router
 from notes_api.runtime import make_summarizer, make_worker
+from notes_api.summarize.router import router as usage_router
 from notes_api.users.router import router as users_router
 from notes_api.webhooks.router import router as webhooks_router
 
@@ -177,7 +177,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         auth_router,
         users_router,
         webhooks_router,
-        organizations_router,
+        usage_router,
         ops_router,
     )
     for router in routers:
