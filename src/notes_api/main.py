@@ -14,9 +14,6 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from notes_api import __version__
-from notes_api.auth import callers
-from notes_api.auth.callers import CallerRecord
-from notes_api.auth.passwords import Passwords
 from notes_api.auth.router import router as auth_router
 from notes_api.bootstrap import bootstrap_admin
 from notes_api.core import docs, handlers, openapi
@@ -36,6 +33,9 @@ from notes_api.notes.watcher import NoteWatcher
 from notes_api.ops import router as ops_router
 from notes_api.runtime import make_summarizer, make_worker
 from notes_api.summarize.router import router as usage_router
+from notes_api.users import callers
+from notes_api.users.callers import CallerRecord
+from notes_api.users.passwords import Passwords
 from notes_api.users.router import router as users_router
 from notes_api.webhooks.router import router as webhooks_router
 

@@ -14,8 +14,8 @@ import psycopg
 import pytest
 from fastapi import FastAPI
 
-from notes_api.auth.callers import CallerRecord
 from notes_api.core.identity import Caller, Role
+from notes_api.users.callers import CallerRecord
 from tests.conftest import (
     PASSWORD,
     Account,

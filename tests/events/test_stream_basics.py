@@ -14,9 +14,9 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from notes_api.auth.tokens import create_access_token
 from notes_api.core.config import Settings
 from notes_api.events import service
+from notes_api.users.tokens import create_access_token
 from tests.conftest import add_user, create_note, make_settings, signup
 from tests.events.sse import Reader, open_stream
 

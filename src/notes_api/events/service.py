@@ -19,9 +19,6 @@ from sqlalchemy import Row, Select, Table, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sse_starlette import ServerSentEvent
 
-from notes_api.auth.callers import CallerRecord
-from notes_api.auth.service import confirm_caller
-from notes_api.auth.tokens import AccessClaims, decode_access_token
 from notes_api.core.db import Database
 from notes_api.core.errors import InvalidInput, NotFound, Unauthorized
 from notes_api.core.identity import Caller
@@ -30,6 +27,8 @@ from notes_api.events.models import EventType, NoteEvent, NoteEventCounter
 from notes_api.events.schemas import EventPublic, NoteState
 from notes_api.notes import repository
 from notes_api.notes.models import NoteStatus
+from notes_api.users.callers import CallerRecord, confirm_caller
+from notes_api.users.tokens import AccessClaims, decode_access_token
 
 PAGE = 200
 events = cast(Table, NoteEvent.__table__)
