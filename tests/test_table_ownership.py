@@ -51,7 +51,8 @@ OWNERS: dict[str, tuple[str, ...]] = {
     "organization_usage": ("summarize/",),
     "refresh_tokens": ("users/",),
     "login_attempts": ("auth/",),
-    "note_events": ("events/",),
+    # Written by the outbox with the change of the note it tells of, read by the streams.
+    "note_events": ("events/", "notes/outbox.py", "streams/"),
     "note_event_counters": ("events/",),
     "webhook_endpoints": ("webhooks/",),
     "webhook_deliveries": ("webhooks/",),

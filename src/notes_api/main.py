@@ -24,14 +24,14 @@ from notes_api.core.logging import configure_logging
 from notes_api.core.middleware import BodyLimit, RequestContext
 from notes_api.core.migrations import head_revision
 from notes_api.events import signals as event_signals
-from notes_api.events.feed import Feed
-from notes_api.events.router import router as events_router
 from notes_api.jobs.listener import listen_forever
 from notes_api.notes.models import SUMMARIZE
 from notes_api.notes.router import router as notes_router
 from notes_api.notes.watcher import NoteWatcher
 from notes_api.ops import router as ops_router
 from notes_api.runtime import make_summarizer, make_worker
+from notes_api.streams.feed import Feed
+from notes_api.streams.router import router as events_router
 from notes_api.summarize.router import router as usage_router
 from notes_api.users import callers
 from notes_api.users.callers import CallerRecord
