@@ -42,7 +42,9 @@ from notes_api.core.models import Base
 SRC = Path(notes_api.__file__).parent
 
 # Table -> the modules that own it (paths under src/notes_api/; a path ending in "/" is a
-# whole package). One owner per table; the models module that defines it is implied.
+# whole package). One owner per table, save the event table: defined below webhooks (which
+# read it), written by the notes' outbox, streamed from above notes (the layers in
+# pyproject.toml). The models module that defines a table is implied.
 OWNERS: dict[str, tuple[str, ...]] = {
     "notes": ("notes/repository.py",),
     "idempotency_keys": ("notes/repository.py",),
@@ -51,7 +53,6 @@ OWNERS: dict[str, tuple[str, ...]] = {
     "organization_usage": ("summarize/",),
     "refresh_tokens": ("users/",),
     "login_attempts": ("auth/",),
-    # Written by the outbox with the change of the note it tells of, read by the streams.
     "note_events": ("events/", "notes/outbox.py", "streams/"),
     "note_event_counters": ("events/",),
     "webhook_endpoints": ("webhooks/",),

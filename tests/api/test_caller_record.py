@@ -1,4 +1,4 @@
-"""The remembered callers (auth/callers.py): a change that decides a caller ends its access
+"""The remembered callers (users/callers.py): a change that decides a caller ends its access
 on every process within a second, whichever process made it, and nothing is remembered
 while a process cannot hear the announcements."""
 
