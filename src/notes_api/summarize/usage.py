@@ -41,10 +41,10 @@ async def record(session: AsyncSession, note_id: uuid.UUID, usage: Usage) -> Non
         set_={c: note_usage.c[c] + stmt.excluded[c] for c in _COLUMNS},
     )
     await session.execute(stmt)
-    await session.execute(record_statement(dialect, note_id, utcnow().date(), counts))
+    await session.execute(_organization_day(dialect, note_id, utcnow().date(), counts))
 
 
-def record_statement(dialect: str, note_id: uuid.UUID, day: date, reply: dict[str, int]) -> Any:
+def _organization_day(dialect: str, note_id: uuid.UUID, day: date, reply: dict[str, int]) -> Any:
     """Add one summary's model calls and tokens to its note's organization's day."""
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     usage = organization_usage

@@ -44,7 +44,8 @@ def member_params(user_id: uuid.UUID, organization_id: uuid.UUID) -> dict[str, u
 
 
 class RefreshToken(Base):
-    """One issued refresh token. Only its SHA-256 is stored; rotation chains share a family."""
+    """One issued refresh token. Only its SHA-256 is stored; the tokens of one sign-in session,
+    rotated one from the other, share a family (`family_id`, the access tokens' `sid`)."""
 
     __tablename__ = "refresh_tokens"
     __table_args__ = (
