@@ -119,8 +119,8 @@ TARGETS = [
     ),
     Target(
         "tokens",
-        "notes_api/auth/tokens.py",
-        "notes_api.auth.tokens.*",
+        "notes_api/users/tokens.py",
+        "notes_api.users.tokens.*",
         "access and refresh tokens",
         "auth",
     ),

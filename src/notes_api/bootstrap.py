@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import structlog
 
-from notes_api.auth.passwords import Passwords
 from notes_api.core.config import Settings
 from notes_api.core.db import Database
 from notes_api.core.errors import Conflict
@@ -12,6 +11,7 @@ from notes_api.core.identity import Role
 from notes_api.core.schemas import normalize_email
 from notes_api.organizations.service import ensure_default_organization
 from notes_api.users import repository as users
+from notes_api.users.passwords import Passwords
 
 log = structlog.get_logger("notes_api.bootstrap")
 

@@ -148,10 +148,10 @@ async def _run_worker(settings: Settings) -> None:
 
 
 def create_admin(settings: Settings, email: str, password: str | None) -> int:
-    from notes_api.auth.passwords import Passwords
     from notes_api.bootstrap import create_admin as create
     from notes_api.core.db import Database
     from notes_api.core.schemas import normalize_email
+    from notes_api.users.passwords import Passwords
 
     try:
         email = normalize_email(email)

@@ -14,9 +14,6 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from notes_api import __version__
-from notes_api.auth import callers
-from notes_api.auth.callers import CallerRecord
-from notes_api.auth.passwords import Passwords
 from notes_api.auth.router import router as auth_router
 from notes_api.bootstrap import bootstrap_admin
 from notes_api.core import docs, handlers, openapi
@@ -27,15 +24,18 @@ from notes_api.core.logging import configure_logging
 from notes_api.core.middleware import BodyLimit, RequestContext
 from notes_api.core.migrations import head_revision
 from notes_api.events import signals as event_signals
-from notes_api.events.feed import Feed
-from notes_api.events.router import router as events_router
 from notes_api.jobs.listener import listen_forever
 from notes_api.notes.models import SUMMARIZE
 from notes_api.notes.router import router as notes_router
 from notes_api.notes.watcher import NoteWatcher
 from notes_api.ops import router as ops_router
-from notes_api.organizations.router import router as organizations_router
 from notes_api.runtime import make_summarizer, make_worker
+from notes_api.streams.feed import Feed
+from notes_api.streams.router import router as events_router
+from notes_api.summarize.router import router as usage_router
+from notes_api.users import callers
+from notes_api.users.callers import CallerRecord
+from notes_api.users.passwords import Passwords
 from notes_api.users.router import router as users_router
 from notes_api.webhooks.router import router as webhooks_router
 
@@ -177,7 +177,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         auth_router,
         users_router,
         webhooks_router,
-        organizations_router,
+        usage_router,
         ops_router,
     )
     for router in routers:

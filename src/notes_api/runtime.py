@@ -12,7 +12,7 @@ from notes_api.auth.service import purge_expired
 from notes_api.core.config import Settings
 from notes_api.core.db import Database
 from notes_api.core.models import utcnow
-from notes_api.events.outbox import purge_events
+from notes_api.events.repository import purge_events
 from notes_api.jobs.worker import Worker, WorkerConfig
 from notes_api.limits.counter import purge_old_windows
 from notes_api.notes.service import purge_expired_keys

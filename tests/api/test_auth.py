@@ -12,12 +12,13 @@ import pytest
 from sqlalchemy import select, update
 
 from notes_api.auth import throttle
-from notes_api.auth.models import LoginAttempt, RefreshToken
-from notes_api.auth.passwords import Passwords
+from notes_api.auth.models import LoginAttempt
 from notes_api.core.config import Settings
 from notes_api.core.db import Database
 from notes_api.core.models import utcnow
 from notes_api.organizations.models import DEFAULT_ORGANIZATION_ID
+from notes_api.users.models import RefreshToken
+from notes_api.users.passwords import Passwords
 from tests.conftest import PASSWORD, client_for, make_settings, running_app, signup
 
 PROBLEM_KEYS = {"type", "title", "status", "detail"}

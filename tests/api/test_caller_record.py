@@ -1,4 +1,4 @@
-"""The remembered callers (auth/callers.py): a change that decides a caller ends its access
+"""The remembered callers (users/callers.py): a change that decides a caller ends its access
 on every process within a second, whichever process made it, and nothing is remembered
 while a process cannot hear the announcements."""
 
@@ -14,8 +14,8 @@ import psycopg
 import pytest
 from fastapi import FastAPI
 
-from notes_api.auth.callers import CallerRecord
 from notes_api.core.identity import Caller, Role
+from notes_api.users.callers import CallerRecord
 from tests.conftest import (
     PASSWORD,
     Account,

@@ -15,11 +15,11 @@ from sqlalchemy import select, update
 
 from notes_api.core.db import Database
 from notes_api.events.models import NoteEvent
-from notes_api.events.schemas import NoteState
 from notes_api.jobs.models import Job, JobStatus
 from notes_api.notes import repository
 from notes_api.notes.models import Note, NoteStatus
 from notes_api.notes.repository import JobState
+from notes_api.notes.schemas import NoteState
 from notes_api.notes.service import SUMMARIZE
 from notes_api.notes.watcher import NoteWatcher
 from tests.conftest import NOTE_FIELDS, client_for, create_note, make_settings, running_app, signup

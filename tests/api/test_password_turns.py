@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from notes_api.auth.passwords import Passwords
 from notes_api.core.errors import ServiceUnavailable
+from notes_api.users.passwords import Passwords
 from tests.conftest import make_settings
 
 

@@ -16,13 +16,13 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import func, select, update
 
-from notes_api.auth.passwords import Passwords
 from notes_api.core.config import Settings
 from notes_api.core.db import Database
 from notes_api.jobs.models import ACTIVE_STATUSES, Job
 from notes_api.jobs.worker import Worker, WorkerConfig
 from notes_api.notes.models import SUMMARIZE, Note, NoteStatus
 from notes_api.summarize.handler import SummarizeHandler
+from notes_api.users.passwords import Passwords
 from tests.conftest import Account, create_note, make_settings, running_app, serve, signup
 
 pytestmark = pytest.mark.timeout(120)
@@ -202,7 +202,7 @@ async def test_the_longest_email_from_the_longest_address_is_counted_not_a_500(
 
 
 async def test_forged_tokens_are_not_remembered(http: httpx.AsyncClient) -> None:
-    from notes_api.auth import tokens
+    from notes_api.users import tokens
 
     before = len(tokens._verified)
     for i in range(300):
@@ -218,7 +218,7 @@ async def test_forged_tokens_are_not_remembered(http: httpx.AsyncClient) -> None
 async def test_absurdly_long_tokens_are_refused_before_any_verification(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from notes_api.auth import tokens
+    from notes_api.users import tokens
 
     calls: list[str] = []
     monkeypatch.setattr(tokens, "_verify", lambda secret, token: calls.append(token))

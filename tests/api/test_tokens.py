@@ -14,17 +14,17 @@ import httpx
 import jwt
 import pytest
 
-from notes_api.auth import tokens
-from notes_api.auth.tokens import (
+from notes_api.core.config import Settings
+from notes_api.core.identity import Role
+from notes_api.core.models import utcnow
+from notes_api.organizations.models import DEFAULT_ORGANIZATION_ID
+from notes_api.users import tokens
+from notes_api.users.tokens import (
     AccessClaims,
     create_access_token,
     decode_access_token,
     hash_refresh_token,
 )
-from notes_api.core.config import Settings
-from notes_api.core.identity import Role
-from notes_api.core.models import utcnow
-from notes_api.organizations.models import DEFAULT_ORGANIZATION_ID
 from tests.conftest import Account, add_user, signup
 
 

@@ -15,11 +15,11 @@ import pytest
 from notes_api.core.db import Database
 from notes_api.core.identity import Caller, Role
 from notes_api.core.models import utcnow
-from notes_api.events import outbox
-from notes_api.events.feed import Feed
 from notes_api.events.models import EventType
+from notes_api.notes import outbox
 from notes_api.notes.models import NoteStatus
 from notes_api.organizations.models import DEFAULT_ORGANIZATION_ID
+from notes_api.streams.feed import Feed
 
 
 @pytest.fixture

@@ -15,9 +15,9 @@ from fastapi import FastAPI
 
 from notes_api.core.config import Settings
 from notes_api.core.db import Database
-from notes_api.events.feed import Feed
 from notes_api.events.models import EventType
-from notes_api.events.schemas import NoteState
+from notes_api.notes.schemas import NoteState
+from notes_api.streams.feed import Feed
 from tests.conftest import add_user, create_note, make_settings, signup
 from tests.events.sse import open_stream
 

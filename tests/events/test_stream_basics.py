@@ -14,9 +14,9 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from notes_api.auth.tokens import create_access_token
 from notes_api.core.config import Settings
-from notes_api.events import service
+from notes_api.events import repository as event_log
+from notes_api.users.tokens import create_access_token
 from tests.conftest import add_user, create_note, make_settings, signup
 from tests.events.sse import Reader, open_stream
 
@@ -78,7 +78,7 @@ async def test_an_event_committed_after_connected_is_delivered_even_by_a_slow_se
     # A busy server takes its time to find where a new stream starts. The note below is
     # created as soon as "connected" arrives; its queued event must still come.
     _, base_url, client = served
-    position, slowed = service.position, []
+    position, slowed = event_log.position, []
 
     async def slow_position(session: AsyncSession, organization_id: uuid.UUID) -> int:
         if not slowed:
@@ -86,7 +86,7 @@ async def test_an_event_committed_after_connected_is_delivered_even_by_a_slow_se
             await asyncio.sleep(0.5)
         return await position(session, organization_id)
 
-    monkeypatch.setattr(service, "position", slow_position)
+    monkeypatch.setattr(event_log, "position", slow_position)
     agent = await signup(client)
     async with open_stream(base_url, "/notes/events", agent.access_token) as reader:
         await reader.next(comments=True)

@@ -1,68 +1,18 @@
-"""Who is calling: the one way a request learns its caller. The token names a user, an
-organization, a role and a session; the database confirms them (`auth.service.confirm_caller`),
-and the process remembers the confirmation until the database announces a change
-(`auth.callers`), so deactivation, role changes and sign-outs take effect within a moment on
-every process, not when the access token expires."""
+"""What signing in and up is handed: the settings and the password hasher."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request
-from fastapi.security import OAuth2PasswordBearer
+from fastapi import Depends
 
-from notes_api.auth.passwords import Passwords
-from notes_api.auth.service import AuthContext, confirm_caller
-from notes_api.auth.tokens import AccessClaims, decode_access_token
-from notes_api.core.deps import SessionDep, SettingsDep
-from notes_api.core.errors import Forbidden, Unauthorized
-from notes_api.core.identity import Caller, Role
-
-oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/auth/token", auto_error=False)
+from notes_api.auth.service import AuthContext
+from notes_api.core.deps import SettingsDep
+from notes_api.users.deps import PasswordsDep
 
 
-def _claims(request: Request, token: str | None) -> AccessClaims:
-    if not token:
-        # A token pasted without its scheme (Swagger's Authorize, curl -H) is a common slip.
-        if request.headers.get("Authorization", "").strip():
-            raise Unauthorized("Send the token as 'Authorization: Bearer <access_token>'")
-        raise Unauthorized("Not signed in")
-    claims = decode_access_token(request.app.state.settings.jwt_secret.get_secret_value(), token)
-    if claims is None:
-        raise Unauthorized("Invalid or expired access token")
-    return claims
-
-
-Token = Annotated[str | None, Depends(oauth2_scheme)]
-
-
-async def token_claims(request: Request, token: Token) -> AccessClaims:
-    """What a valid bearer token says, before the database confirms it (an event stream
-    keeps them, to confirm its caller again at every wake)."""
-    return _claims(request, token)
-
-
-TokenClaims = Annotated[AccessClaims, Depends(token_claims)]
-
-
-async def current_caller(request: Request, session: SessionDep, token: Token) -> Caller:
-    """The caller, confirmed in the request's own unit of work (`confirm_caller`), or
-    remembered from a confirmation the database has not since announced a change to."""
-    claims = _claims(request, token)
-    return await confirm_caller(session, claims, request.app.state.callers)
-
-
-async def admin_caller(caller: Annotated[Caller, Depends(current_caller)]) -> Caller:
-    if caller.role is not Role.ADMIN:
-        raise Forbidden("Administrators only")
-    return caller
-
-
-async def auth_context(request: Request, settings: SettingsDep) -> AuthContext:
-    passwords: Passwords = request.app.state.passwords
+async def auth_context(settings: SettingsDep, passwords: PasswordsDep) -> AuthContext:
     return AuthContext(settings=settings, passwords=passwords)
 
 
-CurrentCaller = Annotated[Caller, Depends(current_caller)]
-AdminCaller = Annotated[Caller, Depends(admin_caller)]
 AuthDep = Annotated[AuthContext, Depends(auth_context)]

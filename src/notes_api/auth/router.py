@@ -6,19 +6,20 @@ from fastapi import APIRouter, Cookie, Depends, Request, Response, status
 from fastapi.security import OAuth2PasswordRequestForm
 
 from notes_api.auth import devices, service, throttle
-from notes_api.auth.deps import AuthDep, CurrentCaller
+from notes_api.auth.deps import AuthDep
 from notes_api.auth.schemas import (
     LoginRequest,
     RefreshRequest,
     SignupRequest,
     SignupResponse,
-    TokenPair,
 )
 from notes_api.auth.service import AuthContext
 from notes_api.core.deps import DatabaseDep, SessionDep, SettingsDep
 from notes_api.core.openapi import errors
 from notes_api.users import service as users
-from notes_api.users.schemas import UserPublic
+from notes_api.users import sessions
+from notes_api.users.deps import CurrentCaller
+from notes_api.users.schemas import TokenPair, UserPublic
 
 router = APIRouter(tags=["auth"])
 # The examples of this router's errors (core/openapi.py).
@@ -100,7 +101,7 @@ async def token(
 async def refresh(body: RefreshRequest, session: SessionDep, settings: SettingsDep) -> TokenPair:
     """Trade a refresh token for a new pair. Each refresh token works once; presenting a
     spent one signs out that whole session."""
-    return await service.refresh(session, settings, body.refresh_token)
+    return await sessions.refresh(session, settings, body.refresh_token)
 
 
 @router.post(
@@ -108,7 +109,7 @@ async def refresh(body: RefreshRequest, session: SessionDep, settings: SettingsD
 )
 async def logout(body: RefreshRequest, caller: CurrentCaller, session: SessionDep) -> Response:
     """Sign out: the refresh token (and every token rotated from it) stops working."""
-    await service.logout(session, caller, body.refresh_token)
+    await sessions.logout(session, caller, body.refresh_token)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

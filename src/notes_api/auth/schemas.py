@@ -1,11 +1,11 @@
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 from pydantic import Field, StringConstraints
 
-from notes_api.core.schemas import Email, Name, Password, RequestModel, ResponseModel
-from notes_api.users.schemas import UserPublic
+from notes_api.core.schemas import Email, Name, Password, RequestModel
+from notes_api.users.schemas import TokenPair, UserPublic
 
 OpaqueToken = Annotated[str, StringConstraints(min_length=1, max_length=512)]
 
@@ -34,13 +34,6 @@ class LoginRequest(RequestModel):
 
 class RefreshRequest(RequestModel):
     refresh_token: OpaqueToken
-
-
-class TokenPair(ResponseModel):
-    access_token: str
-    refresh_token: str
-    token_type: Literal["bearer"] = "bearer"  # noqa: S105 - a scheme name, not a secret
-    expires_in: int = Field(description="access token lifetime in seconds")
 
 
 class SignupResponse(TokenPair):

@@ -61,7 +61,7 @@ class Settings(BaseSettings):
 
     jwt_secret: SecretStr = SecretStr(DEV_JWT_SECRET)
     access_token_ttl: int = Field(default=900, ge=30, description="seconds")
-    # Seconds a process may remember a confirmed caller (auth/callers.py); 0: never.
+    # Seconds a process may remember a confirmed caller (users/callers.py); 0: never.
     caller_record_seconds: float = Field(default=5.0, ge=0, le=60)
     refresh_token_ttl: int = Field(default=30 * 24 * 3600, ge=60, description="seconds")
     argon2_memory_kib: int = Field(default=19 * 1024, ge=8)

@@ -1,5 +1,5 @@
 """Who acts: the roles a member can hold, and the caller every domain is handed once the
-request's token has been confirmed (`auth.service.confirm_caller`)."""
+request's token has been confirmed (`users.callers.confirm_caller`)."""
 
 from __future__ import annotations
 

@@ -8,12 +8,12 @@ from typing import Annotated
 from fastapi import Depends, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from notes_api.auth.deps import CurrentCaller
 from notes_api.core.deps import SettingsDep
 from notes_api.core.errors import TooManyRequests
 from notes_api.core.models import utcnow
 from notes_api.limits import counter
 from notes_api.limits.policy import MODEL, Policy, Standing, headers, write_policies
+from notes_api.users.deps import CurrentCaller
 
 _DETAIL = {
     "user": "Too many writes from this user; try again later",

@@ -5,7 +5,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response, status
 
-from notes_api.auth.deps import CurrentCaller
 from notes_api.core.deps import SessionDep, SettingsDep
 from notes_api.core.openapi import errors
 from notes_api.limits.deps import WriteQuota
@@ -13,6 +12,7 @@ from notes_api.notes import service
 from notes_api.notes.repository import NoteFilters
 from notes_api.notes.schemas import NoteCreate, NotePage, NotePublic, NoteQuery, NoteUpdate
 from notes_api.notes.watcher import NoteWatcher
+from notes_api.users.deps import CurrentCaller
 
 router = APIRouter(prefix="/notes", tags=["notes"])
 # The examples of this router's errors (core/openapi.py).

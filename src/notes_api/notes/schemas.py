@@ -62,3 +62,18 @@ class NotePage(ResponseModel):
     next_cursor: str | None = Field(
         description="pass as `cursor` for the next page; null on the last page"
     )
+
+
+class NoteState(ResponseModel):
+    """A note's public state as events carry it: everything but `raw_text`."""
+
+    id: uuid.UUID
+    title: str | None
+    summary: str | None
+    status: NoteStatus
+    attempts: int
+    error: str | None
+    owner_id: uuid.UUID
+    created_at: datetime
+    updated_at: datetime
+    summarized_at: datetime | None

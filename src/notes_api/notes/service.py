@@ -24,10 +24,9 @@ from notes_api.core.errors import Conflict, InvalidInput, NotFound
 from notes_api.core.identity import Caller
 from notes_api.core.models import utcnow
 from notes_api.core.pagination import decode_cursor, split_page
-from notes_api.events import outbox
 from notes_api.events.models import EventType
 from notes_api.jobs import queue
-from notes_api.notes import repository
+from notes_api.notes import outbox, repository
 from notes_api.notes.models import SUMMARIZE, IdempotencyKey, NoteStatus
 from notes_api.notes.schemas import NoteCreate, NotePage, NotePublic, NoteUpdate
 from notes_api.notes.watcher import NoteWatcher

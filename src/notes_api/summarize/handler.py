@@ -10,11 +10,10 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from notes_api.events import outbox
 from notes_api.events.models import EventType
 from notes_api.jobs.handler import Done, Ended, Failed, Outcome, Retry, RetryPolicy
 from notes_api.jobs.models import Claimed, JobStatus
-from notes_api.notes import repository
+from notes_api.notes import outbox, repository
 from notes_api.notes.models import SUMMARIZE, NoteStatus
 from notes_api.summarize import usage
 from notes_api.summarize.base import MeteredSummarizer, Summarizer, SummarizerError, Usage

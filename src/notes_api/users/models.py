@@ -1,13 +1,14 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import cast
 
-from sqlalchemy import Boolean, ForeignKey, String, Table, Uuid, and_, bindparam
+from sqlalchemy import Boolean, ForeignKey, Index, String, Table, Uuid, and_, bindparam, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from notes_api.core.identity import Role
-from notes_api.core.models import Base, TimestampMixin, new_id, text_enum
+from notes_api.core.models import Base, TimestampMixin, UTCDateTime, new_id, text_enum, utcnow
 
 
 class User(TimestampMixin, Base):
@@ -40,3 +41,30 @@ ACTIVE_MEMBER = and_(
 
 def member_params(user_id: uuid.UUID, organization_id: uuid.UUID) -> dict[str, uuid.UUID]:
     return {"member_id": user_id, "member_organization_id": organization_id}
+
+
+class RefreshToken(Base):
+    """One issued refresh token. Only its SHA-256 is stored; the tokens of one sign-in session,
+    rotated one from the other, share a family (`family_id`, the access tokens' `sid`)."""
+
+    __tablename__ = "refresh_tokens"
+    __table_args__ = (
+        # The caller check: does this session (family) still have an unrevoked token?
+        Index(
+            "ix_refresh_tokens_family_live",
+            "family_id",
+            sqlite_where=text("revoked_at IS NULL"),
+            postgresql_where=text("revoked_at IS NULL"),
+        ),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    family_id: Mapped[uuid.UUID] = mapped_column(Uuid, index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)

@@ -1,7 +1,7 @@
-"""The users' table as the account flows outside this package use it: sign-up, login and
-refresh (auth/service.py) and the first admin (bootstrap.py). The caller check that every
-request runs reads a member and its session in one statement, with `ACTIVE_MEMBER`
-(users/models.py)."""
+"""The users' table as the flows outside the admins' own (users/service.py) use it:
+sign-up and login (auth/service.py), a session's refresh (users/sessions.py) and the first
+admin (bootstrap.py). The caller check that every request runs (users/callers.py) reads a
+member and its session in one statement, with `ACTIVE_MEMBER` (users/models.py)."""
 
 from __future__ import annotations
 

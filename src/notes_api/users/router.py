@@ -5,10 +5,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, status
 
-from notes_api.auth.deps import AdminCaller, AuthDep
 from notes_api.core.deps import SessionDep
 from notes_api.core.openapi import errors
 from notes_api.users import service
+from notes_api.users.deps import AdminCaller, PasswordsDep
 from notes_api.users.schemas import UserCreate, UserPage, UserPublic, UserUpdate
 
 # The examples of this router's errors (core/openapi.py).
@@ -35,10 +35,10 @@ async def list_users(
     responses=errors(400, 401, 403, 409, 413, 422, details={409: _TAKEN}),
 )
 async def create_user(
-    body: UserCreate, admin: AdminCaller, session: SessionDep, auth: AuthDep
+    body: UserCreate, admin: AdminCaller, session: SessionDep, passwords: PasswordsDep
 ) -> UserPublic:
     """Provision an agent or an admin in your organization (admins only)."""
-    return UserPublic.model_validate(await service.provision(session, auth, admin, body))
+    return UserPublic.model_validate(await service.provision(session, passwords, admin, body))
 
 
 @router.patch(

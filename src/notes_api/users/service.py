@@ -5,14 +5,13 @@ import uuid
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from notes_api.auth import callers
-from notes_api.auth.service import AuthContext, revoke_user_tokens
 from notes_api.core.errors import Conflict, NotFound
 from notes_api.core.identity import Caller, Role
 from notes_api.core.pagination import keyset_page, split_page
 from notes_api.organizations import service as organizations
-from notes_api.users import repository
+from notes_api.users import callers, repository, sessions
 from notes_api.users.models import User
+from notes_api.users.passwords import Passwords
 from notes_api.users.schemas import UserCreate, UserPage, UserPublic, UserUpdate
 
 
@@ -35,9 +34,9 @@ async def list_users(
 
 
 async def provision(
-    session: AsyncSession, ctx: AuthContext, admin: Caller, body: UserCreate
+    session: AsyncSession, passwords: Passwords, admin: Caller, body: UserCreate
 ) -> User:
-    password_hash = await ctx.passwords.hash(body.password)
+    password_hash = await passwords.hash(body.password)
     return await repository.create_user(
         session,
         email=body.email,
@@ -63,7 +62,7 @@ async def update_user(
     if body.is_active is not None:
         user.is_active = body.is_active
         if not body.is_active:
-            await revoke_user_tokens(session, user.id)
+            await sessions.revoke_user_tokens(session, user.id)
     await session.flush()
     admins = await session.scalar(
         select(func.count())

@@ -5,9 +5,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
 
-from notes_api.auth.deps import AdminCaller
 from notes_api.core.deps import SessionDep, SettingsDep
 from notes_api.core.openapi import errors
+from notes_api.users.deps import AdminCaller
 from notes_api.webhooks import service
 from notes_api.webhooks.schemas import (
     DeliveryPage,

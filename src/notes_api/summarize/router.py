@@ -1,12 +1,15 @@
+"""`GET /organizations/me/usage`: an organization's notes created and what their summaries
+cost, for its admins (summarize/usage.py)."""
+
 from __future__ import annotations
 
 from fastapi import APIRouter
 
-from notes_api.auth.deps import AdminCaller
 from notes_api.core.deps import SessionDep
 from notes_api.core.openapi import errors
-from notes_api.organizations import usage
-from notes_api.organizations.schemas import OrganizationUsagePublic
+from notes_api.summarize import usage
+from notes_api.summarize.schemas import OrganizationUsagePublic
+from notes_api.users.deps import AdminCaller
 
 router = APIRouter(prefix="/organizations", tags=["organizations"])
 

@@ -8,22 +8,7 @@ from pydantic import Field
 
 from notes_api.core.schemas import ResponseModel
 from notes_api.events.models import EventType
-from notes_api.notes.models import NoteStatus
-
-
-class NoteState(ResponseModel):
-    """A note's public state as events carry it: everything but `raw_text`."""
-
-    id: uuid.UUID
-    title: str | None
-    summary: str | None
-    status: NoteStatus
-    attempts: int
-    error: str | None
-    owner_id: uuid.UUID
-    created_at: datetime
-    updated_at: datetime
-    summarized_at: datetime | None
+from notes_api.notes.schemas import NoteState
 
 
 class EventPublic(ResponseModel):

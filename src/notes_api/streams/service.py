@@ -19,21 +19,21 @@ from sqlalchemy import Row, Select, Table, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sse_starlette import ServerSentEvent
 
-from notes_api.auth.callers import CallerRecord
-from notes_api.auth.service import confirm_caller
-from notes_api.auth.tokens import AccessClaims, decode_access_token
 from notes_api.core.db import Database
 from notes_api.core.errors import InvalidInput, NotFound, Unauthorized
 from notes_api.core.identity import Caller
-from notes_api.events.feed import Feed, Subscription
-from notes_api.events.models import EventType, NoteEvent, NoteEventCounter
-from notes_api.events.schemas import EventPublic, NoteState
+from notes_api.events import repository as event_log
+from notes_api.events.models import EventType, NoteEvent
 from notes_api.notes import repository
 from notes_api.notes.models import NoteStatus
+from notes_api.notes.schemas import NoteState
+from notes_api.streams.feed import Feed, Subscription
+from notes_api.streams.schemas import EventPublic
+from notes_api.users.callers import CallerRecord, confirm_caller
+from notes_api.users.tokens import AccessClaims, decode_access_token
 
 PAGE = 200
 events = cast(Table, NoteEvent.__table__)
-counters = cast(Table, NoteEventCounter.__table__)
 _STATE_EVENT = {
     NoteStatus.QUEUED: EventType.QUEUED,
     NoteStatus.PROCESSING: EventType.PROCESSING,
@@ -57,12 +57,6 @@ def page_statement(caller: Caller, note_id: uuid.UUID | None, after: int) -> Sel
     return stmt.order_by(events.c.seq).limit(PAGE)
 
 
-async def position(session: AsyncSession, organization_id: uuid.UUID) -> int:
-    """The number of the organization's last committed event (0 before its first)."""
-    stmt = select(counters.c.last_seq).where(counters.c.organization_id == organization_id)
-    return int((await session.execute(stmt)).scalar() or 0)
-
-
 @dataclass
 class Opened:
     sub: Subscription
@@ -81,7 +75,7 @@ async def open_stream(
     is one of its organization's, find where the stream starts, and take a place in the
     feed. Where it starts is fixed before the stream says "connected": an event committed
     after the client heard that is one the stream delivers."""
-    now = await position(session, caller.organization_id)
+    now = await event_log.position(session, caller.organization_id)
     if last_event_id is not None and last_event_id > now:
         raise InvalidInput(
             f"Last-Event-ID {last_event_id} is not an event of yours (the newest is {now}): "

@@ -17,7 +17,6 @@ from sqlalchemy import (
     Select,
     Table,
     bindparam,
-    delete,
     func,
     insert,
     literal_column,
@@ -30,8 +29,8 @@ from notes_api.core.models import utcnow
 from notes_api.core.sql import bound_row, row_params
 from notes_api.events import signals
 from notes_api.events.models import EventType, NoteEvent
-from notes_api.events.schemas import NoteState
 from notes_api.jobs import queue
+from notes_api.notes.schemas import NoteState
 from notes_api.webhooks.fanout import deliveries_of, fan_out_params
 
 note_events = cast(Table, NoteEvent.__table__)
@@ -160,10 +159,3 @@ async def record_many(session: AsyncSession, changes: Sequence[tuple[EventType, 
     await queue.enqueue_selected(session, _FAN_OUT, params)
     signals.mark_recorded(session)
     return event_ids
-
-
-async def purge_events(session: AsyncSession, older_than: datetime) -> int:
-    """House-keeping: events older than the retention period (runtime.py purges the webhook
-    attempt logs of the same period in the same transaction)."""
-    result = await session.execute(delete(NoteEvent).where(NoteEvent.occurred_at < older_than))
-    return int(getattr(result, "rowcount", 0))

@@ -8,13 +8,13 @@ from fastapi import APIRouter, Depends, Header, Request
 from fastapi.security.utils import get_authorization_scheme_param
 from sse_starlette import EventSourceResponse
 
-from notes_api.auth.deps import CurrentCaller, TokenClaims
 from notes_api.core.deps import DatabaseDep, SessionDep, SettingsDep
 from notes_api.core.errors import AppError
 from notes_api.core.openapi import errors
-from notes_api.events import service
-from notes_api.events.feed import Feed
-from notes_api.events.schemas import stream_item_schema
+from notes_api.streams import service
+from notes_api.streams.feed import Feed
+from notes_api.streams.schemas import stream_item_schema
+from notes_api.users.deps import CurrentCaller, TokenClaims
 
 router = APIRouter(prefix="/notes", tags=["events"])
 

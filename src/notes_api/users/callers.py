@@ -1,5 +1,7 @@
-"""The confirmed callers this process remembers, so that a request's caller check needs no
-round trip, and the push that makes forgetting them prompt.
+"""Who is calling, confirmed: `confirm_caller` checks a token's user, organization, role and
+session against the database, and `CallerRecord` remembers the confirmed callers in this
+process, so that a request's caller check needs no round trip; the push that makes
+forgetting them prompt is here too.
 
 A confirmation (this user is an active member of this organization with this role, and its
 session is live) is remembered for at most `max_age` seconds. Whatever can change one (a
@@ -14,12 +16,16 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import event
+from sqlalchemy import Table, bindparam, event, exists, select
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
+from notes_api.core.errors import Unauthorized
 from notes_api.core.identity import Caller
+from notes_api.users.models import ACTIVE_MEMBER, RefreshToken, member_params, users
+from notes_api.users.tokens import AccessClaims
 
 CHANNEL = "notes_api_callers"
 _SESSION_KEY = "callers.changed"
@@ -81,6 +87,46 @@ class CallerRecord:
     def on_lost(self) -> None:
         self.live = False
         self.forget_all()
+
+
+# ------------------------------------------------------------------------ the confirmation
+
+refresh_tokens = cast(Table, RefreshToken.__table__)
+
+# Built once: the caller check, a primary-key lookup of one column and an index probe of the
+# session's refresh tokens (a signed-out, revoked or reused session has none unrevoked).
+_LIVE_SESSION = exists().where(
+    refresh_tokens.c.family_id == bindparam("session_id", type_=refresh_tokens.c.family_id.type),
+    refresh_tokens.c.user_id == users.c.id,
+    refresh_tokens.c.revoked_at.is_(None),
+)
+_ACTIVE_ROLE = select(users.c.role).where(ACTIVE_MEMBER, _LIVE_SESSION)
+
+
+async def confirm_caller(
+    session: AsyncSession, claims: AccessClaims, record: CallerRecord | None = None
+) -> Caller:
+    """The token's user while it is an active member of the token's organization and the
+    token's session is live, with the role it holds now; 401 otherwise. Every request's
+    caller (`users.deps.current_caller`, which passes the process's `record`) and every event
+    stream's, at each wake, is confirmed here."""
+    key = (claims.user_id, claims.organization_id, claims.session_id)
+    epoch = 0
+    if record is not None:
+        remembered = record.caller(key)
+        if remembered is not None:
+            return remembered
+        epoch = record.epoch
+    params = member_params(claims.user_id, claims.organization_id)
+    params["session_id"] = claims.session_id
+    conn = await session.connection()  # a Core statement: no ORM execution to go through
+    role = (await conn.execute(_ACTIVE_ROLE, params)).scalar_one_or_none()
+    if role is None:
+        raise Unauthorized("Invalid or expired access token")
+    caller = Caller(claims.user_id, claims.organization_id, role)
+    if record is not None:
+        record.remember(key, caller, epoch)
+    return caller
 
 
 # ------------------------------------------------------------------- in-process announcement
