@@ -18,6 +18,7 @@ import jobs
 
 WRK_DIR = Path(__file__).resolve().parent / "wrk"
 BASELINE_APP = Path(__file__).resolve().parent / "baseline_app.py"
+FLOOR_APP = Path(__file__).resolve().parent / "floor_app.py"
 CONNECTIONS = 64
 
 
@@ -85,28 +86,36 @@ def cpu_seconds(pid: int) -> float:
 
 
 def start_baseline(log_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    return start_reference(BASELINE_APP, log_dir)
+
+
+def start_reference(
+    script: Path, log_dir: Path, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
+    """A reference app (`baseline_app.py`, `floor_app.py`) on a free port, once it answers."""
     port = jobs.free_port()
     log_dir.mkdir(parents=True, exist_ok=True)
-    log = (log_dir / "baseline.log").open("wb")
+    log_path = log_dir / f"{script.stem}.log"
     proc = subprocess.Popen(
-        [sys.executable, str(BASELINE_APP), "--port", str(port)],
-        cwd=BASELINE_APP.parent,
-        stdout=log,
+        [sys.executable, str(script), "--port", str(port)],
+        cwd=script.parent,
+        env={**os.environ, **(env or {})},
+        stdout=log_path.open("wb"),
         stderr=subprocess.STDOUT,
     )
-    jobs.LOGS[proc.pid] = log_dir / "baseline.log"
+    jobs.LOGS[proc.pid] = log_path
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise jobs.failure(proc, "the baseline app exited")
+            raise jobs.failure(proc, f"{script.name} exited")
         try:
             if httpx.get(base + "/healthz").status_code == 200:
                 return proc, base
         except httpx.TransportError:
             time.sleep(0.1)
     jobs.stop(proc)
-    raise jobs.failure(proc, "the baseline app did not start")
+    raise jobs.failure(proc, f"{script.name} did not start")
 
 
 def run_wrk(

@@ -32,8 +32,8 @@ import httpx
 import psycopg
 import streams
 from corpus import note_text
-from load import LoadResult, ensure_wrk, load, start_baseline
-from report import COUNTED, GET, LIST, LOGIN, POST, Run, write_json, write_report
+from load import FLOOR_APP, LoadResult, ensure_wrk, load, start_baseline, start_reference
+from report import COUNTED, FLOOR, GET, LIST, LOGIN, POST, Run, write_json, write_report
 
 import jobs
 
@@ -221,18 +221,27 @@ def bench_database(kind: str, wrk: str, args: argparse.Namespace, tmp: Path) -> 
     with database(kind, tmp) as url:
         env = jobs.base_env(url, WORKER_EMBEDDED="false", ACCESS_TOKEN_TTL="3600")
         server, base = asyncio.run(jobs.start_server(env, args.logs))
+        floor = None
         try:
             wrk_env = seed(base, env, args.notes, tmp, args.logs)
+            if kind == "postgres":
+                floor = start_reference(FLOOR_APP, args.logs, {"BENCH_FLOOR_DATABASE": url})
+            results = []
             with httpx.Client(base_url=base, timeout=60) as client:
                 checks = probes(client, wrk_env)
                 for probe in checks.values():
                     probe()
-                results = [
-                    measure(args, wrk, name, script, base, server.pid, wrk_env, checks[name])
-                    for name, script in ENDPOINTS
-                ]
+                for name, script in ENDPOINTS:
+                    results.append(
+                        measure(args, wrk, name, script, base, server.pid, wrk_env, checks[name])
+                    )
+                    # The floor's same route right after, on the same rows.
+                    if floor is not None and name != LOGIN:
+                        results.append(bench_floor(wrk, args, floor, name, script, wrk_env))
         finally:
             jobs.stop(server)
+            if floor is not None:
+                jobs.stop(floor[0])
         # The same creates once more, from a server with the write limits on.
         server, base = asyncio.run(jobs.start_server({**env, **LIMITS_ON}, args.logs))
         try:
@@ -246,6 +255,22 @@ def bench_database(kind: str, wrk: str, args: argparse.Namespace, tmp: Path) -> 
         finally:
             jobs.stop(server)
         return results
+
+
+def bench_floor(
+    wrk: str,
+    args: argparse.Namespace,
+    floor: tuple[subprocess.Popen[bytes], str],
+    name: str,
+    script: str,
+    wrk_env: dict[str, str],
+) -> LoadResult:
+    """`floor_app.py`'s answer to the same load on the same database: the route as one
+    statement (see floor_app.py)."""
+    proc, base = floor
+    with httpx.Client(base_url=base, timeout=60) as client:
+        probe = probes(client, wrk_env)[name]
+        return measure(args, wrk, FLOOR + name, script, base, proc.pid, wrk_env, probe)
 
 
 def bench_baseline(wrk: str, args: argparse.Namespace, tmp: Path) -> LoadResult:
