@@ -779,33 +779,48 @@ def deploy_rehearsal(x: Demo, rig: live.Live) -> None:
     body = json.dumps(
         {"title": NOTE["title"], "raw_text": NOTE["raw_text"][:24] + "…"}, ensure_ascii=False
     )
-    note = call("POST", "/notes", body, token, json=NOTE)
-    if note["status"] != "queued":
-        raise RuntimeError(f"POST /notes answered status {note['status']}, not queued")
-    say(f"  id {note['id'][:8]}…  status {note['status']}", "dim")
+    watching = threading.Event()
+    rig.watch_jobs(watching)  # from before the POST: the worker may take the job at once
+    posted = time.monotonic()
+    try:
+        note = call("POST", "/notes", body, token, json=NOTE)
+        if note["status"] != "queued":
+            raise RuntimeError(f"POST /notes answered status {note['status']}, not queued")
+        say(f"  id {note['id'][:8]}…  status {note['status']}", "dim")
+        seen: tuple[str, str, str] | None = None
 
-    got: dict[str, Any] = {}
-    path = f"/notes/{note['id']}?wait=10"
-    say(f"GET /notes/{note['id'][:8]}…?wait=10  (answers when the summary is done)", "cmd")
+        def show_jobs() -> None:
+            nonlocal seen
+            while not rig.job_rows.empty():
+                at, key, status, attempts, by = rig.job_rows.get()
+                if key != note["id"]:
+                    raise RuntimeError(f"the newest job is for {key}, not {note['id']}")
+                seen = (status, attempts, by)
+                taken = f", worker {by}" if by else ""
+                say(
+                    f"  jobs row in Postgres, {at - posted:+.2f} s after the POST: {status}, "
+                    f"attempts {attempts}{taken}",
+                    "ev",
+                )
 
-    def read() -> None:
-        got["response"] = rig.api("GET", f"/notes/{note['id']}", token, params={"wait": 10})
+        show_jobs()
+        got: dict[str, Any] = {}
+        path = f"/notes/{note['id']}?wait=10"
+        say(f"GET /notes/{note['id'][:8]}…?wait=10  (answers once the summary is done)", "cmd")
 
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    seen: tuple[str, str, str] | None = None
+        def read() -> None:
+            got["response"] = rig.api("GET", f"/notes/{note['id']}", token, params={"wait": 10})
 
-    def job_settled() -> bool:
-        nonlocal seen
-        row = rig.job(note["id"])
-        if row is not None and row != seen:
-            seen = row
-            status, attempts, by = row
-            taken = f", taken by worker {by}" if by else ""
-            say(f"  jobs row in Postgres: {status}, attempt {attempts}{taken}", "ev")
-        return not reader.is_alive() and seen is not None and seen[0] in ("done", "failed")
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
 
-    pump(job_settled, 30, f"{path} did not answer", tick=0.1)
+        def settled() -> bool:
+            show_jobs()
+            return not reader.is_alive() and seen is not None and seen[0] in ("done", "failed")
+
+        pump(settled, 30, f"{path} did not answer", tick=0.1)
+    finally:
+        watching.set()
     response = got["response"]
     final = response.json()
     say(
@@ -821,7 +836,7 @@ def deploy_rehearsal(x: Demo, rig: live.Live) -> None:
     assert seen is not None
     if seen[2] != worker.get("worker_id"):
         raise RuntimeError(f"the job was taken by {seen[2]}, the log's worker is {worker}")
-    say(f"✔ the job's worker {seen[2]} is the one its log announced (worker.started)", "ok")
+    say(f"✔ the job's worker, {seen[2]}, is the one its log announced (worker.started)", "ok")
     say(f"$ podman stop -t 30 {rig.container.name}   # SIGTERM, as on a redeploy", "cmd")
     stopping = rig.stop()
     pump(lambda: stopping.poll() is not None, 60, "podman stop did not return")
