@@ -744,7 +744,7 @@ def deploy_rehearsal(x: Demo, rig: live.Live) -> None:
 
     beat(1)
     cid = rig.run()
-    started = time.monotonic()
+    started = rig.container.started_at  # set just before `podman run`, as the rehearsal's
     say(f"{cid}  (podman run -d: the container's id)", "ok")
     say(rig.limits(), "ok")
     waited = [0.0]
