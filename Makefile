@@ -82,7 +82,7 @@ bench: $(STAMP) ## wrk load against a bare FastAPI baseline (SQLite, Postgres) +
 bench-jobs: $(STAMP) ## summaries/s with 1 and 2 workers, POST->done latency (Postgres, SQLite)
 	$(BIN)/python bench/jobs.py
 
-video: $(STAMP) ## render docs/walkthrough.{mp4,vtt,png,md} from video/script.toml (tools in .tools/video)
+video: $(STAMP) ## render docs/walkthrough.{mp4,vtt,png,md} from video/script.toml (tools in .tools/video; root + podman: the deployment scene runs the image live)
 	video/setup.sh
 	.tools/video/bin/python video/render.py
 

@@ -75,8 +75,8 @@ class Container:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def run(self) -> None:
-        """`podman run -d`; the clock for the cold start starts here."""
+    def run_args(self) -> list[str]:
+        """The arguments of `podman run` (after `podman`), secrets included."""
         args = ["run", "-d", "--name", self.name, *podman_runtime_args(), "--network", "host"]
         if self.limited:
             args += ["--memory", MEMORY, "--cpus", CPUS]
@@ -85,8 +85,13 @@ class Container:
         args.append("--no-healthcheck")
         for key, value in {**self.env, "PORT": str(self.port)}.items():
             args += ["-e", f"{key}={value}"]
+        return [*args, self.image, *self.command]
+
+    def run(self) -> None:
+        """`podman run -d`; the clock for the cold start starts here."""
+        args = self.run_args()
         self.started_at = time.monotonic()
-        podman(*args, self.image, *self.command)
+        podman(*args)
         self.pid = int(podman("inspect", "-f", "{{.State.Pid}}", self.name).strip())
         self._find_cgroups()
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import stage
 import workload as wl
 from container import Container
 from database import NeonLikeDatabase
@@ -52,16 +53,7 @@ class Context:
 
     def service_env(self, **extra: str) -> dict[str, str]:
         """What the Koyeb guide sets (deploy/koyeb.md, step 3), with this machine's URLs."""
-        return {
-            "APP_ENV": "production",
-            "WORKER_EMBEDDED": "true",
-            "JWT_SECRET": self.jwt_secret,
-            "DATABASE_URL": self.database.pooled_url,
-            "DATABASE_URL_DIRECT": self.database.direct_url,
-            # Every rehearsal user signs up from this one machine's address.
-            "SIGNUP_PER_CLIENT_PER_HOUR": "0",
-            **extra,
-        }
+        return stage.service_env(self.database, self.jwt_secret, **extra)
 
     def start(
         self, role: str, *, limited: bool = True, command: tuple[str, ...] = (), **extra: str

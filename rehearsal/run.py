@@ -18,14 +18,9 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import pwd
-import secrets
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
-import time
 import traceback
 from pathlib import Path
 
@@ -38,115 +33,13 @@ import phase_container  # noqa: E402
 import phase_database  # noqa: E402
 import phase_evidence  # noqa: E402
 import phase_sleep  # noqa: E402
-from container import podman  # noqa: E402
 from context import Context  # noqa: E402
-from database import NeonLikeDatabase, free_port, postgres_bindir  # noqa: E402
+from database import NeonLikeDatabase  # noqa: E402
 from report import Report  # noqa: E402
+from stage import IMAGE, Abort, build_image, new_database, preflight, which  # noqa: E402
 
-IMAGE = "localhost/notes-api:rehearsal"
-SMOKE = ROOT.parent / "shared" / "tools" / "container-smoke"
 REPORT_PATH = ROOT / "docs" / "rehearsal.md"
 LOGS = HERE / "logs"
-APT_PACKAGES = {"pgbouncer": "pgbouncer", "openssl": "openssl", "psql": "postgresql-client"}
-
-
-class Abort(Exception):
-    """Something the rehearsal needs is missing: say what, and stop with a failure."""
-
-
-def which(command: str) -> str | None:
-    return shutil.which(command) or shutil.which(command, path="/usr/sbin:/sbin:/usr/bin")
-
-
-def preflight(report: Report) -> None:
-    if os.geteuid() != 0:
-        raise Abort(
-            "run it as root: the throwaway cluster runs as the postgres OS user and "
-            "podman is used rootful"
-        )
-    missing = sorted({pkg for cmd, pkg in APT_PACKAGES.items() if not which(cmd)})
-    if postgres_bindir() is None:
-        missing.append("postgresql")
-    if missing:
-        print(f"installing {' '.join(missing)} with apt-get ...", flush=True)
-        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        log = LOGS / "apt-get.log"
-        with log.open("w") as out:
-            subprocess.run(["apt-get", "update"], stdout=out, stderr=out, env=env, check=False)
-            subprocess.run(
-                ["apt-get", "install", "-y", "--no-install-recommends", *missing],
-                stdout=out,
-                stderr=out,
-                env=env,
-                check=False,
-            )
-        still = sorted({pkg for cmd, pkg in APT_PACKAGES.items() if not which(cmd)})
-        if postgres_bindir() is None:
-            still.append("postgresql")
-        if still:
-            lines = log.read_text().splitlines()
-            why = [line for line in lines if line.startswith("E:")] or lines[-3:]
-            raise Abort(f"{', '.join(still)} could not be installed with apt-get: {' '.join(why)}")
-        report.env("installed by the rehearsal", ", ".join(missing))
-    try:
-        pwd.getpwnam("postgres")
-    except KeyError:
-        raise Abort("no postgres OS user (Debian's postgresql package makes it)") from None
-    if not os.access(SMOKE, os.X_OK):
-        raise Abort(f"{SMOKE} is missing: it builds the image with podman")
-
-
-def build_image(report: Report) -> None:
-    """container-smoke builds the Dockerfile (installing podman if needed) and checks that the
-    image answers /healthz; the rehearsal then runs that image itself."""
-    port = free_port(18179)
-    command = [
-        str(SMOKE),
-        str(ROOT),
-        "--tag",
-        IMAGE,
-        "--network",
-        "host",
-        "--env",
-        f"PORT={port}",
-        "--port",
-        str(port),
-        "--health",
-        "/healthz",
-        "--env",
-        f"JWT_SECRET={secrets.token_hex(32)}",
-        "--env",
-        "APP_ENV=production",
-        "--timeout",
-        "120",
-    ]
-    print("building the image with container-smoke ...", flush=True)
-    started = time.monotonic()
-    result = subprocess.run(command, capture_output=True, text=True, timeout=1500, check=False)
-    took = time.monotonic() - started
-    (LOGS / "container-smoke.log").write_text(result.stdout + result.stderr)
-    verdict = next(
-        (line for line in result.stdout.splitlines() if line.startswith("RESULT:")), "no RESULT"
-    )
-    if result.returncode == 2:
-        raise Abort(
-            "container-smoke could not set up podman or its base images (exit 2): "
-            + (result.stderr.strip()[-500:] or verdict)
-        )
-    report.check(
-        "image",
-        "container-smoke builds the production Dockerfile and the image answers /healthz",
-        result.returncode == 0,
-        f"{took:.0f} s; {verdict[:160]}",
-    )
-    if result.returncode != 0:
-        raise Abort(f"the image did not build or start (container-smoke exit {result.returncode})")
-    info = podman("image", "inspect", "-f", "{{.Id}} {{.Size}}", IMAGE).split()
-    report.env(
-        "image",
-        f"`{IMAGE}` {info[0][:12]}, {int(info[1]) / 1e6:.0f} MB, built from the "
-        "working tree by container-smoke",
-    )
 
 
 def describe_environment(report: Report, db: NeonLikeDatabase) -> None:
@@ -225,16 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     db: NeonLikeDatabase | None = None
     ctx = Context(report=report, image=IMAGE, run_id=run_id, logs=LOGS, root=ROOT)
     try:
-        preflight(report)
-        build_image(report)
-        bindir = postgres_bindir()
-        assert bindir is not None
-        db = NeonLikeDatabase(
-            root=Path(tempfile.mkdtemp(prefix="notes-rehearsal-")),
-            pg_port=free_port(55432),
-            bouncer_port=free_port(56432),
-            bindir=bindir,
-        )
+        preflight(LOGS, report)
+        build_image(LOGS, report)
+        db = new_database()
         report.secrets += [db.password, db.superuser_password, db.bouncer_admin_password]
         print(f"starting the Neon-shaped database in {db.root} ...", flush=True)
         db.start()

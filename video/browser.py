@@ -2,7 +2,9 @@
 
 `record(...)` starts `notes-api serve` (the project's .venv) on a free port with a throwaway
 SQLite database, its worker embedded and `scripts/fake_model.py` as the summarizer, a webhook
-receiver that verifies signatures, and Chromium (/usr/bin/chromium). Then it plays every
+receiver that verifies signatures, Chromium (/usr/bin/chromium) and, for the deployment
+scene, the production image and a Neon-shaped database (live.py, with the rehearsal's own
+modules; built and started before the recording, the container during it). Then it plays every
 scene beat by beat: Swagger UI driven with a visible cursor, typed fields and Execute clicks;
 live terminals; the video's own pages (video/pages.py). A `Director` holds each beat until
 the previous beat's narration is over and records when each beat really started, so the
@@ -31,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import live
 import pages
 from playwright.sync_api import Locator, Page, Route, sync_playwright
 from script import Scene, Script, code_view
@@ -686,21 +689,167 @@ def demo_live(x: Demo) -> None:
         raise RuntimeError("the receiver could not verify the delivery's signature")
 
 
-def deploy_rehearsal(x: Demo) -> None:
-    lines = pages.rehearsal_lines()
-    beats = [0, 2, 2 + (len(lines) - 2) * 2 // 3]  # when beats 1..3 start, by line
+def deploy_rehearsal(x: Demo, rig: live.Live) -> None:
+    """The production image started now with Koyeb's limits against the Neon-shaped database:
+    the real `podman run`, the container's log as it arrives, the demo's calls it answers and
+    the job its worker takes, then `podman stop` as on a redeploy."""
+    page, db = x.page, rig.db
+    shown_log = 0
+
+    def say(text: str, cls: str = "dim", pane: str = "term") -> None:
+        page.evaluate("([p, t, c]) => append(p, t, c)", [pane, text, cls])
+
+    def pump(until: Callable[[], bool], timeout: float, what: str, tick: float = 0.15) -> None:
+        """Show the log's new lines until `until()`; raise after `timeout` seconds."""
+        nonlocal shown_log
+        deadline = time.monotonic() + timeout
+        while True:
+            for text, cls in rig.new_lines():
+                say(text, cls, "log")
+                shown_log += 1
+            if until():
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"deploy-rehearsal: {what} within {timeout:.0f} s")
+            page.wait_for_timeout(tick * 1000)
+
+    def beat(k: int) -> None:  # the log keeps arriving while the last beat is said
+        pump(lambda: time.monotonic() >= x.d.free_at, 120, f"beat {k}")
+        x.d.beat(k)
+
+    def call(method: str, path: str, shown: str, token: str = "", **kw: Any) -> Any:
+        say(f"{method} {path} {shown}", "cmd")
+        response = rig.api(method, path, token, **kw)
+        took = response.elapsed.total_seconds()
+        say(
+            f"→ HTTP {response.status_code} in {took:.2f} s", "ok" if response.is_success else "bad"
+        )
+        if not response.is_success:
+            raise RuntimeError(f"{method} {path} -> {response.status_code}: {response.text}")
+        return response.json()
+
+    say(
+        f"# started now: PostgreSQL {db.facts.get('postgres_version', '').split()[0]} "
+        f"on :{db.pg_port}, TLS and SCRAM only",
+    )
+    say(f"# PgBouncer on :{db.bouncer_port}: {rig.pool_mode()}")
+    say(f"# {live.stage.IMAGE}: built by container-smoke from this tree")
     x.d.beat(0)
-    x.page.evaluate("([t, c]) => append('term', t, c)", list(lines[0]))
-    x.page.evaluate("([t, c, ms]) => typeLine('term', t, c, ms)", [lines[1][0], "cmd", 18])
-    x.page.wait_for_timeout(len(lines[1][0]) * 18 + 400)
-    x.d.beat(1)
-    x.page.wait_for_timeout(4000)
-    for i, (text, cls) in enumerate(lines[2:], 2):
-        if i == beats[2]:
-            x.d.beat(2)
-        x.page.evaluate("([t, c]) => append('term', t, c)", [text, cls])
-        x.page.wait_for_timeout(700 if cls == "ok" else 450)
-    x.d.beat(3)
+    command = rig.command_lines()
+    page.evaluate("([t, c, ms]) => typeLine('term', t, c, ms)", ["$ " + command[0], "cmd", 20])
+    page.wait_for_timeout(len(command[0]) * 20 + 300)
+    for line in command[1:]:
+        say(line, "cmd")
+        page.wait_for_timeout(220)
+
+    beat(1)
+    cid = rig.run()
+    started = rig.container.started_at  # set just before `podman run`, as the rehearsal's
+    say(f"{cid}  (podman run -d: the container's id)", "ok")
+    say(rig.limits(), "ok")
+    waited = [0.0]
+
+    def healthy() -> bool:
+        waited[0] = time.monotonic() - started
+        if rig.healthy():
+            return True
+        page.evaluate(
+            "([p, i, t, c]) => setLine(p, i, t, c)",
+            ["term", "health", f"GET /healthz … no answer yet, {waited[0]:.0f} s", "dim"],
+        )
+        return False
+
+    pump(healthy, 120, "/healthz did not answer", tick=0.5)
+    page.evaluate(
+        "([p, i, t, c]) => setLine(p, i, t, c)",
+        ["term", "health", f"GET /healthz → 200, {waited[0]:.1f} s after podman run", "ok"],
+    )
+    for event in ("migrate.done", "app.started", "worker.started"):
+        pump(lambda e=event: rig.logged(e) is not None, 30, f"no {event} in the log")
+    worker = rig.logged("worker.started") or {}
+
+    beat(2)
+
+    beat(3)
+    signup = {"email": ANA, "password": PASSWORD, "organization_name": "Acme"}
+    shown = json.dumps({**signup, "password": live.MASK}, ensure_ascii=False)
+    answer = call("POST", "/auth/signup", shown, json=signup)
+    say(f"  user {answer['user']['email']}, role {answer['user']['role']}, tokens issued", "dim")
+    token = answer["access_token"]
+    body = json.dumps(
+        {"title": NOTE["title"], "raw_text": NOTE["raw_text"][:24] + "…"}, ensure_ascii=False
+    )
+    watching = threading.Event()
+    rig.watch_jobs(watching)  # from before the POST: the worker may take the job at once
+    posted = time.monotonic()
+    try:
+        note = call("POST", "/notes", body, token, json=NOTE)
+        if note["status"] != "queued":
+            raise RuntimeError(f"POST /notes answered status {note['status']}, not queued")
+        say(f"  id {note['id'][:8]}…  status {note['status']}", "dim")
+        seen: tuple[str, str, str] | None = None
+
+        def show_jobs() -> None:
+            nonlocal seen
+            while not rig.job_rows.empty():
+                at, key, status, attempts, by = rig.job_rows.get()
+                if key != note["id"]:
+                    raise RuntimeError(f"the newest job is for {key}, not {note['id']}")
+                seen = (status, attempts, by)
+                taken = f", worker {by}" if by else ""
+                say(
+                    f"  jobs row in Postgres, {at - posted:+.2f} s after the POST: {status}, "
+                    f"attempts {attempts}{taken}",
+                    "ev",
+                )
+
+        show_jobs()
+        got: dict[str, Any] = {}
+        path = f"/notes/{note['id']}?wait=10"
+        say(f"GET /notes/{note['id'][:8]}…?wait=10  (answers once the summary is done)", "cmd")
+
+        def read() -> None:
+            got["response"] = rig.api("GET", f"/notes/{note['id']}", token, params={"wait": 10})
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+
+        def settled() -> bool:
+            show_jobs()
+            return not reader.is_alive() and seen is not None and seen[0] in ("done", "failed")
+
+        pump(settled, 30, f"{path} did not answer", tick=0.1)
+    finally:
+        watching.set()
+    response = got["response"]
+    final = response.json()
+    say(
+        f"→ HTTP {response.status_code} in {response.elapsed.total_seconds():.2f} s  status "
+        f"{final['status']}, attempts {final['attempts']}",
+        "ok" if final["status"] == "done" else "bad",
+    )
+    if final["status"] != "done" or not final["summary"]:
+        raise RuntimeError(f"the note ended {final}")
+    say(f"  summary: {final['summary']}", "ev")
+
+    beat(4)
+    assert seen is not None
+    if seen[2] != worker.get("worker_id"):
+        raise RuntimeError(f"the job was taken by {seen[2]}, the log's worker is {worker}")
+    say(f"✔ the job's worker, {seen[2]}, is the one its log announced (worker.started)", "ok")
+    say(f"$ podman stop -t 30 {rig.container.name}   # SIGTERM, as on a redeploy", "cmd")
+    stopping = rig.stop()
+    pump(lambda: stopping.poll() is not None, 60, "podman stop did not return")
+    page.wait_for_timeout(600)
+    pump(lambda: True, 1, "the last lines")
+    code = rig.exit_code()
+    say(f"→ exit {code}", "ok" if code == 0 else "bad")
+    if code != 0 or rig.logged("worker.stopped") is None:
+        raise RuntimeError(f"the container stopped with {code}")
+    say(f"$ podman rm {rig.container.name}", "cmd")
+    rig.remove()
+    if not shown_log:
+        raise RuntimeError("the container's log showed nothing")
 
 
 def page_beats(x: Demo, scene: Scene) -> None:
@@ -737,7 +886,12 @@ def page_html(script: Script, scene: Scene) -> str:
         return pages.live_page(part, title)
     if scene.id == "deploy-rehearsal":
         return pages.terminal_page(
-            part, title, [("term", "rehearsal/run.py: podman, PgBouncer, Postgres")]
+            part,
+            title,
+            [
+                ("term", "host: podman, the demo's calls, the jobs table"),
+                ("log", "podman logs -f: the container's JSON log (time, event, fields)"),
+            ],
         )
     name = scene.data["page"]
     if name == "agenda":
@@ -762,7 +916,9 @@ def record(
     receiver = Receiver()
     threading.Thread(target=receiver.serve_forever, args=(0.1,), daemon=True).start()
     htmls = {s.id: page_html(script, s) for s in script.scenes if s.kind != "swagger"}
+    live_scene = any(s.id == "deploy-rehearsal" for s in script.scenes)
     with (
+        live.running() if live_scene else contextlib.nullcontext() as rig,
         running_model() as model,
         running_service(model) as base,
         sync_playwright() as pw,
@@ -816,7 +972,7 @@ def record(
                 elif scene.id == "demo-live":
                     demo_live(demo)
                 elif scene.id == "deploy-rehearsal":
-                    deploy_rehearsal(demo)
+                    deploy_rehearsal(demo, rig)
                 else:
                     page_beats(demo, scene)
                 director.finish()

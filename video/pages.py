@@ -312,6 +312,12 @@ window.append = (pane, text, cls) => {
   pre.appendChild(line);
   while (pre.scrollHeight > pre.clientHeight && pre.children.length > 1) pre.removeChild(pre.firstChild);
 };
+window.setLine = (pane, id, text, cls) => {
+  const line = document.getElementById(id);
+  if (!line) { window.append(pane, text, cls); document.querySelector('#' + pane + ' pre').lastChild.id = id; return; }
+  line.textContent = text;
+  line.className = cls || '';
+};
 window.typeLine = async (pane, text, cls, ms) => {
   const pre = document.querySelector('#' + pane + ' pre');
   const line = document.createElement('div');
@@ -378,49 +384,3 @@ def live_page(part: str, title: str) -> str:
         ],
     )
     return page.replace("</script>", LIVE_CLIENT_JS + "</script>")
-
-
-def rehearsal_lines() -> list[tuple[str, str]]:
-    """What the rehearsal recorded (docs/rehearsal.md, written by rehearsal/run.py): its
-    command, its environment, the container's checks and its figures, as (text, class)."""
-    text = (ROOT / "docs" / "rehearsal.md").read_text()
-    written = re.search(r"Written by `rehearsal/run.py` \(([^)]*)\)", text)
-    out: list[tuple[str, str]] = [
-        (
-            f"# replay of rehearsal/run.py as recorded in docs/rehearsal.md ({written.group(1) if written else '?'})",
-            "dim",
-        ),
-        (
-            "$ podman run --memory 512m --cpus 0.1 -e DATABASE_URL=<pooled: PgBouncer, transaction mode, TLS> -e DATABASE_URL_DIRECT=<direct, TLS> localhost/notes-api:rehearsal",
-            "cmd",
-        ),
-    ]
-    for row in text.splitlines():
-        cells = [c.strip() for c in row.strip().strip("|").split("|")]
-        if (
-            len(cells) >= 4
-            and cells[0] in ("Neon-shaped DB", "Koyeb-sized container")
-            and "pass" in cells[2]
-        ):
-            if cells[0] == "Neon-shaped DB" and "transaction mode" not in cells[1]:
-                continue
-            detail = re.sub(r"`", "", cells[3])[:110]
-            out.append((f"✔ {re.sub(r'`', '', cells[1])[:120]}", "ok"))
-            out.append((f"    {detail}", "dim"))
-    figures = re.search(r"## Figures\n(.*?)\n## ", text, re.S)
-    if figures:
-        out.append(("$ # figures", "cmd"))
-        for row in figures.group(1).splitlines()[4:]:
-            cells = [c.strip().replace("**", "") for c in row.strip().strip("|").split("|")]
-            if len(cells) >= 2 and any(
-                k in cells[0]
-                for k in (
-                    "cold start, empty",
-                    "memory at idle",
-                    "summarized per minute",
-                    "login latency, 20",
-                    "memory after the burst",
-                )
-            ):
-                out.append((f"{cells[0]}: {cells[1]}", "ev"))
-    return out

@@ -5,7 +5,8 @@ Run by `make video` with the tools' own interpreter (.tools/video/bin/python):
 2. the narration is synthesized sentence by sentence (Piper, cached by text), so each beat's
    length is known before anything is recorded;
 3. browser.py records the whole walkthrough with Playwright's own video recording, each beat
-   held until the previous one has been said, and returns when each beat really began;
+   held until the previous one has been said, and returns when each beat really began (the
+   deployment scene runs the production image live: live.py, as root with podman);
 4. the narration is laid on the recording at those times, normalized to -16 LUFS with a
    true peak under -1.5 dBTP, captioned (two lines of 42 characters, 17 a second at most),
    and encoded once: H.264 1920x1080, captions burned into the band under the picture and
@@ -251,6 +252,10 @@ def main() -> int:
     if only:
         script.scenes = [s for s in script.scenes if s.id in only]
     views = {s.id: code_view(s) for s in script.scenes if s.kind == "code"}  # moved: stops here
+    if any(s.id == "deploy-rehearsal" for s in script.scenes):
+        import live
+
+        live.check()  # root, podman's prerequisites: stops here, before minutes of work
     work = Path(tempfile.mkdtemp(prefix="walkthrough-"))
     print(f"video: working in {work}", flush=True)
 
@@ -447,7 +452,8 @@ def main() -> int:
         (beat["code-commit"][2] + 1, "the unit of work's commit, lit"),
         (beat["code-claim"][1] + 1, "the claim's UPDATE, lit"),
         (beat["code-retry"][1] + 1, "the retry classification (408, 425, 429, 5xx)"),
-        (beat["deploy-rehearsal"][2] + 4, "the rehearsal's container checks, replayed"),
+        (beat["deploy-rehearsal"][1] + 2, "`podman run` with 512 MB and 0.1 vCPU, live"),
+        (beat["deploy-rehearsal"][3] + 6, "the demo's calls answered, the job taken by its worker"),
         (beat["deploy-steps"][2] + 1, "the Koyeb and Neon steps with named placeholders"),
     ]
     commit = subprocess.run(
