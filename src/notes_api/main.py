@@ -19,9 +19,8 @@ from notes_api.bootstrap import bootstrap_admin
 from notes_api.core import docs, handlers, openapi
 from notes_api.core.config import Settings, get_settings
 from notes_api.core.db import Database
-from notes_api.core.deadline import Deadline
 from notes_api.core.logging import configure_logging
-from notes_api.core.middleware import BodyLimit, RequestContext
+from notes_api.core.middleware import RequestContext
 from notes_api.core.migrations import head_revision
 from notes_api.events import signals as event_signals
 from notes_api.jobs.listener import listen_forever
@@ -199,7 +198,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "X-Request-ID",
             ],
         )
-    app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES, read_timeout=BODY_READ_TIMEOUT)
-    app.add_middleware(Deadline, seconds=settings.request_timeout)
-    app.add_middleware(RequestContext)
+    app.add_middleware(
+        RequestContext,
+        max_bytes=MAX_BODY_BYTES,
+        read_timeout=BODY_READ_TIMEOUT,
+        deadline_seconds=settings.request_timeout,
+    )
     return app

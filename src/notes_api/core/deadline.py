@@ -1,4 +1,4 @@
-"""Every request's deadline (the `Deadline` middleware), and what it does not count: time
+"""Every request's deadline (`RequestDeadline`), and what it does not count: time
 spent waiting for its body and for its turn at the database, each bounded on its own (the
 body's read timeout, DB_POOL_TIMEOUT). The deadline is for work that has begun: a query the
 database never answers."""
@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable
 from contextlib import AbstractContextManager, nullcontext
 from contextvars import ContextVar
 from urllib.parse import parse_qs
 
 import structlog
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Scope, Send
 
 from notes_api.core.errors import send_problem
 
@@ -60,73 +61,68 @@ def excused() -> AbstractContextManager[None]:
     return current_budget.get() or nullcontext()
 
 
-class Deadline:
-    """A request has `seconds` to begin its answer (a long poll, its `wait` on top), time
-    spent receiving its body or waiting its turn at the database aside (see core/deadline.py).
-    Past it the client gets a 503 problem at once, sent beside the handler, which is
-    cancelled: a database that stops answering must not hold requests, and a driver's
-    clean-up after a cancelled query (it tries to cancel the query on the server first) can
-    take seconds of its own. The handler runs in the request's own task, watched by a timer,
-    so a request costs no task and no wait of its own."""
+class RequestDeadline:
+    """One request's deadline: `seconds` to begin its answer (a long poll, its `wait` on
+    top), time spent receiving its body or waiting its turn at the database aside (see the
+    module's doc). Past it the client gets a 503 problem at once, sent beside the handler,
+    which is cancelled: a database that stops answering must not hold requests, and a
+    driver's clean-up after a cancelled query (it tries to cancel the query on the server
+    first) can take seconds of its own. The handler runs in the request's own task, watched
+    by a timer, so a request costs no task and no wait of its own (core/middleware.py
+    runs it)."""
 
-    def __init__(self, app: ASGIApp, seconds: float) -> None:
-        self.app = app
+    def __init__(self, seconds: float, scope: Scope, send: Send) -> None:
         self.seconds = seconds
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        loop = asyncio.get_running_loop()
+        self.scope = scope
+        self.budget = Budget()
+        self._send = send
+        self._loop = asyncio.get_running_loop()
         task = asyncio.current_task()
         assert task is not None
-        budget = Budget()
-        answered = abandoned = False
-        answer: asyncio.Task[None] | None = None
-        deadline = loop.time() + self.seconds + _wait_seconds(scope)
-        timer: asyncio.TimerHandle | None = None
+        self._task = task
+        self._answered = self._abandoned = False
+        self._answer: asyncio.Task[None] | None = None
+        self._deadline = self._loop.time() + seconds + _wait_seconds(scope)
+        self._timer: asyncio.TimerHandle | None = None
 
-        async def timed_receive() -> Message:
-            with budget:
-                return await receive()
+    async def send(self, message: Message) -> None:
+        """The app's `send`: nothing more once the deadline has answered."""
+        if self._abandoned:
+            return
+        self._answered = self._answered or message["type"] == "http.response.start"
+        await self._send(message)
 
-        async def guarded_send(message: Message) -> None:
-            nonlocal answered
-            if abandoned:
-                return
-            answered = answered or message["type"] == "http.response.start"
-            await send(message)
+    def _check(self) -> None:
+        if self._answered:  # a stream: the deadline was for its start
+            return
+        self._deadline += self.budget.take_excused()
+        if self._loop.time() < self._deadline:
+            self._timer = self._loop.call_at(self._deadline, self._check)
+            return
+        self._abandoned = True
+        self._task.cancel()
+        log.warning("http.deadline", path=self.scope["path"], seconds=self.seconds)
+        self._answer = self._loop.create_task(_unavailable(self._send))
 
-        def check() -> None:
-            nonlocal deadline, timer, abandoned, answer
-            if answered:  # a stream: the deadline was for its start
-                return
-            deadline += budget.take_excused()
-            if loop.time() < deadline:
-                timer = loop.call_at(deadline, check)
-                return
-            abandoned = True
-            task.cancel()
-            log.warning("http.deadline", path=scope["path"], seconds=self.seconds)
-            answer = loop.create_task(_unavailable(send))
-
-        timer = loop.call_at(deadline, check)
-        token = current_budget.set(budget)
+    async def run(self, handler: Awaitable[None]) -> None:
+        """Await `handler` (the app, called with `send` above) within the deadline."""
+        self._timer = self._loop.call_at(self._deadline, self._check)
+        token = current_budget.set(self.budget)
         try:
-            await self.app(scope, timed_receive, guarded_send)
+            await handler
         except asyncio.CancelledError:
-            if not abandoned:
+            if not self._abandoned:
                 raise
-            task.uncancel()  # the cancel was the deadline's, not the server's
+            self._task.uncancel()  # the cancel was the deadline's, not the server's
         except Exception as exc:
-            if not abandoned:
+            if not self._abandoned:
                 raise
             log.warning("http.abandoned_failed", error=type(exc).__name__)
         finally:
-            timer.cancel()  # the one running now, which check() may have replaced
+            self._timer.cancel()  # the one running now, which _check may have replaced
             current_budget.reset(token)
-        if answer is not None:
-            await answer
+        if self._answer is not None:
+            await self._answer
 
 
 async def _unavailable(send: Send) -> None:
