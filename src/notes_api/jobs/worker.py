@@ -165,6 +165,8 @@ class Worker:
             task = asyncio.create_task(self._execute(job, subject), name=f"job-{job.id}")
             self._running[task] = job
             task.add_done_callback(self._done)
+        if started:
+            log.info("worker.claimed", jobs=len(started), kinds=",".join(batches))
         return len(jobs)
 
     def _done(self, task: asyncio.Task[None]) -> None:
@@ -183,7 +185,11 @@ class Worker:
         self._ends.add(job, outcome)
 
     async def _settle(self, session: AsyncSession, results: Sequence[Result]) -> list[Ended]:
-        return await settle(session, self.kinds, self.policy, results)
+        ended = await settle(session, self.kinds, self.policy, results)
+        if ended:
+            statuses = Counter(str(end.status) for end in ended)
+            log.info("worker.ended", jobs=len(ended), **statuses)
+        return ended
 
     async def _heartbeat(self) -> None:
         """Every lease/3, the leases of every job this worker holds, in one statement; a run
