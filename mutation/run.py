@@ -126,9 +126,9 @@ TARGETS = [
     ),
     Target(
         "claim_key",
-        "notes_api/notes/service.py",
-        "notes_api.notes.service.x__claim_key__mutmut_*",
-        "idempotency claim (`_claim_key` only)",
+        "notes_api/notes/idempotency.py",
+        "notes_api.notes.idempotency.x_claim__mutmut_*",
+        "idempotency claim (`claim` only)",
         "idempotency",
     ),
 ]

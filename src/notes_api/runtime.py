@@ -15,7 +15,7 @@ from notes_api.core.models import utcnow
 from notes_api.events.repository import purge_events
 from notes_api.jobs.worker import Worker, WorkerConfig
 from notes_api.limits.counter import purge_old_windows
-from notes_api.notes.service import purge_expired_keys
+from notes_api.notes import idempotency
 from notes_api.summarize.base import Summarizer
 from notes_api.summarize.factory import build_summarizer
 from notes_api.summarize.handler import SummarizeHandler
@@ -46,7 +46,7 @@ def make_worker(db: Database, settings: Settings, summarizer: Summarizer) -> Wor
         retention=timedelta(hours=settings.job_retention_hours),
     )
     worker = Worker(db, [SummarizeHandler(summarizer), WebhookHandler(settings)], config)
-    worker.add_periodic(300.0, purge_expired_keys)
+    worker.add_periodic(300.0, idempotency.purge_expired)
     worker.add_periodic(300.0, lambda session: purge_expired(session, settings))
     worker.add_periodic(3600.0, purge_old_windows)
     worker.add_periodic(

@@ -12,26 +12,22 @@ import hashlib
 import json
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
 from types import SimpleNamespace
 from typing import Any, Protocol
 
-from sqlalchemy import Row, Select, delete, select, true
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Row, Select, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from notes_api.core.errors import Conflict, InvalidInput, NotFound
+from notes_api.core.errors import Conflict, NotFound
 from notes_api.core.identity import Caller
-from notes_api.core.models import utcnow
 from notes_api.core.pagination import decode_cursor, split_page
 from notes_api.events.models import EventType
 from notes_api.jobs import queue
-from notes_api.notes import outbox, repository
-from notes_api.notes.models import SUMMARIZE, IdempotencyKey, NoteStatus
+from notes_api.notes import idempotency, outbox, repository
+from notes_api.notes.models import SUMMARIZE, NoteStatus
 from notes_api.notes.schemas import NoteCreate, NotePage, NotePublic, NoteUpdate
 from notes_api.notes.watcher import NoteWatcher
 
-IDEMPOTENCY_TTL = timedelta(hours=24)
 _TERMINAL = (NoteStatus.DONE, NoteStatus.FAILED)
 
 
@@ -132,76 +128,21 @@ async def create_note(
     max_attempts: int,
     spend: Spend,
 ) -> Created:
-    claim: IdempotencyKey | None = None
+    claim = None
     if idempotency_key is not None:
         fingerprint = hashlib.sha256(
             json.dumps(body.model_dump(mode="json"), sort_keys=True).encode()
         ).hexdigest()
-        replay = await _claim_key(session, caller, idempotency_key, fingerprint)
-        if not isinstance(replay, IdempotencyKey):
+        claim, replay = await idempotency.claim(session, caller, idempotency_key, fingerprint)
+        if replay is not None:
             await spend(session, summary=False)  # a request, but no new note or summary
             return Created(NotePublic.model_validate(replay), replayed=True)
-        claim = replay
     values = {"title": body.title or None, "raw_text": body.raw_text}
     note = await _add_queued(session, caller, values, max_attempts)
     if claim is not None:
-        claim.note_id = note.id
-        await session.flush()
+        await idempotency.bind(session, claim, note.id)
     await spend(session, summary=True)
     return Created(NotePublic.model_validate(note), replayed=False)
-
-
-async def _claim_key(
-    session: AsyncSession, caller: Caller, key: str, fingerprint: str
-) -> IdempotencyKey | Row[Any]:
-    """Claim `key` for this request, or return the note an earlier request made with it."""
-    now = utcnow()
-    for _ in range(2):
-        existing = await session.scalar(
-            select(IdempotencyKey).where(
-                IdempotencyKey.user_id == caller.id, IdempotencyKey.key == key
-            )
-        )
-        if existing is not None and existing.expires_at <= now:
-            await session.delete(existing)
-            await session.flush()
-            existing = None
-        if existing is not None:
-            if existing.request_hash != fingerprint:
-                raise InvalidInput(
-                    "This Idempotency-Key was already used with a different body",
-                    errors=[
-                        {
-                            "loc": ["header", "Idempotency-Key"],
-                            "msg": "reused with a different request body",
-                        }
-                    ],
-                )
-            note = (
-                await repository.get(session, caller, existing.note_id)
-                if existing.note_id
-                else None
-            )
-            if note is None:
-                raise Conflict("A request with this Idempotency-Key is still in progress")
-            return note
-        claim = IdempotencyKey(
-            user_id=caller.id,
-            key=key,
-            request_hash=fingerprint,
-            created_at=now,
-            expires_at=now + IDEMPOTENCY_TTL,
-        )
-        try:
-            # On Postgres a concurrent request with the same key waits here on the unique
-            # index until the first commits, then fails and replays the first one's note.
-            async with session.begin_nested():
-                session.add(claim)
-                await session.flush()
-        except IntegrityError:
-            continue
-        return claim
-    raise Conflict("A request with this Idempotency-Key is still in progress")
 
 
 async def get_note(
@@ -292,7 +233,3 @@ async def delete_note(session: AsyncSession, caller: Caller, note_id: uuid.UUID)
     await queue.cancel_active(session, SUMMARIZE, str(note_id))
     await repository.remove(session, caller, note_id)
     await outbox.record(session, EventType.DELETED, note)
-
-
-async def purge_expired_keys(session: AsyncSession) -> None:
-    await session.execute(delete(IdempotencyKey).where(IdempotencyKey.expires_at < utcnow()))
