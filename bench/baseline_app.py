@@ -73,12 +73,13 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-def main() -> None:
+def main(application: FastAPI = app, port: int = 8001) -> None:
+    """Serve `application` under `notes-api serve`'s uvicorn settings (`--host`, `--port`)."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8001)
+    parser.add_argument("--port", type=int, default=port)
     args = parser.parse_args()
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", **SERVER_OPTIONS)
+    uvicorn.run(application, host=args.host, port=args.port, log_level="warning", **SERVER_OPTIONS)
 
 
 if __name__ == "__main__":

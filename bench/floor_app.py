@@ -10,7 +10,6 @@ service does above this is what its figures pay for.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import uuid
@@ -20,13 +19,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
-import uvicorn
-from baseline_app import Note
+from baseline_app import Note, main
 from fastapi import FastAPI, Query
 from psycopg.rows import dict_row
 from pydantic import BaseModel
-
-from notes_api.server import SERVER_OPTIONS
 
 POOL_SIZE = 10  # the service's DB_POOL_SIZE
 _COLUMNS = (
@@ -109,13 +105,5 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8002)
-    args = parser.parse_args()
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", **SERVER_OPTIONS)
-
-
 if __name__ == "__main__":
-    main()
+    main(app, 8002)

@@ -43,10 +43,11 @@ class NoteQuery(BaseModel):
     owner_id: uuid.UUID | None = Field(default=None, description="admins: one user's notes")
 
 
-class NotePublic(ResponseModel):
+class NoteState(ResponseModel):
+    """A note's public state as events carry it: everything but `raw_text`."""
+
     id: uuid.UUID
     title: str | None
-    raw_text: str
     summary: str | None = Field(description="null until status is done")
     status: NoteStatus
     attempts: int
@@ -57,23 +58,14 @@ class NotePublic(ResponseModel):
     summarized_at: datetime | None
 
 
+class NotePublic(NoteState):
+    """A note: its state and its text."""
+
+    raw_text: str
+
+
 class NotePage(ResponseModel):
     items: list[NotePublic]
     next_cursor: str | None = Field(
         description="pass as `cursor` for the next page; null on the last page"
     )
-
-
-class NoteState(ResponseModel):
-    """A note's public state as events carry it: everything but `raw_text`."""
-
-    id: uuid.UUID
-    title: str | None
-    summary: str | None
-    status: NoteStatus
-    attempts: int
-    error: str | None
-    owner_id: uuid.UUID
-    created_at: datetime
-    updated_at: datetime
-    summarized_at: datetime | None

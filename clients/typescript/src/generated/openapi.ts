@@ -602,7 +602,10 @@ export interface components {
              */
             next_cursor: string | null;
         };
-        /** NotePublic */
+        /**
+         * NotePublic
+         * @description A note: its state and its text.
+         */
         NotePublic: {
             /**
              * Id
@@ -611,8 +614,6 @@ export interface components {
             id: string;
             /** Title */
             title: string | null;
-            /** Raw Text */
-            raw_text: string;
             /**
              * Summary
              * @description null until status is done
@@ -643,6 +644,8 @@ export interface components {
             updated_at: string;
             /** Summarized At */
             summarized_at: string | null;
+            /** Raw Text */
+            raw_text: string;
         };
         /**
          * NoteStatus
