@@ -42,9 +42,7 @@ from notes_api.core.models import Base
 SRC = Path(notes_api.__file__).parent
 
 # Table -> the modules that own it (paths under src/notes_api/; a path ending in "/" is a
-# whole package). One owner per table, save the event table: defined below webhooks (which
-# read it), written by the notes' outbox, streamed from above notes (the layers in
-# pyproject.toml). The models module that defines a table is implied.
+# whole package). One owner per table. The models module that defines a table is implied.
 OWNERS: dict[str, tuple[str, ...]] = {
     "notes": ("notes/repository.py",),
     "idempotency_keys": ("notes/idempotency.py",),
@@ -53,7 +51,7 @@ OWNERS: dict[str, tuple[str, ...]] = {
     "organization_usage": ("summarize/",),
     "refresh_tokens": ("users/",),
     "login_attempts": ("auth/",),
-    "note_events": ("events/", "notes/outbox.py", "streams/"),
+    "note_events": ("events/",),
     "note_event_counters": ("events/",),
     "webhook_endpoints": ("webhooks/",),
     "webhook_deliveries": ("webhooks/",),

@@ -9,31 +9,26 @@ import functools
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import (
     CTE,
     ScalarSelect,
     Select,
-    Table,
-    bindparam,
     func,
-    insert,
     literal_column,
     select,
 )
-from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from notes_api.core.models import utcnow
-from notes_api.core.sql import bound_row, row_params
+from notes_api.core.sql import row_params
+from notes_api.events import repository as events
 from notes_api.events import signals
-from notes_api.events.models import EventType, NoteEvent
+from notes_api.events.models import EventType
 from notes_api.jobs import queue
 from notes_api.notes.schemas import NoteState
 from notes_api.webhooks.fanout import deliveries_of, fan_out_params
-
-note_events = cast(Table, NoteEvent.__table__)
 
 
 def event_values(
@@ -55,25 +50,8 @@ def event_values(
     }
 
 
-# What the deliveries of events just written are chosen by.
-_FANNED_OUT = (note_events.c.id, note_events.c.organization_id, note_events.c.type)
-# Many rows in one INSERT (SQLAlchemy's "insertmanyvalues"), the ids in the rows' order.
-_RECORD = insert(note_events).returning(note_events.c.id, sort_by_parameter_order=True)
-_COLUMNS = ("organization_id", "owner_id", "note_id", "type", "occurred_at", "data")
-
-
 # SQLite: the delivery jobs of the events just written, by their ids (built once).
-_FAN_OUT = deliveries_of(
-    note_events, note_events.c.id.in_(bindparam("hook_event_ids", expanding=True))
-)
-
-
-# Several events' rows: an array of each column's values, unnested into rows in order.
-_UNNESTED = (
-    func.unnest(*(bindparam(f"{c}_rows", type_=ARRAY(note_events.c[c].type)) for c in _COLUMNS))
-    .table_valued(*_COLUMNS)
-    .render_derived(name="event_rows")
-)
+_FAN_OUT = deliveries_of(events.recorded("hook_event_ids"))
 
 
 def record_cte(count: int) -> tuple[CTE, ScalarSelect[Any]]:
@@ -87,18 +65,7 @@ def record_cte(count: int) -> tuple[CTE, ScalarSelect[Any]]:
 
 @functools.cache
 def _record_cte(*, many: bool) -> tuple[CTE, ScalarSelect[Any]]:
-    # One row as a plain VALUES, more as arrays of each column unnested into rows: either
-    # way a statement SQLAlchemy compiles once (a multi-row VALUES list is compiled again at
-    # every use, which cost a worker a sixth of its CPU).
-    written = (
-        (
-            insert(note_events).from_select(_COLUMNS, select(_UNNESTED))
-            if many
-            else insert(note_events).values(bound_row(note_events, _COLUMNS, _param(0)))
-        )
-        .returning(*_FANNED_OUT)
-        .cte("written")
-    )
+    written = events.record_statement(many=many).cte("written")
     hooks = deliveries_of(written).returning(literal_column("1")).cte("hooks")
     return written, select(func.count()).select_from(hooks).scalar_subquery()
 
@@ -107,11 +74,6 @@ def _record_cte(*, many: bool) -> tuple[CTE, ScalarSelect[Any]]:
 def _record_and_fan_out(*, many: bool) -> Select[Any]:
     written, queued = _record_cte(many=many)
     return select(written.c.id, queued).order_by(written.c.id)
-
-
-def _param(i: int) -> str:
-    """The name of the i-th event's parameters in `record_cte`: `<column>_<i>`."""
-    return "{}_" + str(i)
 
 
 def _event_rows(changes: Sequence[tuple[EventType, Any]]) -> list[dict[str, Any]]:
@@ -124,8 +86,8 @@ def record_params(changes: Sequence[tuple[EventType, Any]]) -> dict[str, Any]:
     params = fan_out_params()
     rows = _event_rows(changes)
     if len(rows) == 1:
-        return params | row_params(rows[0], _COLUMNS, _param(0))
-    return params | {f"{c}_rows": [row[c] for row in rows] for c in _COLUMNS}
+        return params | row_params(rows[0], events.COLUMNS, events.ONE_ROW)
+    return params | {events.many_param(c): [row[c] for row in rows] for c in events.COLUMNS}
 
 
 def recorded(session: AsyncSession, deliveries: int) -> None:
@@ -154,7 +116,7 @@ async def record_many(session: AsyncSession, changes: Sequence[tuple[EventType, 
         found = (await conn.execute(stmt, record_params(changes))).all()
         recorded(session, int(found[0][1]))
         return [int(row[0]) for row in found]
-    event_ids = [int(i) for i in (await conn.execute(_RECORD, _event_rows(changes))).scalars()]
+    event_ids = await events.record_rows(session, _event_rows(changes))
     params = {"hook_event_ids": event_ids, **fan_out_params()}
     await queue.enqueue_selected(session, _FAN_OUT, params)
     signals.mark_recorded(session)

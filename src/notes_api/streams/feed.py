@@ -20,35 +20,18 @@ from collections import Counter, defaultdict
 from datetime import timedelta
 
 import structlog
-from sqlalchemy import bindparam, select
 
 from notes_api.core.db import Database
 from notes_api.core.errors import TooManyRequests
 from notes_api.core.identity import Caller
 from notes_api.core.models import utcnow
+from notes_api.events import repository as events
 from notes_api.events import signals
-from notes_api.events.models import NoteEvent
 from notes_api.notes import repository
 
 log = structlog.get_logger("notes_api.events")
 
 _BATCH = 1000
-_NEW = (
-    select(NoteEvent.id, NoteEvent.organization_id, NoteEvent.owner_id, NoteEvent.note_id)
-    .where(NoteEvent.id > bindparam("after"))
-    .order_by(NoteEvent.id)
-    .limit(_BATCH)
-)
-# Where to start: the last event old enough that its transaction has surely ended; when
-# every event is recent, just before the first; with no events at all, just before the
-# first one to come.
-_SETTLED = (
-    select(NoteEvent.id)
-    .where(NoteEvent.occurred_at < bindparam("before"))
-    .order_by(NoteEvent.occurred_at.desc())
-    .limit(1)
-)
-_FIRST = select(NoteEvent.id).order_by(NoteEvent.id).limit(1)
 _UNKNOWN = -1
 
 
@@ -217,12 +200,12 @@ class Feed:
             async with self.db.session(write=False) as conn:
                 if self._horizon is None:
                     before = utcnow() - timedelta(seconds=self.gap_timeout)
-                    settled = (await conn.execute(_SETTLED, {"before": before})).scalar()
+                    settled = await events.settled_before(conn, before)
                     if settled is None:
-                        first = (await conn.execute(_FIRST)).scalar()
+                        first = await events.first(conn)
                         settled = _UNKNOWN if first is None else first - 1
                     self._horizon = int(settled)
-                rows = (await conn.execute(_NEW, {"after": self._horizon})).all()
+                rows = await events.after(conn, self._horizon, _BATCH)
             now = time.monotonic()
             woken: set[Subscription] = set()
             for row in rows:

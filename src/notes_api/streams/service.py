@@ -10,12 +10,13 @@ story, whatever the commit order of other organizations' events."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Row, Select, Table, select
+from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 from sse_starlette import ServerSentEvent
 
@@ -23,7 +24,7 @@ from notes_api.core.db import Database
 from notes_api.core.errors import InvalidInput, NotFound, Unauthorized
 from notes_api.core.identity import Caller
 from notes_api.events import repository as event_log
-from notes_api.events.models import EventType, NoteEvent
+from notes_api.events.models import EventType
 from notes_api.notes import repository
 from notes_api.notes.models import NoteStatus
 from notes_api.notes.schemas import NoteState
@@ -32,29 +33,12 @@ from notes_api.streams.schemas import EventPublic
 from notes_api.users.callers import CallerRecord, confirm_caller
 from notes_api.users.tokens import AccessClaims, decode_access_token
 
-PAGE = 200
-events = cast(Table, NoteEvent.__table__)
 _STATE_EVENT = {
     NoteStatus.QUEUED: EventType.QUEUED,
     NoteStatus.PROCESSING: EventType.PROCESSING,
     NoteStatus.DONE: EventType.DONE,
     NoteStatus.FAILED: EventType.FAILED,
 }
-
-
-def page_statement(caller: Caller, note_id: uuid.UUID | None, after: int) -> Select[Any]:
-    """The caller's organization's events after number `after` that the caller may see (the
-    notes' tenancy rule, on the events' owner and organization), oldest first."""
-    stmt = select(
-        events.c.seq.label("id"), events.c.type, events.c.occurred_at, events.c.data
-    ).where(
-        events.c.organization_id == caller.organization_id,
-        events.c.seq > after,
-        repository.visible_to(caller.role, events),
-    )
-    if note_id is not None:
-        stmt = stmt.where(events.c.note_id == note_id)
-    return stmt.order_by(events.c.seq).limit(PAGE)
 
 
 @dataclass
@@ -135,7 +119,8 @@ async def _read(stream: Stream, after: int) -> list[Row[Any]] | None:
             return None
         if caller != sub.caller:  # the role changed since the stream opened
             stream.feed.recaller(sub, caller)
-        stmt = page_statement(caller, sub.note_id, after)
+        visible = functools.partial(repository.visible_to, caller.role)
+        stmt = event_log.page_statement(caller.organization_id, after, sub.note_id, visible)
         return list((await session.execute(stmt, repository.tenant_params(caller))).all())
 
 
@@ -159,7 +144,7 @@ async def follow(stream: Stream) -> AsyncIterator[ServerSentEvent]:
                 yield ServerSentEvent(data=body, event=row.type, id=str(row.id))
                 if sub.note_id is not None and row.type == EventType.DELETED:
                     return  # nothing more can happen to this note
-            if len(rows) == PAGE:
+            if len(rows) == event_log.PAGE:
                 continue
             try:
                 async with asyncio.timeout(stream.heartbeat):
