@@ -271,7 +271,7 @@ def design_page(part: str, title: str, key: str) -> str:
 
 def close_page(part: str, title: str) -> str:
     rows = [
-        (1, "Argon2id, two hashes at a time: fits 512 MB; 20 logins at once wait ~3.7 s"),
+        (1, "Argon2id, two hashes at a time: fits 512 MB; 20 logins at once queue for seconds"),
         (2, "API and worker in one process on a free instance; split them when busy"),
         (3, "SQLite by default, Postgres in production: every database test runs twice"),
         (4, "Next: deploy from deploy/koyeb.md · a second model provider · the TypeScript client"),
