@@ -104,7 +104,7 @@ async def measure(
         else {
             "rate_limit_user_writes_per_minute": 0,
             "rate_limit_org_writes_per_minute": 0,
-            "model_calls_per_org_per_day": 0,
+            "summaries_per_org_per_day": 0,
         }
     )
     settings = Settings(

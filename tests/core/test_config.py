@@ -259,3 +259,13 @@ async def test_sslmode_reaches_libpq(pg_url: str) -> None:
     assert await connects(with_query(pg_url, "sslmode=disable")) == 1
     with pytest.raises(Exception, match="sslmode"):
         await connects(with_query(pg_url, "sslmode=bogus"))
+
+
+def test_the_daily_summary_quota_is_read_under_its_name_and_its_earlier_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert Settings(_env_file=None).summaries_per_org_per_day == 5_000  # type: ignore[call-arg]
+    monkeypatch.setenv("MODEL_CALLS_PER_ORG_PER_DAY", "7")
+    assert Settings(_env_file=None).summaries_per_org_per_day == 7  # type: ignore[call-arg]
+    monkeypatch.setenv("SUMMARIES_PER_ORG_PER_DAY", "9")
+    assert Settings(_env_file=None).summaries_per_org_per_day == 9  # type: ignore[call-arg]

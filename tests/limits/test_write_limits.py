@@ -177,7 +177,7 @@ async def test_summaries_per_day_apply_only_with_a_paid_summarizer(database_url:
         database_url,
         summarizer="openai",
         openai_base_url="http://127.0.0.1:9/v1",
-        model_calls_per_org_per_day=2,
+        summaries_per_org_per_day=2,
     )
     async for client in _client(settings):
         admin = await signup(client, organization="Acme")
@@ -202,7 +202,7 @@ async def test_summaries_per_day_apply_only_with_a_paid_summarizer(database_url:
         assert edited.status_code == 429
         shown = await client.get(f"/notes/{first.json()['id']}", headers=admin.headers)
         assert shown.json()["raw_text"] == "A note."
-    free = make_settings(database_url, model_calls_per_org_per_day=2)  # extractive: no quota
+    free = make_settings(database_url, summaries_per_org_per_day=2)  # extractive: no quota
     async for client in _client(free):
         admin = await signup(client, organization="Free")
         for _ in range(3):

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEV_JWT_SECRET = "dev-only-insecure-jwt-secret-change-me-0123456789"  # noqa: S105
@@ -84,11 +84,16 @@ class Settings(BaseSettings):
     # note is summarized in parts, then the parts' summaries are combined.
     openai_max_input_tokens: int = Field(default=8_000, ge=200)
 
-    # Writes (create, edit, retry) per minute, and paid model calls per organization per
-    # UTC day; 0 turns a limit off.
+    # Writes (create, edit, retry) per minute, and summaries an organization may queue per
+    # UTC day with a paid summarizer (each is one or more model calls); 0 turns a limit off.
+    # MODEL_CALLS_PER_ORG_PER_DAY, the quota's earlier name, is still read.
     rate_limit_user_writes_per_minute: int = Field(default=60, ge=0)
     rate_limit_org_writes_per_minute: int = Field(default=600, ge=0)
-    model_calls_per_org_per_day: int = Field(default=5_000, ge=0)
+    summaries_per_org_per_day: int = Field(
+        default=5_000,
+        ge=0,
+        validation_alias=AliasChoices("summaries_per_org_per_day", "model_calls_per_org_per_day"),
+    )
 
     worker_embedded: bool = True
     worker_concurrency: int = Field(default=64, ge=1, le=256)

@@ -52,7 +52,7 @@ def write_policies(
     ]
     if settings.summarizer == "openai":
         policies.append(
-            Policy(MODEL, f"org:{organization_id}:model", settings.model_calls_per_org_per_day, DAY)
+            Policy(MODEL, f"org:{organization_id}:model", settings.summaries_per_org_per_day, DAY)
         )
     return [p for p in policies if p.quota > 0]
 
