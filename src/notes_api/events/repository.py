@@ -78,8 +78,8 @@ _RECORD_ROWS = insert(note_events).returning(note_events.c.id, sort_by_parameter
 
 async def record_rows(session: AsyncSession, rows: list[dict[str, Any]]) -> list[int]:
     """SQLite: write these events (`COLUMNS` each); their ids, in the rows' order."""
-    written = await session.execute(_RECORD_ROWS, rows)
-    return [int(i) for i in written.scalars()]
+    conn = await session.connection()  # a Core statement: no ORM bulk insert to go through
+    return [int(i) for i in (await conn.execute(_RECORD_ROWS, rows)).scalars()]
 
 
 def recorded(ids_param: str) -> Subquery:
