@@ -199,6 +199,9 @@ class Feed:
         async with self._lock:
             async with self.db.session(write=False) as conn:
                 if self._horizon is None:
+                    # Where to start: the last event old enough that its transaction has
+                    # surely ended; when every event is recent, just before the first; with
+                    # no events at all, just before the first one to come.
                     before = utcnow() - timedelta(seconds=self.gap_timeout)
                     settled = await events.settled_before(conn, before)
                     if settled is None:
