@@ -18,7 +18,7 @@ from notes_api.core.deps import DatabaseDep, SessionDep, SettingsDep
 from notes_api.core.openapi import errors
 from notes_api.users import service as users
 from notes_api.users import sessions
-from notes_api.users.deps import CurrentCaller
+from notes_api.users.deps import CallerWork
 from notes_api.users.schemas import TokenPair, UserPublic
 
 router = APIRouter(tags=["auth"])
@@ -107,16 +107,16 @@ async def refresh(body: RefreshRequest, session: SessionDep, settings: SettingsD
 @router.post(
     "/auth/logout", status_code=status.HTTP_204_NO_CONTENT, responses=errors(400, 401, 413, 422)
 )
-async def logout(body: RefreshRequest, caller: CurrentCaller, session: SessionDep) -> Response:
+async def logout(body: RefreshRequest, work: CallerWork) -> Response:
     """Sign out: the refresh token (and every token rotated from it) stops working."""
-    await sessions.logout(session, caller, body.refresh_token)
+    await sessions.logout(work.session, work.caller, body.refresh_token)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.get("/users/me", responses=errors(401))
-async def me(caller: CurrentCaller, session: SessionDep) -> UserPublic:
+async def me(work: CallerWork) -> UserPublic:
     """The signed-in user."""
-    return UserPublic.model_validate(await users.get_me(session, caller))
+    return UserPublic.model_validate(await users.get_me(work.session, work.caller))
 
 
 def _client(request: Request) -> str:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -24,10 +25,16 @@ async def get_settings_dep(request: Request) -> Settings:
     return settings
 
 
-async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+def unit_of_work(request: Request) -> AbstractAsyncContextManager[AsyncSession]:
     """The request's unit of work (`Database.session`): a writer for every method but GET."""
     db: Database = request.app.state.db
-    async with db.session(write=request.method not in _READ_ONLY) as session:
+    return db.session(write=request.method not in _READ_ONLY)
+
+
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """The unit of work of a route with no caller (signing in and up); a signed-in route's
+    comes with its caller (`users.deps.CallerWork`)."""
+    async with unit_of_work(request) as session:
         yield session
 
 

@@ -8,12 +8,11 @@ from typing import Annotated
 from fastapi import Depends, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from notes_api.core.deps import SettingsDep
 from notes_api.core.errors import TooManyRequests
 from notes_api.core.models import utcnow
 from notes_api.limits import counter
 from notes_api.limits.policy import MODEL, Policy, Standing, headers, write_policies
-from notes_api.users.deps import CurrentCaller
+from notes_api.users.deps import CallerWork
 
 _DETAIL = {
     "user": "Too many writes from this user; try again later",
@@ -50,8 +49,9 @@ class Quota:
         self.response.headers.update(headers(standings))
 
 
-async def write_quota(caller: CurrentCaller, settings: SettingsDep, response: Response) -> Quota:
-    return Quota(write_policies(settings, caller.id, caller.organization_id), response)
+async def write_quota(work: CallerWork, response: Response) -> Quota:
+    caller = work.caller
+    return Quota(write_policies(work.settings, caller.id, caller.organization_id), response)
 
 
 WriteQuota = Annotated[Quota, Depends(write_quota)]

@@ -5,14 +5,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response, status
 
-from notes_api.core.deps import SessionDep, SettingsDep
 from notes_api.core.openapi import errors
 from notes_api.limits.deps import WriteQuota
 from notes_api.notes import service
 from notes_api.notes.repository import NoteFilters
 from notes_api.notes.schemas import NoteCreate, NotePage, NotePublic, NoteQuery, NoteUpdate
 from notes_api.notes.watcher import NoteWatcher
-from notes_api.users.deps import CurrentCaller
+from notes_api.users.deps import CallerWork
 
 router = APIRouter(prefix="/notes", tags=["notes"])
 # The examples of this router's errors (core/openapi.py).
@@ -43,9 +42,7 @@ def _watcher(request: Request) -> NoteWatcher:
 )
 async def create_note(
     body: NoteCreate,
-    caller: CurrentCaller,
-    session: SessionDep,
-    settings: SettingsDep,
+    work: CallerWork,
     quota: WriteQuota,
     response: Response,
     idempotency_key: IdempotencyKey = None,
@@ -53,11 +50,11 @@ async def create_note(
     """Save a note and queue its summary. Answers at once with `status: queued`; follow
     `Location` (with `?wait=10`, say) to get the summary."""
     created = await service.create_note(
-        session,
-        caller,
+        work.session,
+        work.caller,
         body,
         idempotency_key=idempotency_key,
-        max_attempts=settings.job_max_attempts,
+        max_attempts=work.settings.job_max_attempts,
         spend=quota.spend,
     )
     response.headers["Location"] = f"/notes/{created.note.id}"
@@ -67,9 +64,7 @@ async def create_note(
 
 
 @router.get("", responses=errors(401, 422))
-async def list_notes(
-    caller: CurrentCaller, session: SessionDep, query: Annotated[NoteQuery, Query()]
-) -> NotePage:
+async def list_notes(work: CallerWork, query: Annotated[NoteQuery, Query()]) -> NotePage:
     """Your notes (an admin: the organization's), newest first, a page at a time."""
     filters = NoteFilters(
         status=query.status,
@@ -79,21 +74,22 @@ async def list_notes(
         owner_id=query.owner_id,
     )
     return await service.list_notes(
-        session, caller, filters, limit=query.limit, cursor=query.cursor
+        work.session, work.caller, filters, limit=query.limit, cursor=query.cursor
     )
 
 
 @router.get("/{note_id}", responses=errors(401, 404, 422, details={404: _NOTE}))
 async def get_note(
     note_id: uuid.UUID,
-    caller: CurrentCaller,
-    session: SessionDep,
+    work: CallerWork,
     request: Request,
     wait: Annotated[float, Query(ge=0, le=30, description="seconds to wait for done/failed")] = 0,
 ) -> NotePublic:
     """One note. With `wait`, the answer is held until the summary is done or failed, or
     `wait` seconds pass, whichever comes first."""
-    return await service.get_note(session, caller, note_id, watcher=_watcher(request), wait=wait)
+    return await service.get_note(
+        work.session, work.caller, note_id, watcher=_watcher(request), wait=wait
+    )
 
 
 @router.patch(
@@ -103,15 +99,18 @@ async def get_note(
 async def update_note(
     note_id: uuid.UUID,
     body: NoteUpdate,
-    caller: CurrentCaller,
-    session: SessionDep,
-    settings: SettingsDep,
+    work: CallerWork,
     quota: WriteQuota,
 ) -> NotePublic:
     """Edit a note. New `raw_text` queues a new summary; a summary still being made for the
     old text is discarded."""
     return await service.update_note(
-        session, caller, note_id, body, max_attempts=settings.job_max_attempts, spend=quota.spend
+        work.session,
+        work.caller,
+        note_id,
+        body,
+        max_attempts=work.settings.job_max_attempts,
+        spend=quota.spend,
     )
 
 
@@ -122,14 +121,16 @@ async def update_note(
 )
 async def retry_note(
     note_id: uuid.UUID,
-    caller: CurrentCaller,
-    session: SessionDep,
-    settings: SettingsDep,
+    work: CallerWork,
     quota: WriteQuota,
 ) -> NotePublic:
     """Queue a new summary for a `failed` note (409 for any other status)."""
     return await service.retry_note(
-        session, caller, note_id, max_attempts=settings.job_max_attempts, spend=quota.spend
+        work.session,
+        work.caller,
+        note_id,
+        max_attempts=work.settings.job_max_attempts,
+        spend=quota.spend,
     )
 
 
@@ -138,7 +139,7 @@ async def retry_note(
     status_code=status.HTTP_204_NO_CONTENT,
     responses=errors(401, 404, 422, details={404: _NOTE}),
 )
-async def delete_note(note_id: uuid.UUID, caller: CurrentCaller, session: SessionDep) -> Response:
+async def delete_note(note_id: uuid.UUID, work: CallerWork) -> Response:
     """Delete a note (and cancel its summary)."""
-    await service.delete_note(session, caller, note_id)
+    await service.delete_note(work.session, work.caller, note_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -8,13 +8,13 @@ from fastapi import APIRouter, Depends, Header, Request
 from fastapi.security.utils import get_authorization_scheme_param
 from sse_starlette import EventSourceResponse
 
-from notes_api.core.deps import DatabaseDep, SessionDep, SettingsDep
+from notes_api.core.deps import DatabaseDep
 from notes_api.core.errors import AppError
 from notes_api.core.openapi import errors
 from notes_api.streams import service
 from notes_api.streams.feed import Feed
 from notes_api.streams.schemas import stream_item_schema
-from notes_api.users.deps import CurrentCaller, TokenClaims
+from notes_api.users.deps import CallerWork, TokenClaims
 
 router = APIRouter(prefix="/notes", tags=["events"])
 
@@ -52,11 +52,9 @@ class _Opening:
     it again), and where to resume from."""
 
     request: Request
-    caller: CurrentCaller
+    work: CallerWork
     claims: TokenClaims
-    session: SessionDep
     db: DatabaseDep
-    settings: SettingsDep
     last_event_id: LastEventId = None
 
 
@@ -64,10 +62,11 @@ Opening = Annotated[_Opening, Depends()]
 
 
 async def _respond(opening: _Opening, note_id: uuid.UUID | None) -> EventSourceResponse:
-    request, settings = opening.request, opening.settings
+    request, work = opening.request, opening.work
+    settings = work.settings
     feed: Feed = request.app.state.event_feed
     opened = await service.open_stream(
-        opening.session, feed, opening.caller, note_id, opening.last_event_id
+        work.session, feed, work.caller, note_id, opening.last_event_id
     )
     _, token = get_authorization_scheme_param(request.headers.get("Authorization"))
     stream = service.Stream(

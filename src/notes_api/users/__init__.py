@@ -1,2 +1,2 @@
 """The users, and who is calling: each user's sign-in sessions and access tokens, the caller
-check every request runs (`CurrentCaller`, `AdminCaller`), and the admins' user management."""
+check every request runs (`CallerWork`, `AdminWork`), and the admins' user management."""

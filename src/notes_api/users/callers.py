@@ -108,7 +108,7 @@ async def confirm_caller(
 ) -> Caller:
     """The token's user while it is an active member of the token's organization and the
     token's session is live, with the role it holds now; 401 otherwise. Every request's
-    caller (`users.deps.current_caller`, which passes the process's `record`) and every event
+    caller (`users.deps.caller_work`, which passes the process's `record`) and every event
     stream's, at each wake, is confirmed here."""
     key = (claims.user_id, claims.organization_id, claims.session_id)
     epoch = 0

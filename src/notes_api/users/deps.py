@@ -2,16 +2,25 @@
 organization, a role and a session; the database confirms them (`users.callers.confirm_caller`),
 and the process remembers the confirmation until the database announces a change
 (`users.callers.CallerRecord`), so deactivation, role changes and sign-outs take effect within
-a moment on every process, not when the access token expires."""
+a moment on every process, not when the access token expires.
+
+A signed-in route has one dependency, `CallerWork` (`AdminWork` for administrators): the
+request's unit of work with the caller confirmed in it. FastAPI resolves each dependency of a
+chain at every request, at about the cost of the route's own query, so the caller, the
+session and the settings come as one."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import OAuth2PasswordBearer
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from notes_api.core.deps import SessionDep
+from notes_api.core.config import Settings
+from notes_api.core.deps import unit_of_work
 from notes_api.core.errors import Forbidden, Unauthorized
 from notes_api.core.identity import Caller, Role
 from notes_api.users.callers import confirm_caller
@@ -45,17 +54,39 @@ async def token_claims(request: Request, token: Token) -> AccessClaims:
 TokenClaims = Annotated[AccessClaims, Depends(token_claims)]
 
 
-async def current_caller(request: Request, session: SessionDep, token: Token) -> Caller:
+@dataclass(frozen=True, slots=True)
+class Work:
+    """A request's unit of work (`core.deps.unit_of_work`) and the caller it is done for,
+    confirmed in it; and the settings the route reads."""
+
+    caller: Caller
+    session: AsyncSession
+    settings: Settings
+
+
+async def caller_work(request: Request, token: Token) -> AsyncIterator[Work]:
     """The caller, confirmed in the request's own unit of work (`confirm_caller`), or
-    remembered from a confirmation the database has not since announced a change to."""
+    remembered from a confirmation the database has not since announced a change to. A token
+    that is missing or invalid is refused before a connection is taken."""
     claims = _claims(request, token)
-    return await confirm_caller(session, claims, request.app.state.callers)
+    state = request.app.state
+    async with unit_of_work(request) as session:
+        caller = await confirm_caller(session, claims, state.callers)
+        yield Work(caller, session, state.settings)
 
 
-async def admin_caller(caller: Annotated[Caller, Depends(current_caller)]) -> Caller:
-    if caller.role is not Role.ADMIN:
+# scope="function": the commit happens before the response, so a client that gets 2xx
+# can rely on its write being durable.
+CallerWork = Annotated[Work, Depends(caller_work, scope="function")]
+
+
+async def admin_work(work: CallerWork) -> Work:
+    if work.caller.role is not Role.ADMIN:
         raise Forbidden("Administrators only")
-    return caller
+    return work
+
+
+AdminWork = Annotated[Work, Depends(admin_work)]
 
 
 async def get_passwords(request: Request) -> Passwords:
@@ -63,6 +94,4 @@ async def get_passwords(request: Request) -> Passwords:
     return passwords
 
 
-CurrentCaller = Annotated[Caller, Depends(current_caller)]
-AdminCaller = Annotated[Caller, Depends(admin_caller)]
 PasswordsDep = Annotated[Passwords, Depends(get_passwords)]

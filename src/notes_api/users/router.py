@@ -5,10 +5,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, status
 
-from notes_api.core.deps import SessionDep
 from notes_api.core.openapi import errors
 from notes_api.users import service
-from notes_api.users.deps import AdminCaller, PasswordsDep
+from notes_api.users.deps import AdminWork, PasswordsDep
 from notes_api.users.schemas import UserCreate, UserPage, UserPublic, UserUpdate
 
 # The examples of this router's errors (core/openapi.py).
@@ -20,13 +19,12 @@ router = APIRouter(prefix="/users", tags=["users"])
 
 @router.get("", responses=errors(401, 403, 422))
 async def list_users(
-    admin: AdminCaller,
-    session: SessionDep,
+    work: AdminWork,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> UserPage:
     """The users of your organization, oldest first (admins only)."""
-    return await service.list_users(session, admin, limit=limit, cursor=cursor)
+    return await service.list_users(work.session, work.caller, limit=limit, cursor=cursor)
 
 
 @router.post(
@@ -34,20 +32,20 @@ async def list_users(
     status_code=status.HTTP_201_CREATED,
     responses=errors(400, 401, 403, 409, 413, 422, details={409: _TAKEN}),
 )
-async def create_user(
-    body: UserCreate, admin: AdminCaller, session: SessionDep, passwords: PasswordsDep
-) -> UserPublic:
+async def create_user(body: UserCreate, work: AdminWork, passwords: PasswordsDep) -> UserPublic:
     """Provision an agent or an admin in your organization (admins only)."""
-    return UserPublic.model_validate(await service.provision(session, passwords, admin, body))
+    return UserPublic.model_validate(
+        await service.provision(work.session, passwords, work.caller, body)
+    )
 
 
 @router.patch(
     "/{user_id:uuid}",
     responses=errors(400, 401, 403, 404, 409, 413, 422, details=_UPDATE),
 )
-async def update_user(
-    user_id: uuid.UUID, body: UserUpdate, admin: AdminCaller, session: SessionDep
-) -> UserPublic:
+async def update_user(user_id: uuid.UUID, body: UserUpdate, work: AdminWork) -> UserPublic:
     """Change a user's role or deactivate them (admins only). Deactivation signs them out
     everywhere at once. An organization always keeps one active admin."""
-    return UserPublic.model_validate(await service.update_user(session, admin, user_id, body))
+    return UserPublic.model_validate(
+        await service.update_user(work.session, work.caller, user_id, body)
+    )
