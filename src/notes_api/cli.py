@@ -127,11 +127,12 @@ def worker(settings: Settings) -> None:
 async def _run_worker(settings: Settings) -> None:
     from notes_api.core.db import Database
     from notes_api.jobs.listener import listen_forever
-    from notes_api.runtime import make_summarizer, make_worker
+    from notes_api.runtime import make_summarizer, make_worker, settle_memory
 
     db = Database(settings, pool_size=min(settings.db_pool_size, settings.worker_concurrency + 2))
     summarizer = make_summarizer(settings)
     job_worker = make_worker(db, settings, summarizer)
+    settle_memory()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, job_worker.stop)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -28,7 +27,7 @@ from notes_api.notes.models import SUMMARIZE
 from notes_api.notes.router import router as notes_router
 from notes_api.notes.watcher import NoteWatcher
 from notes_api.ops import router as ops_router
-from notes_api.runtime import make_summarizer, make_worker
+from notes_api.runtime import make_summarizer, make_worker, settle_memory
 from notes_api.streams.feed import Feed
 from notes_api.streams.router import router as events_router
 from notes_api.summarize.router import router as usage_router
@@ -109,10 +108,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
     # Called from a signal handler: hand the work to the event loop.
     app.state.begin_shutdown = lambda: loop.call_soon_threadsafe(stop_taking_work)
-    # What start-up made (modules, the app, its routes and schemas: ~150k objects) lives as
-    # long as the process: out of the collector's sight, full collections stop walking it.
-    gc.collect()
-    gc.freeze()
+    settle_memory()
     log.info(
         "app.started", database=db.engine.dialect.name, embedded_worker=settings.worker_embedded
     )

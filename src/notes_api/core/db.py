@@ -30,6 +30,7 @@ from notes_api.core.deadline import excused
 from notes_api.core.errors import AppError
 
 _IMMEDIATE = "sqlite_begin_immediate"
+_ALONE = "alone"
 
 
 def create_engine_for(
@@ -171,7 +172,21 @@ class _TurnTakingSession(Session):
             self.info["holding"] = True
             if write:
                 execution_options = {**(execution_options or {}), _IMMEDIATE: True}
+        if self.info.get(_ALONE):
+            engine = self.info["unbegun"]
         return super()._connection_for_bind(engine, execution_options, **kw)
+
+
+def alone(session: AsyncSession) -> None:
+    """The unit of work's next statement is its last. On Postgres, when it is also its first,
+    it runs outside a transaction, on a connection of the readers' pool: one statement is
+    atomic by itself and commits as it ends, so there is no BEGIN and no COMMIT to wait for,
+    and the row locks it takes are held for the statement alone, not until its answer has
+    come back and a COMMIT has gone out (a new note's event numbers lock its organization's
+    counter: creates in one organization take turns for that long). A unit that has already
+    run a statement is in its transaction, and the next statement runs there."""
+    if session.info.get("unbegun") is not None:
+        session.info[_ALONE] = True
 
 
 @event.listens_for(_TurnTakingSession, "after_transaction_end")
@@ -202,6 +217,9 @@ class Database:
         self._read_sessions = async_sessionmaker(
             self.reader_engine, expire_on_commit=False, sync_session_class=_TurnTakingSession
         )
+        # Where a Postgres writer's statement run `alone` goes (SQLite's writers keep their
+        # BEGIN IMMEDIATE: the process's write lock is taken before the statement either way).
+        self._unbegun = None if self.is_sqlite else self.reader_engine.sync_engine
 
     @asynccontextmanager
     async def session(self, *, write: bool = True) -> AsyncIterator[AsyncSession]:
@@ -211,7 +229,7 @@ class Database:
         outside any transaction on Postgres."""
         sessions = self._sessions if write else self._read_sessions
         async with sessions() as session:
-            session.info.update(gates=self._gates, write=write)
+            session.info.update(gates=self._gates, write=write, unbegun=self._unbegun)
             try:
                 yield session
             except AppError as exc:

@@ -32,9 +32,16 @@ class Quota:
         self.policies = policies
         self.response = response
 
+    def _counted(self, summary: bool) -> list[Policy]:
+        return [p for p in self.policies if summary or p.name != MODEL]
+
+    def counts(self, *, summary: bool) -> bool:
+        """Whether `spend` would count anything (not when every limit it keeps is off)."""
+        return bool(self._counted(summary))
+
     async def spend(self, session: AsyncSession, *, summary: bool) -> None:
         """Count the write; with `summary`, also the summary it queued (the model quota)."""
-        policies = [p for p in self.policies if summary or p.name != MODEL]
+        policies = self._counted(summary)
         if not policies:
             return
         now = utcnow()

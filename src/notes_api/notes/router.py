@@ -55,7 +55,7 @@ async def create_note(
         body,
         idempotency_key=idempotency_key,
         max_attempts=work.settings.job_max_attempts,
-        spend=quota.spend,
+        quota=quota,
     )
     response.headers["Location"] = f"/notes/{created.note.id}"
     if created.replayed:
@@ -110,7 +110,7 @@ async def update_note(
         note_id,
         body,
         max_attempts=work.settings.job_max_attempts,
-        spend=quota.spend,
+        quota=quota,
     )
 
 
@@ -130,7 +130,7 @@ async def retry_note(
         work.caller,
         note_id,
         max_attempts=work.settings.job_max_attempts,
-        spend=quota.spend,
+        quota=quota,
     )
 
 

@@ -18,9 +18,11 @@ from typing import Any, Protocol
 from sqlalchemy import Row, Select, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from notes_api.core.db import alone
 from notes_api.core.errors import Conflict, NotFound
 from notes_api.core.identity import Caller
 from notes_api.core.pagination import decode_cursor, split_page
+from notes_api.core.sql import dialect_name
 from notes_api.events.models import EventType
 from notes_api.jobs import queue
 from notes_api.notes import idempotency, outbox, repository
@@ -31,11 +33,14 @@ from notes_api.notes.watcher import NoteWatcher
 _TERMINAL = (NoteStatus.DONE, NoteStatus.FAILED)
 
 
-class Spend(Protocol):
-    """Counts an accepted write against the caller's limits (`limits.deps.Quota.spend`),
-    in the write's unit of work, once the write is done; raises 429 past a limit."""
+class Quota(Protocol):
+    """The caller's write limits (`limits.deps.Quota`). `spend` counts an accepted write, in
+    the write's unit of work, once the write is done, and raises 429 past a limit; `counts`
+    says whether it would count anything."""
 
-    async def __call__(self, session: AsyncSession, *, summary: bool) -> None: ...
+    def counts(self, *, summary: bool) -> bool: ...
+
+    async def spend(self, session: AsyncSession, *, summary: bool) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -98,18 +103,25 @@ def _add_queued_statement() -> Select[Any]:
 
 
 async def _add_queued(
-    session: AsyncSession, caller: Caller, values: dict[str, Any], max_attempts: int
+    session: AsyncSession,
+    caller: Caller,
+    values: dict[str, Any],
+    max_attempts: int,
+    *,
+    last: bool,
 ) -> Row[Any]:
     """A new note with its summary job and its `note.queued` event (a new note has no job
-    to cancel): one statement on Postgres; on SQLite four (the note, the job, the event, its
-    deliveries). The same rows either way."""
+    to cancel): one statement on Postgres, run `alone` when it is the unit's `last`; on
+    SQLite four (the note, the job, the event, its deliveries). The same rows either way."""
     row = repository.new_note(caller, values)
-    conn = await session.connection()
-    if conn.dialect.name != "postgresql":
+    if dialect_name(session) != "postgresql":
         note = await repository.add(session, row)
         await _enqueue_summary(session, note, max_attempts)
         await outbox.record(session, EventType.QUEUED, note)
         return note
+    if last:
+        alone(session)
+    conn = await session.connection()
     job = queue.new_job(**_summary_job(row["id"], caller.organization_id, max_attempts))
     params = repository.add_cte_params(row) | queue.enqueue_cte_params(job)
     params |= outbox.record_params([(EventType.QUEUED, SimpleNamespace(**row))])
@@ -126,7 +138,7 @@ async def create_note(
     *,
     idempotency_key: str | None,
     max_attempts: int,
-    spend: Spend,
+    quota: Quota,
 ) -> Created:
     claim = None
     if idempotency_key is not None:
@@ -135,13 +147,14 @@ async def create_note(
         ).hexdigest()
         claim, replay = await idempotency.claim(session, caller, idempotency_key, fingerprint)
         if replay is not None:
-            await spend(session, summary=False)  # a request, but no new note or summary
+            await quota.spend(session, summary=False)  # a request, but no new note or summary
             return Created(NotePublic.model_validate(replay), replayed=True)
     values = {"title": body.title or None, "raw_text": body.raw_text}
-    note = await _add_queued(session, caller, values, max_attempts)
+    last = claim is None and not quota.counts(summary=True)
+    note = await _add_queued(session, caller, values, max_attempts, last=last)
     if claim is not None:
         await idempotency.bind(session, claim, note.id)
-    await spend(session, summary=True)
+    await quota.spend(session, summary=True)
     return Created(NotePublic.model_validate(note), replayed=False)
 
 
@@ -200,7 +213,7 @@ async def update_note(
     body: NoteUpdate,
     *,
     max_attempts: int,
-    spend: Spend,
+    quota: Quota,
 ) -> NotePublic:
     note = await _lock(session, caller, note_id)
     values: dict[str, Any] = {}
@@ -213,18 +226,18 @@ async def update_note(
     else:
         changed = await repository.change(session, caller, note_id, values)
         await outbox.record(session, EventType.UPDATED, changed)
-    await spend(session, summary=requeue)
+    await quota.spend(session, summary=requeue)
     return NotePublic.model_validate(changed)
 
 
 async def retry_note(
-    session: AsyncSession, caller: Caller, note_id: uuid.UUID, *, max_attempts: int, spend: Spend
+    session: AsyncSession, caller: Caller, note_id: uuid.UUID, *, max_attempts: int, quota: Quota
 ) -> NotePublic:
     note = await _lock(session, caller, note_id)
     if note.status is not NoteStatus.FAILED:
         raise Conflict(f"Only a failed note can be retried; this one is {note.status.value}")
     retried = await _requeue(session, caller, note, {}, max_attempts)
-    await spend(session, summary=True)
+    await quota.spend(session, summary=True)
     return NotePublic.model_validate(retried)
 
 
