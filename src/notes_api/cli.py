@@ -126,7 +126,7 @@ def worker(settings: Settings) -> None:
 
 async def _run_worker(settings: Settings) -> None:
     from notes_api.core.db import Database
-    from notes_api.jobs.listener import listen_forever
+    from notes_api.jobs.listener import job_channels, listen_forever
     from notes_api.runtime import make_summarizer, make_worker, settle_memory
 
     db = Database(settings, pool_size=min(settings.db_pool_size, settings.worker_concurrency + 2))
@@ -137,7 +137,11 @@ async def _run_worker(settings: Settings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, job_worker.stop)
     listener = (
-        None if db.is_sqlite else asyncio.create_task(listen_forever(settings.async_direct_url))
+        None
+        if db.is_sqlite
+        else asyncio.create_task(
+            listen_forever(settings.async_direct_url, job_channels(queued=True, finished=False))
+        )
     )
     try:
         await job_worker.run()

@@ -22,7 +22,7 @@ from notes_api.core.logging import configure_logging
 from notes_api.core.middleware import RequestContext
 from notes_api.core.migrations import head_revision
 from notes_api.events import signals as event_signals
-from notes_api.jobs.listener import listen_forever
+from notes_api.jobs.listener import job_channels, listen_forever
 from notes_api.notes.models import SUMMARIZE
 from notes_api.notes.router import router as notes_router
 from notes_api.notes.watcher import NoteWatcher
@@ -86,12 +86,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     feed.start()
     if not db.is_sqlite:
         channels = {
+            **job_channels(queued=settings.worker_embedded, finished=True),
             event_signals.CHANNEL: lambda _payload: event_signals.published(),
             callers.CHANNEL: record.on_notify,
         }
-        listener = listen_forever(
-            settings.async_direct_url, channels=channels, on_lost=record.on_lost
-        )
+        listener = listen_forever(settings.async_direct_url, channels, on_lost=record.on_lost)
         background.append(asyncio.create_task(listener))
     summarizer = worker = worker_task = None
     if settings.worker_embedded:

@@ -27,40 +27,49 @@ def libpq_url(sqlalchemy_url: str) -> str:
 Handler = Callable[[str], None]
 
 
+def job_channels(*, queued: bool, finished: bool) -> dict[str, Handler]:
+    """The job engine's channels, for a process that runs a worker (`queued`: a new job
+    wakes it) or that waits for jobs to end (`finished`: `GET /notes/{id}?wait`). A process
+    listens to what it uses only: every job sends on both, and each notification heard is
+    work for the listening process and for Postgres."""
+    channels: dict[str, Handler] = {}
+    if queued:
+        channels[signals.QUEUED_CHANNEL] = lambda _payload: signals.wake_workers()
+    if finished:
+        channels[signals.FINISHED_CHANNEL] = _finished
+    return channels
+
+
+def _finished(payload: str) -> None:
+    kind, _, key = payload.partition(":")
+    signals.job_finished(kind, key or None)  # "*" (listening anew): any job may have ended
+
+
 async def listen_forever(
     sqlalchemy_url: str,
+    channels: Mapping[str, Handler],
     *,
     retry_max: float = 10.0,
-    channels: Mapping[str, Handler] | None = None,
     on_lost: Callable[[], None] | None = None,
 ) -> None:
-    """LISTEN on the job engine's channels, and on `channels` for other parts of the process
-    (each called with a notification's payload, and with "*" once listening, when anything
-    may have been missed): one connection for all of them. `on_lost` is called whenever the
-    connection is lost, before it is tried again."""
+    """LISTEN on `channels` (each handler called with a notification's payload, and with "*"
+    once listening, when anything may have been missed): one connection for all of them.
+    `on_lost` is called whenever the connection is lost, before it is tried again."""
     url = libpq_url(sqlalchemy_url)
-    others = dict(channels or {})
     delay = 0.5
     while True:
         try:
             async with await psycopg.AsyncConnection.connect(
                 url, autocommit=True, prepare_threshold=None
             ) as conn:
-                await conn.execute(f"LISTEN {signals.QUEUED_CHANNEL}")
-                await conn.execute(f"LISTEN {signals.FINISHED_CHANNEL}")
-                for channel in others:
+                for channel in channels:
                     await conn.execute(f"LISTEN {channel}")
                 delay = 0.5
-                # Anything sent while we were away is found by the workers' next claim.
-                signals.wake_workers()
-                signals.job_finished("*", None)
-                for handler in others.values():
+                # Anything sent while we were away: the workers' next claim finds new jobs.
+                for handler in channels.values():
                     handler("*")
                 async for note in conn.notifies():
-                    if note.channel in others:
-                        others[note.channel](note.payload)
-                    else:
-                        _dispatch(note.channel, note.payload)
+                    channels[note.channel](note.payload)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -69,11 +78,3 @@ async def listen_forever(
             log.warning("listener.disconnected", error=type(exc).__name__, retry_in=delay)
             await asyncio.sleep(delay)
             delay = min(retry_max, delay * 2)
-
-
-def _dispatch(channel: str, payload: str) -> None:
-    if channel == signals.QUEUED_CHANNEL:
-        signals.wake_workers()
-    elif channel == signals.FINISHED_CHANNEL:
-        kind, _, key = payload.partition(":")
-        signals.job_finished(kind, key or None)
