@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import event, select, update
 
 from notes_api.core.db import Database
 from notes_api.events.models import NoteEvent
@@ -22,7 +22,15 @@ from notes_api.notes.repository import JobState
 from notes_api.notes.schemas import NoteState
 from notes_api.notes.service import SUMMARIZE
 from notes_api.notes.watcher import NoteWatcher
-from tests.conftest import NOTE_FIELDS, client_for, create_note, make_settings, running_app, signup
+from tests.conftest import (
+    NOTE_FIELDS,
+    client_for,
+    create_note,
+    empty_pg,
+    make_settings,
+    running_app,
+    signup,
+)
 
 PROBLEM_FIELDS = {"type", "title", "status", "detail"}
 TEXT = "Call with Dana from Acme. They want the CRM export by Friday. Budget is approved."
@@ -465,3 +473,67 @@ async def test_a_new_note_is_written_with_its_job_its_event_and_the_events_deliv
     [delivery] = [(d.dedupe_key or "").split(":") for d in deliveries]
     assert (delivery[0], uuid.UUID(delivery[1])) == (str(event.id), uuid.UUID(hook.json()["id"]))
     assert deliveries[0].fairness_key == str(organization_id)
+
+
+@pytest.mark.parametrize(
+    ("key", "limits", "alone"),
+    [(None, False, True), ("retry-1", False, False), (None, True, False)],
+    ids=["last-statement", "idempotency-key", "limits-on"],
+)
+async def test_a_create_runs_outside_a_transaction_only_when_it_is_its_units_one_statement(
+    pg_url: str, key: str | None, limits: bool, alone: bool
+) -> None:
+    """Postgres: with no idempotency key to bind afterwards and no limit to count, the create
+    is the unit's one statement and runs in autocommit (`core.db.alone`); otherwise every
+    statement of the unit, the create's included, runs in one transaction."""
+    empty_pg(pg_url)
+    overrides = {"rate_limit_user_writes_per_minute": 1000} if limits else {}
+    async with running_app(make_settings(pg_url, **overrides)) as app, client_for(app) as client:
+        account = await signup(client)
+        for _ in range(100):  # the caller is remembered once the listener is up
+            if app.state.callers.live:
+                break
+            await asyncio.sleep(0.05)
+        for _ in range(2):
+            await create_note(client, account, TEXT)
+        seen: list[tuple[str, bool]] = []
+
+        def spy(conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+            seen.append((statement.split()[0], conn.connection.dbapi_connection.autocommit))
+
+        db: Database = app.state.db
+        for engine in (db.engine, db.reader_engine):
+            event.listen(engine.sync_engine, "before_cursor_execute", spy)
+        headers = account.headers | ({"Idempotency-Key": key} if key else {})
+        r = await client.post("/notes", headers=headers, json={"raw_text": TEXT})
+        for engine in (db.engine, db.reader_engine):
+            event.remove(engine.sync_engine, "before_cursor_execute", spy)
+        assert r.status_code == 202, r.text
+        assert (await client.get(r.headers["Location"], headers=account.headers)).json() == r.json()
+    if alone:
+        assert seen == [("WITH", True)]
+    else:
+        assert len(seen) >= 2
+        assert "WITH" in [verb for verb, _ in seen]
+        assert not any(autocommit for _, autocommit in seen)
+
+
+async def test_a_refused_create_leaves_no_note_when_the_limit_is_counted_after_it(
+    pg_url: str,
+) -> None:
+    """The limits are counted after the write, in its transaction: a create refused with 429
+    takes its note, job and event back with it (it never runs alone)."""
+    empty_pg(pg_url)
+    settings = make_settings(pg_url, rate_limit_user_writes_per_minute=1)
+    async with running_app(settings) as app, client_for(app) as client:
+        account = await signup(client)
+        await create_note(client, account, TEXT)
+        r = await client.post("/notes", headers=account.headers, json={"raw_text": TEXT})
+        assert r.status_code == 429, r.text
+        page = (await client.get("/notes", headers=account.headers)).json()
+        db: Database = app.state.db
+        async with db.session(write=False) as session:
+            notes = (await session.execute(select(Note.id))).all()
+            events = (await session.execute(select(NoteEvent.id))).all()
+            jobs = (await session.execute(select(Job.id))).all()
+    assert len(page["items"]) == len(notes) == len(events) == len(jobs) == 1

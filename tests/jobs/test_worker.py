@@ -14,6 +14,7 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
+import psycopg
 import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy import select
@@ -30,6 +31,7 @@ from notes_api.jobs.handler import (
     PermanentJobError,
     RetryPolicy,
 )
+from notes_api.jobs.listener import job_channels, listen_forever
 from notes_api.jobs.models import Claimed, Job, JobStatus
 from notes_api.jobs.worker import Worker, WorkerConfig
 
@@ -701,3 +703,31 @@ async def test_a_maintenance_round_stuck_past_the_grace_does_not_hold_up_the_sto
     await asyncio.wait_for(reading.wait(), 10)
     worker.stop()
     await asyncio.wait_for(task, 5)  # the grace (0.3 s), then the round is cancelled
+
+
+async def test_a_process_hears_only_the_job_channels_it_listens_on(pg_url: str) -> None:
+    """A standalone worker LISTENs for new jobs, not for ended ones (the API's `?wait`
+    listens for those): every job sends on both, and each notification heard costs the
+    listening process and Postgres."""
+    woken = asyncio.Event()
+    ended: list[tuple[str, str | None]] = []
+    signals.add_wake_event(woken)
+    signals.add_finished_listener(lambda kind, key: ended.append((kind, key)))
+    listener = asyncio.create_task(
+        listen_forever(pg_url, job_channels(queued=True, finished=False))
+    )
+    try:
+        await asyncio.wait_for(woken.wait(), 10)  # listening: "*" wakes the workers once
+        woken.clear()
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute(f"NOTIFY {signals.FINISHED_CHANNEL}, 'summarize:n1'")
+            conn.execute(f"NOTIFY {signals.QUEUED_CHANNEL}, 'summarize'")
+        await asyncio.wait_for(woken.wait(), 5)
+        await asyncio.sleep(0.2)  # the earlier notification, had it been heard, is in by now
+        assert ended == []
+    finally:
+        listener.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await listener
+        signals.remove_wake_event(woken)
+        signals._finished_listeners.clear()
