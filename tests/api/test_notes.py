@@ -476,18 +476,23 @@ async def test_a_new_note_is_written_with_its_job_its_event_and_the_events_deliv
 
 
 @pytest.mark.parametrize(
-    ("key", "limits", "alone"),
-    [(None, False, True), ("retry-1", False, False), (None, True, False)],
-    ids=["last-statement", "idempotency-key", "limits-on"],
+    ("key", "overrides", "alone"),
+    [
+        (None, {}, True),
+        ("retry-1", {}, False),
+        (None, {"rate_limit_user_writes_per_minute": 1000}, False),
+        (None, {"caller_record_seconds": 0}, False),
+    ],
+    ids=["last-statement", "idempotency-key", "limits-on", "caller-confirmed-first"],
 )
 async def test_a_create_runs_outside_a_transaction_only_when_it_is_its_units_one_statement(
-    pg_url: str, key: str | None, limits: bool, alone: bool
+    pg_url: str, key: str | None, overrides: dict[str, Any], alone: bool
 ) -> None:
     """Postgres: with no idempotency key to bind afterwards and no limit to count, the create
     is the unit's one statement and runs in autocommit (`core.db.alone`); otherwise every
-    statement of the unit, the create's included, runs in one transaction."""
+    statement of the unit, the create's included, runs in one transaction on one connection
+    (a caller confirmed by the database first, say: its check began the transaction)."""
     empty_pg(pg_url)
-    overrides = {"rate_limit_user_writes_per_minute": 1000} if limits else {}
     async with running_app(make_settings(pg_url, **overrides)) as app, client_for(app) as client:
         account = await signup(client)
         for _ in range(100):  # the caller is remembered once the listener is up
@@ -496,10 +501,11 @@ async def test_a_create_runs_outside_a_transaction_only_when_it_is_its_units_one
             await asyncio.sleep(0.05)
         for _ in range(2):
             await create_note(client, account, TEXT)
-        seen: list[tuple[str, bool]] = []
+        seen: list[tuple[str, bool, int]] = []
 
         def spy(conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-            seen.append((statement.split()[0], conn.connection.dbapi_connection.autocommit))
+            dbapi = conn.connection.dbapi_connection
+            seen.append((statement.split()[0], dbapi.autocommit, id(dbapi)))
 
         db: Database = app.state.db
         for engine in (db.engine, db.reader_engine):
@@ -511,11 +517,12 @@ async def test_a_create_runs_outside_a_transaction_only_when_it_is_its_units_one
         assert r.status_code == 202, r.text
         assert (await client.get(r.headers["Location"], headers=account.headers)).json() == r.json()
     if alone:
-        assert seen == [("WITH", True)]
+        assert seen == [("WITH", True, seen[0][2])]
     else:
         assert len(seen) >= 2
-        assert "WITH" in [verb for verb, _ in seen]
-        assert not any(autocommit for _, autocommit in seen)
+        assert "WITH" in [verb for verb, _, _ in seen]
+        assert not any(autocommit for _, autocommit, _ in seen)
+        assert len({connection for _, _, connection in seen}) == 1
 
 
 async def test_a_refused_create_leaves_no_note_when_the_limit_is_counted_after_it(

@@ -185,7 +185,7 @@ def alone(session: AsyncSession) -> None:
     come back and a COMMIT has gone out (a new note's event numbers lock its organization's
     counter: creates in one organization take turns for that long). A unit that has already
     run a statement is in its transaction, and the next statement runs there."""
-    if session.info.get("unbegun") is not None:
+    if session.info.get("unbegun") is not None and not session.info.get("holding"):
         session.info[_ALONE] = True
 
 
