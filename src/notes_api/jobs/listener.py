@@ -65,7 +65,7 @@ async def listen_forever(
                 for channel in channels:
                     await conn.execute(f"LISTEN {channel}")
                 delay = 0.5
-                # Anything sent while we were away: the workers' next claim finds new jobs.
+                # Anything may have been sent while we were away: each handler hears "*".
                 for handler in channels.values():
                     handler("*")
                 async for note in conn.notifies():
