@@ -54,17 +54,12 @@ def event_values(
 _FAN_OUT = deliveries_of(events.recorded("hook_event_ids"))
 
 
-def record_cte(count: int) -> tuple[CTE, ScalarSelect[Any]]:
-    """Postgres: `count` events and the delivery jobs they call for, as parts of one
-    statement (a request writes one event; a worker's batch, up to its concurrency): the
-    CTE `written` (the events' `id`, `organization_id` and `type`) and the number of
-    delivery jobs queued. Parameters: `record_params`; after running the statement, call
-    `recorded`."""
-    return _record_cte(many=count > 1)
-
-
 @functools.cache
-def _record_cte(*, many: bool) -> tuple[CTE, ScalarSelect[Any]]:
+def record_cte(*, many: bool) -> tuple[CTE, ScalarSelect[Any]]:
+    """Postgres: one event (a request's) or `many` (a worker's batch) and the delivery jobs
+    they call for, as parts of one statement: the CTE `written` (the events' `id`,
+    `organization_id` and `type`) and the number of delivery jobs queued. Parameters:
+    `record_params`; after running the statement, call `recorded`."""
     written = events.record_statement(many=many).cte("written")
     hooks = deliveries_of(written).returning(literal_column("1")).cte("hooks")
     return written, select(func.count()).select_from(hooks).scalar_subquery()
@@ -72,7 +67,7 @@ def _record_cte(*, many: bool) -> tuple[CTE, ScalarSelect[Any]]:
 
 @functools.cache
 def _record_and_fan_out(*, many: bool) -> Select[Any]:
-    written, queued = _record_cte(many=many)
+    written, queued = record_cte(many=many)
     return select(written.c.id, queued).order_by(written.c.id)
 
 
@@ -82,7 +77,7 @@ def _event_rows(changes: Sequence[tuple[EventType, Any]]) -> list[dict[str, Any]
 
 
 def record_params(changes: Sequence[tuple[EventType, Any]]) -> dict[str, Any]:
-    """The parameters of `record_cte(len(changes))`: the events of these changes."""
+    """The parameters of `record_cte(many=len(changes) > 1)`: the events of these changes."""
     params = fan_out_params()
     rows = _event_rows(changes)
     if len(rows) == 1:

@@ -13,7 +13,7 @@ import json
 import uuid
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy import Row, Select, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -25,22 +25,13 @@ from notes_api.core.pagination import decode_cursor, split_page
 from notes_api.core.sql import dialect_name
 from notes_api.events.models import EventType
 from notes_api.jobs import queue
+from notes_api.limits.deps import Quota
 from notes_api.notes import idempotency, outbox, repository
 from notes_api.notes.models import SUMMARIZE, NoteStatus
 from notes_api.notes.schemas import NoteCreate, NotePage, NotePublic, NoteUpdate
 from notes_api.notes.watcher import NoteWatcher
 
 _TERMINAL = (NoteStatus.DONE, NoteStatus.FAILED)
-
-
-class Quota(Protocol):
-    """The caller's write limits (`limits.deps.Quota`). `spend` counts an accepted write, in
-    the write's unit of work, once the write is done, and raises 429 past a limit; `counts`
-    says whether it would count anything."""
-
-    def counts(self, *, summary: bool) -> bool: ...
-
-    async def spend(self, session: AsyncSession, *, summary: bool) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -94,7 +85,7 @@ def _add_queued_statement() -> Select[Any]:
     repository's, the queue's and the outbox's); it answers the note and how many
     deliveries were queued."""
     note = repository.add_cte()
-    written, deliveries = outbox.record_cte(1)
+    written, deliveries = outbox.record_cte(many=False)
     return (
         select(note, deliveries.label("deliveries"))
         .select_from(note.join(written, true()))
