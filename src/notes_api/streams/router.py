@@ -14,7 +14,7 @@ from notes_api.core.openapi import errors
 from notes_api.streams import service
 from notes_api.streams.feed import Feed
 from notes_api.streams.schemas import stream_item_schema
-from notes_api.users.deps import CallerWork, TokenClaims
+from notes_api.users.deps import CallerWork
 
 router = APIRouter(prefix="/notes", tags=["events"])
 
@@ -53,7 +53,6 @@ class _Opening:
 
     request: Request
     work: CallerWork
-    claims: TokenClaims
     db: DatabaseDep
     last_event_id: LastEventId = None
 
@@ -77,7 +76,7 @@ async def _respond(opening: _Opening, note_id: uuid.UUID | None) -> EventSourceR
         first=opened.first,
         jwt_secret=settings.jwt_secret.get_secret_value(),
         token=token,
-        claims=opening.claims,
+        claims=work.claims,
         heartbeat=settings.event_heartbeat_seconds,
         retry_ms=settings.event_retry_ms,
         callers=request.app.state.callers,

@@ -45,23 +45,16 @@ def _claims(request: Request, token: str | None) -> AccessClaims:
 Token = Annotated[str | None, Depends(oauth2_scheme)]
 
 
-async def token_claims(request: Request, token: Token) -> AccessClaims:
-    """What a valid bearer token says, before the database confirms it (an event stream
-    keeps them, to confirm its caller again at every wake)."""
-    return _claims(request, token)
-
-
-TokenClaims = Annotated[AccessClaims, Depends(token_claims)]
-
-
 @dataclass(frozen=True, slots=True)
 class Work:
     """A request's unit of work (`core.deps.unit_of_work`) and the caller it is done for,
-    confirmed in it; and the settings the route reads."""
+    confirmed in it; what the caller's token says (an event stream keeps it, to confirm its
+    caller again at every wake); and the settings the route reads."""
 
     caller: Caller
     session: AsyncSession
     settings: Settings
+    claims: AccessClaims
 
 
 async def caller_work(request: Request, token: Token) -> AsyncIterator[Work]:
@@ -72,7 +65,7 @@ async def caller_work(request: Request, token: Token) -> AsyncIterator[Work]:
     state = request.app.state
     async with unit_of_work(request) as session:
         caller = await confirm_caller(session, claims, state.callers)
-        yield Work(caller, session, state.settings)
+        yield Work(caller, session, state.settings, claims)
 
 
 # scope="function": the commit happens before the response, so a client that gets 2xx
