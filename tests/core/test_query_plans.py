@@ -91,7 +91,7 @@ def test_a_page_of_notes_is_an_index_scan_that_stops_at_the_limit(
     caller = seeded[who]
     stmt, params = repository.page_query(caller, NoteFilters(), 21)
     with psycopg.connect(pg_url) as conn:
-        plan = _plan(conn, stmt, params)
+        plan = _plan(conn, stmt.statement, params)
     assert f"Index Scan Backward using {index} on notes" in plan
     assert "Seq Scan on notes" not in plan
     # The page is cut by the index order: no sort of the caller's notes (a sort of the 21
@@ -104,7 +104,7 @@ def test_the_next_page_starts_in_the_index_too(pg_url: str, seeded: dict[str, Ca
     after = (utcnow() - timedelta(seconds=100), uuid.uuid4())
     stmt, params = repository.page_query(caller, NoteFilters(after=after), 21)
     with psycopg.connect(pg_url) as conn:
-        plan = _plan(conn, stmt, params)
+        plan = _plan(conn, stmt.statement, params)
     assert "Index Scan Backward using ix_notes_owner_created on notes" in plan
     assert "Sort" not in plan
 
@@ -114,7 +114,7 @@ def test_one_note_is_a_primary_key_lookup(pg_url: str, seeded: dict[str, Caller]
     stmt = repository.one_statement(caller, for_update=True)
     params = {"note_id": uuid.uuid4(), **repository.tenant_params(caller)}
     with psycopg.connect(pg_url) as conn:
-        plan = _plan(conn, stmt, params)
+        plan = _plan(conn, stmt.statement, params)
     assert "Index Scan using pk_notes on notes" in plan
     assert "Seq Scan on notes" not in plan
 

@@ -43,6 +43,7 @@ from notes_api.core.identity import Caller, Role
 from notes_api.core.models import utcnow
 from notes_api.core.pagination import seek
 from notes_api.core.sql import bound_row, row_params
+from notes_api.core.statements import Once
 from notes_api.notes.models import Note, NoteStatus
 
 notes = cast(Table, Note.__table__)
@@ -79,25 +80,23 @@ def _by_role(build: Callable[[Role], _S]) -> dict[Role, _S]:
 
 
 _NOTE_ID = bindparam("note_id", type_=notes.c.id.type)
-_ONE = _by_role(lambda role: select(notes).where(notes.c.id == _NOTE_ID, visible_to(role)))
-_ONE_FOR_UPDATE = {role: stmt.with_for_update() for role, stmt in _ONE.items()}
+_SELECT_ONE = _by_role(lambda role: select(notes).where(notes.c.id == _NOTE_ID, visible_to(role)))
+_ONE = {role: Once(stmt) for role, stmt in _SELECT_ONE.items()}
+_ONE_FOR_UPDATE = {role: Once(stmt.with_for_update()) for role, stmt in _SELECT_ONE.items()}
 
 
-def one_statement(caller: Caller, *, for_update: bool = False) -> Select[Any]:
+def one_statement(caller: Caller, *, for_update: bool = False) -> Once[Select[Any]]:
     """The note `note_id` if `caller` may see it (parameters: `note_id`, `tenant_params`)."""
     return (_ONE_FOR_UPDATE if for_update else _ONE)[caller.role]
 
 
 async def get(
     session: AsyncSession, caller: Caller, note_id: uuid.UUID, *, for_update: bool = False
-) -> Row[Any] | None:
+) -> Any | None:
     """The note, if the caller may see it. `for_update` locks its row until the transaction
     ends: every change of a note starts here, so changes of one note take turns."""
     params = {"note_id": note_id, **tenant_params(caller)}
-    conn = await session.connection()  # a Core statement: no ORM execution to go through
-    stmt = one_statement(caller, for_update=for_update)
-    note: Row[Any] | None = (await conn.execute(stmt, params)).one_or_none()
-    return note
+    return await one_statement(caller, for_update=for_update).first(session, params)
 
 
 def _like_pattern(text: str) -> str:
@@ -106,7 +105,7 @@ def _like_pattern(text: str) -> str:
 
 
 @functools.cache
-def _page_statement(role: Role, present: frozenset[str]) -> Select[Any]:
+def _page_statement(role: Role, present: frozenset[str]) -> Once[Select[Any]]:
     """The page statement for a role and the filters a request gives (at most 2 x 2^6
     shapes, each built once), their values as bind parameters."""
     at = notes.c.created_at
@@ -131,12 +130,12 @@ def _page_statement(role: Role, present: frozenset[str]) -> Select[Any]:
         after_at = bindparam("after_at", type_=at.type)
         after_id = bindparam("after_id", type_=notes.c.id.type)
         stmt = stmt.where(seek(at, notes.c.id, (after_at, after_id), newest_first=True))
-    return stmt.order_by(at.desc(), notes.c.id.desc()).limit(bindparam("limit"))
+    return Once(stmt.order_by(at.desc(), notes.c.id.desc()).limit(bindparam("limit")))
 
 
 def page_query(
     caller: Caller, filters: NoteFilters, limit: int
-) -> tuple[Select[Any], dict[str, Any]]:
+) -> tuple[Once[Select[Any]], dict[str, Any]]:
     """Up to `limit` notes the caller may see, newest first (keyset pagination: an index
     scan in key order that stops after `limit` rows): the statement and its parameters."""
     params: dict[str, Any] = {"limit": limit, **tenant_params(caller)}
@@ -156,13 +155,12 @@ def page_query(
 
 async def page(
     session: AsyncSession, caller: Caller, filters: NoteFilters, limit: int
-) -> list[Row[Any]]:
+) -> list[Any]:
     stmt, params = page_query(caller, filters, limit)
-    conn = await session.connection()
-    return list((await conn.execute(stmt, params)).all())
+    return await stmt.rows(session, params)
 
 
-_ADD = insert(notes).returning(notes)
+_ADD = Once(insert(notes).returning(notes))
 
 
 def new_note(caller: Caller, values: dict[str, Any]) -> dict[str, Any]:
@@ -186,11 +184,9 @@ def new_note(caller: Caller, values: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-async def add(session: AsyncSession, row: dict[str, Any]) -> Row[Any]:
+async def add(session: AsyncSession, row: dict[str, Any]) -> Any:
     """Write a `new_note` row: the note as written."""
-    conn = await session.connection()
-    added: Row[Any] = (await conn.execute(_ADD, row)).one()
-    return added
+    return (await _ADD.rows(session, row))[0]
 
 
 _NEW_COLUMNS = tuple(c.name for c in notes.c)
@@ -226,12 +222,11 @@ async def change(
     return changed
 
 
-_REMOVE = _by_role(lambda role: delete(notes).where(notes.c.id == _NOTE_ID, visible_to(role)))
+_REMOVE = _by_role(lambda role: Once(delete(notes).where(notes.c.id == _NOTE_ID, visible_to(role))))
 
 
 async def remove(session: AsyncSession, caller: Caller, note_id: uuid.UUID) -> None:
-    conn = await session.connection()
-    await conn.execute(_REMOVE[caller.role], {"note_id": note_id, **tenant_params(caller)})
+    await _REMOVE[caller.role].rows(session, {"note_id": note_id, **tenant_params(caller)})
 
 
 _CREATED_SINCE = (

@@ -23,6 +23,7 @@ from notes_api.core.errors import Conflict, NotFound
 from notes_api.core.identity import Caller
 from notes_api.core.pagination import decode_cursor, split_page
 from notes_api.core.sql import dialect_name
+from notes_api.core.statements import Once
 from notes_api.events.models import EventType
 from notes_api.jobs import queue
 from notes_api.limits.deps import Quota
@@ -79,14 +80,14 @@ async def _enqueue_summary(session: AsyncSession, note: Row[Any], max_attempts: 
 
 
 @functools.cache
-def _add_queued_statement() -> Select[Any]:
+def _add_queued_statement() -> Once[Select[Any]]:
     """Postgres: a new note, its summary job and its `note.queued` event with the event's
     webhook deliveries, in one statement (the parts are their owners': the notes
     repository's, the queue's and the outbox's); it answers the note and how many
     deliveries were queued."""
     note = repository.add_cte()
     written, deliveries = outbox.record_cte(many=False)
-    return (
+    return Once(
         select(note, deliveries.label("deliveries"))
         .select_from(note.join(written, true()))
         .add_cte(queue.enqueue_cte())
@@ -100,7 +101,7 @@ async def _add_queued(
     max_attempts: int,
     *,
     last: bool,
-) -> Row[Any]:
+) -> Any:
     """A new note with its summary job and its `note.queued` event (a new note has no job
     to cancel): one statement on Postgres, run `alone` when it is the unit's `last`; on
     SQLite four (the note, the job, the event, its deliveries). The same rows either way."""
@@ -112,11 +113,10 @@ async def _add_queued(
         return note
     if last:
         alone(session)
-    conn = await session.connection()
     job = queue.new_job(**_summary_job(row["id"], caller.organization_id, max_attempts))
     params = repository.add_cte_params(row) | queue.enqueue_cte_params(job)
     params |= outbox.record_params([(EventType.QUEUED, SimpleNamespace(**row))])
-    added: Row[Any] = (await conn.execute(_add_queued_statement(), params)).one()
+    added = (await _add_queued_statement().rows(session, params))[0]
     queue.enqueued(session, 1)
     outbox.recorded(session, added.deliveries)
     return added
@@ -190,7 +190,7 @@ async def list_notes(
     return NotePage.model_validate({"items": items, "next_cursor": next_cursor})
 
 
-async def _lock(session: AsyncSession, caller: Caller, note_id: uuid.UUID) -> Row[Any]:
+async def _lock(session: AsyncSession, caller: Caller, note_id: uuid.UUID) -> Any:
     note = await repository.get(session, caller, note_id, for_update=True)
     if note is None:
         raise NotFound("Note not found")

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from notes_api.core.errors import Unauthorized
 from notes_api.core.identity import Caller
+from notes_api.core.statements import Once
 from notes_api.users.models import ACTIVE_MEMBER, RefreshToken, member_params, users
 from notes_api.users.tokens import AccessClaims
 
@@ -100,7 +101,7 @@ _LIVE_SESSION = exists().where(
     refresh_tokens.c.user_id == users.c.id,
     refresh_tokens.c.revoked_at.is_(None),
 )
-_ACTIVE_ROLE = select(users.c.role).where(ACTIVE_MEMBER, _LIVE_SESSION)
+_ACTIVE_ROLE = Once(select(users.c.role).where(ACTIVE_MEMBER, _LIVE_SESSION))
 
 
 async def confirm_caller(
@@ -119,8 +120,7 @@ async def confirm_caller(
         epoch = record.epoch
     params = member_params(claims.user_id, claims.organization_id)
     params["session_id"] = claims.session_id
-    conn = await session.connection()  # a Core statement: no ORM execution to go through
-    role = (await conn.execute(_ACTIVE_ROLE, params)).scalar_one_or_none()
+    role = await _ACTIVE_ROLE.scalar(session, params)
     if role is None:
         raise Unauthorized("Invalid or expired access token")
     caller = Caller(claims.user_id, claims.organization_id, role)

@@ -1,0 +1,129 @@
+"""Statements built once, run on the driver: `Once` wraps a statement built at import,
+compiles it once per database, and runs it on the unit of work's own connection
+(`Database.session`) as the driver's plain execute of that SQL.
+
+SQLAlchemy's execution of a statement it has already compiled still costs a request about
+as much CPU as the driver's whole round trip (an execution context, the cursor's description
+turned into result metadata, a hop through a greenlet for each driver call); on SQLite it is
+three trips to the driver's thread where one does. A statement built once needs none of it:
+its SQL, the order of its parameters and the conversion of each value (UUIDs and times on
+SQLite, enums and JSON on both) are fixed, and are taken from SQLAlchemy's own compilation,
+so the values and rows are what `session.execute` would give. Errors take SQLAlchemy's own
+path (`DBAPIError` and its subclasses; a broken connection is invalidated, not pooled again).
+
+A statement that SQLAlchemy must render anew at each execution (an expanding `IN` list) or
+one built per call is run with `session.execute` as usual."""
+
+from __future__ import annotations
+
+from collections import namedtuple
+from typing import Any, Generic, TypeVar, cast
+
+from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql.compiler import SQLCompiler
+
+_S = TypeVar("_S", bound=ClauseElement)
+
+
+class _Plan:
+    """A statement compiled for one database: its SQL, how its parameters are bound, and how
+    a row it returns is converted."""
+
+    __slots__ = ("binds", "compiled", "conversions", "positions", "record", "sql")
+
+    def __init__(self, statement: ClauseElement, dialect: Dialect) -> None:
+        compiled = cast(SQLCompiler, statement.compile(dialect=dialect))
+        if compiled.literal_execute_params or compiled.post_compile_params:
+            raise TypeError("a statement rendered anew at each execution runs with execute()")
+        self.compiled = compiled
+        self.sql = str(compiled)
+        self.positions = compiled.positiontup  # None: the driver takes named parameters
+        self.binds: dict[str, Any] = dict(compiled._bind_processors)
+        columns = compiled._result_columns
+        self.conversions = [
+            (i, convert)
+            for i, column in enumerate(columns)
+            if (convert := column.type._cached_result_processor(dialect, None)) is not None
+        ]
+        names = [column.keyname for column in columns]
+        record: Any = namedtuple("Record", names, rename=True) if names else None
+        self.record = record._make if record is not None else None
+
+    def parameters(self, params: dict[str, Any]) -> Any:
+        values = self.compiled.construct_params(params, _check=False)
+        for name, bind in self.binds.items():
+            if name in values:
+                values[name] = bind(values[name])
+        if self.positions is None:
+            return values
+        return tuple(values[name] for name in self.positions)
+
+    def records(self, rows: Any) -> list[Any]:
+        make = self.record
+        if make is None:
+            return []
+        if not self.conversions:
+            return [make(row) for row in rows]
+        records = []
+        for row in rows:
+            values = list(row)
+            for i, convert in self.conversions:
+                values[i] = convert(values[i])
+            records.append(make(values))
+        return records
+
+
+class Once(Generic[_S]):
+    """A statement built once (`statement`), run in a unit of work with `rows`, `first` or
+    `scalar`. A row is a named tuple: `row.id`, `row._asdict()`."""
+
+    __slots__ = ("_plans", "statement")
+
+    def __init__(self, statement: _S) -> None:
+        self.statement = statement
+        self._plans: dict[str, _Plan] = {}
+
+    def _plan(self, dialect: Dialect) -> _Plan:
+        plan = self._plans.get(dialect.name)
+        if plan is None:
+            plan = self._plans[dialect.name] = _Plan(self.statement, dialect)
+        return plan
+
+    async def rows(self, session: AsyncSession, params: dict[str, Any]) -> list[Any]:
+        conn = await session.connection()
+        sync = conn.sync_connection
+        assert sync is not None
+        plan = self._plan(sync.dialect)
+        values = plan.parameters(params)
+        driver: Any = sync.connection.driver_connection
+        if sync._has_events or sync.engine._has_events:  # a tracer's, a test's: they hear it
+            sync.dispatch.before_cursor_execute(sync, None, plan.sql, values, None, False)
+        try:
+            if plan.positions is None:  # psycopg
+                cursor = await driver.execute(plan.sql, values)
+                rows = await cursor.fetchall() if cursor.description is not None else ()
+            else:  # aiosqlite: the statement and its rows in one trip to its thread
+                rows = await driver.execute_fetchall(plan.sql, values)
+        except BaseException as exc:
+            # SQLAlchemy's own handling: wrapped as DBAPIError, a lost connection invalidated.
+            await conn.run_sync(_handle, exc, plan.sql, values)
+            raise
+        return plan.records(rows)
+
+    async def first(self, session: AsyncSession, params: dict[str, Any]) -> Any | None:
+        rows = await self.rows(session, params)
+        return rows[0] if rows else None
+
+    async def scalar(self, session: AsyncSession, params: dict[str, Any]) -> Any:
+        """The first column of the first row; None without a row."""
+        row = await self.first(session, params)
+        return None if row is None else row[0]
+
+
+def _handle(sync: Connection, exc: BaseException, sql: str, values: Any) -> None:
+    try:
+        raise exc  # SQLAlchemy reads the exception being handled (sys.exc_info)
+    except BaseException:
+        sync._handle_dbapi_exception(exc, sql, values, None, None)  # raises
