@@ -19,12 +19,15 @@ from __future__ import annotations
 from collections import namedtuple
 from typing import Any, Generic, TypeVar, cast
 
+from sqlalchemy import event
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session, SessionTransaction
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
 
 _S = TypeVar("_S", bound=ClauseElement)
+_HELD = "statements.connection"  # session.info: the connection its transaction holds
 
 
 class _Plan:
@@ -52,7 +55,7 @@ class _Plan:
         self.record = record._make if record is not None else None
 
     def parameters(self, params: dict[str, Any]) -> Any:
-        values = self.compiled.construct_params(params, _check=False)
+        values = self.compiled.construct_params(params)
         for name, bind in self.binds.items():
             if name in values:
                 values[name] = bind(values[name])
@@ -92,8 +95,10 @@ class Once(Generic[_S]):
         return plan
 
     async def rows(self, session: AsyncSession, params: dict[str, Any]) -> list[Any]:
-        conn = await session.connection()
-        sync = conn.sync_connection
+        sync: Connection | None = session.info.get(_HELD)
+        if sync is None:  # the unit's first statement: it takes its connection now
+            sync = (await session.connection()).sync_connection
+            session.info[_HELD] = sync
         assert sync is not None
         plan = self._plan(sync.dialect)
         values = plan.parameters(params)
@@ -103,12 +108,12 @@ class Once(Generic[_S]):
         try:
             if plan.positions is None:  # psycopg
                 cursor = await driver.execute(plan.sql, values)
-                rows = await cursor.fetchall() if cursor.description is not None else ()
+                rows = await cursor.fetchall() if plan.record is not None else ()
             else:  # aiosqlite: the statement and its rows in one trip to its thread
                 rows = await driver.execute_fetchall(plan.sql, values)
         except BaseException as exc:
             # SQLAlchemy's own handling: wrapped as DBAPIError, a lost connection invalidated.
-            await conn.run_sync(_handle, exc, plan.sql, values)
+            await session.run_sync(_handle, sync, exc, plan.sql, values)
             raise
         return plan.records(rows)
 
@@ -122,7 +127,12 @@ class Once(Generic[_S]):
         return None if row is None else row[0]
 
 
-def _handle(sync: Connection, exc: BaseException, sql: str, values: Any) -> None:
+@event.listens_for(Session, "after_transaction_end")
+def _let_go(session: Session, _transaction: SessionTransaction) -> None:
+    session.info.pop(_HELD, None)
+
+
+def _handle(_session: Session, sync: Connection, exc: BaseException, sql: str, values: Any) -> None:
     try:
         raise exc  # SQLAlchemy reads the exception being handled (sys.exc_info)
     except BaseException:

@@ -8,14 +8,13 @@ organization's last number (`position`); house-keeping purges the old."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import (
     ColumnElement,
     Insert,
-    Row,
     Select,
     Subquery,
     Table,
@@ -29,6 +28,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from notes_api.core.sql import bound_row
+from notes_api.core.statements import Once
 from notes_api.events.models import NoteEvent, NoteEventCounter
 
 note_events = cast(Table, NoteEvent.__table__)
@@ -95,7 +95,7 @@ def recorded(ids_param: str) -> Subquery:
 # ------------------------------------------------------------------- reading (the streams)
 
 # The events after id `after`, in id order, a batch at a time: who may see each.
-_AFTER = (
+_AFTER = Once(
     select(
         note_events.c.id,
         note_events.c.organization_id,
@@ -107,32 +107,30 @@ _AFTER = (
     .limit(bindparam("batch"))
 )
 # The last event older than `before` (its transaction has surely ended).
-_SETTLED_BEFORE = (
+_SETTLED_BEFORE = Once(
     select(note_events.c.id)
     .where(note_events.c.occurred_at < bindparam("before"))
     .order_by(note_events.c.occurred_at.desc())
     .limit(1)
 )
-_FIRST = select(note_events.c.id).order_by(note_events.c.id).limit(1)
+_FIRST = Once(select(note_events.c.id).order_by(note_events.c.id).limit(1))
 
 
-async def after(
-    session: AsyncSession, event_id: int, batch: int
-) -> Sequence[Row[Any, Any, Any, Any]]:
+async def after(session: AsyncSession, event_id: int, batch: int) -> list[Any]:
     """Up to `batch` events after `event_id`, in id order: `id`, `organization_id`,
     `owner_id`, `note_id`."""
-    return (await session.execute(_AFTER, {"after": event_id, "batch": batch})).all()
+    return await _AFTER.rows(session, {"after": event_id, "batch": batch})
 
 
 async def settled_before(session: AsyncSession, before: datetime) -> int | None:
     """The id of the last event that occurred before `before`, if any."""
-    found = (await session.execute(_SETTLED_BEFORE, {"before": before})).scalar()
+    found = await _SETTLED_BEFORE.scalar(session, {"before": before})
     return None if found is None else int(found)
 
 
 async def first(session: AsyncSession) -> int | None:
     """The id of the first event kept, if any."""
-    found = (await session.execute(_FIRST)).scalar()
+    found = await _FIRST.scalar(session, {})
     return None if found is None else int(found)
 
 

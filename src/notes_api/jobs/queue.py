@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from notes_api.core.models import utcnow
 from notes_api.core.sql import bound_row, row_params
+from notes_api.core.statements import Once
 from notes_api.jobs import signals
 from notes_api.jobs.models import (
     ACTIVE_STATUSES,
@@ -26,7 +27,6 @@ from notes_api.jobs.models import (
 )
 
 MAX_ERROR_LENGTH = 1000
-_INSERT_JOB = insert(jobs)
 
 
 def new_job(
@@ -70,7 +70,7 @@ async def enqueue(
     row = new_job(
         kind, payload, max_attempts=max_attempts, dedupe_key=dedupe_key, fairness_key=fairness_key
     )
-    await session.execute(_INSERT_JOB, row)
+    await _INSERT_JOB.rows(session, enqueue_cte_params(row))
     enqueued(session, 1)
     job_id: uuid.UUID = row["id"]
     return job_id
@@ -90,6 +90,9 @@ def enqueue_cte() -> CTE:
 
 def enqueue_cte_params(row: dict[str, Any]) -> dict[str, Any]:
     return row_params(row, _JOB_COLUMNS, _JOB_PARAM)
+
+
+_INSERT_JOB = Once(insert(jobs).values(bound_row(jobs, _JOB_COLUMNS, _JOB_PARAM)))
 
 
 def enqueue_each(kind: str, rows: Select[Any], new_id: Any) -> Insert:

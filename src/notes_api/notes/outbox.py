@@ -22,7 +22,8 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from notes_api.core.models import utcnow
-from notes_api.core.sql import row_params
+from notes_api.core.sql import dialect_name, row_params
+from notes_api.core.statements import Once
 from notes_api.events import repository as events
 from notes_api.events import signals
 from notes_api.events.models import EventType
@@ -66,9 +67,9 @@ def record_cte(*, many: bool) -> tuple[CTE, ScalarSelect[Any]]:
 
 
 @functools.cache
-def _record_and_fan_out(*, many: bool) -> Select[Any]:
+def _record_and_fan_out(*, many: bool) -> Once[Select[Any]]:
     written, queued = record_cte(many=many)
-    return select(written.c.id, queued).order_by(written.c.id)
+    return Once(select(written.c.id, queued).order_by(written.c.id))
 
 
 def _event_rows(changes: Sequence[tuple[EventType, Any]]) -> list[dict[str, Any]]:
@@ -105,10 +106,9 @@ async def record_many(session: AsyncSession, changes: Sequence[tuple[EventType, 
     organization has no endpoint: no round trip of its own); on SQLite, two. The events' ids."""
     if not changes:
         return []
-    conn = await session.connection()
-    if conn.dialect.name == "postgresql":
+    if dialect_name(session) == "postgresql":
         stmt = _record_and_fan_out(many=len(changes) > 1)
-        found = (await conn.execute(stmt, record_params(changes))).all()
+        found = await stmt.rows(session, record_params(changes))
         recorded(session, int(found[0][1]))
         return [int(row[0]) for row in found]
     event_ids = await events.record_rows(session, _event_rows(changes))

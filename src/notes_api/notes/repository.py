@@ -229,7 +229,7 @@ async def remove(session: AsyncSession, caller: Caller, note_id: uuid.UUID) -> N
     await _REMOVE[caller.role].rows(session, {"note_id": note_id, **tenant_params(caller)})
 
 
-_CREATED_SINCE = (
+_CREATED_SINCE = Once(
     select(func.count())
     .select_from(notes)
     .where(
@@ -242,7 +242,7 @@ _CREATED_SINCE = (
 async def count_created(session: AsyncSession, organization_id: uuid.UUID, since: datetime) -> int:
     """Notes an organization created since `since` that still exist (its usage report)."""
     params = {"organization_id": organization_id, "since": since}
-    return int((await session.execute(_CREATED_SINCE, params)).scalar_one())
+    return int(await _CREATED_SINCE.scalar(session, params))
 
 
 # ----------------------------------------------------------------------- the summarize job
