@@ -11,6 +11,7 @@ from pydantic import BaseModel
 
 from notes_api.core.config import Settings
 from notes_api.core.db import Database
+from notes_api.core.deps import UnitOfWorkRoute
 from notes_api.core.errors import ServiceUnavailable, Unauthorized
 from notes_api.core.migrations import current_revision
 from notes_api.core.openapi import errors
@@ -19,7 +20,7 @@ from notes_api.jobs.metrics import QUEUE_DEPTH
 
 log = structlog.get_logger("notes_api.ops")
 
-router = APIRouter(tags=["operations"])
+router = APIRouter(route_class=UnitOfWorkRoute, tags=["operations"])
 
 
 class Health(BaseModel):

@@ -14,14 +14,14 @@ from notes_api.auth.schemas import (
     SignupResponse,
 )
 from notes_api.auth.service import AuthContext
-from notes_api.core.deps import DatabaseDep, SessionDep, SettingsDep
+from notes_api.core.deps import DatabaseDep, SessionDep, SettingsDep, UnitOfWorkRoute
 from notes_api.core.openapi import errors
 from notes_api.users import service as users
 from notes_api.users import sessions
 from notes_api.users.deps import CallerWork
 from notes_api.users.schemas import TokenPair, UserPublic
 
-router = APIRouter(tags=["auth"])
+router = APIRouter(route_class=UnitOfWorkRoute, tags=["auth"])
 # The examples of this router's errors (core/openapi.py).
 _SIGNUP = {
     403: "Sign-up is closed; ask an administrator for an account",

@@ -5,6 +5,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response, status
 
+from notes_api.core.deps import UnitOfWorkRoute
 from notes_api.core.openapi import errors
 from notes_api.limits.deps import WriteQuota
 from notes_api.notes import service
@@ -13,7 +14,7 @@ from notes_api.notes.schemas import NoteCreate, NotePage, NotePublic, NoteQuery,
 from notes_api.notes.watcher import NoteWatcher
 from notes_api.users.deps import CallerWork
 
-router = APIRouter(prefix="/notes", tags=["notes"])
+router = APIRouter(route_class=UnitOfWorkRoute, prefix="/notes", tags=["notes"])
 # The examples of this router's errors (core/openapi.py).
 _NOTE = "Note not found"
 _WRITES = "Too many writes from this user; try again later"

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Header, Request
 from fastapi.security.utils import get_authorization_scheme_param
 from sse_starlette import EventSourceResponse
 
-from notes_api.core.deps import DatabaseDep
+from notes_api.core.deps import DatabaseDep, UnitOfWorkRoute
 from notes_api.core.errors import AppError
 from notes_api.core.openapi import errors
 from notes_api.streams import service
@@ -16,7 +16,7 @@ from notes_api.streams.feed import Feed
 from notes_api.streams.schemas import stream_item_schema
 from notes_api.users.deps import CallerWork
 
-router = APIRouter(prefix="/notes", tags=["events"])
+router = APIRouter(route_class=UnitOfWorkRoute, prefix="/notes", tags=["events"])
 
 LastEventId = Annotated[
     int | None,

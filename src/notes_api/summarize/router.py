@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from notes_api.core.deps import UnitOfWorkRoute
 from notes_api.core.openapi import errors
 from notes_api.summarize import usage
 from notes_api.summarize.schemas import OrganizationUsagePublic
 from notes_api.users.deps import AdminWork
 
-router = APIRouter(prefix="/organizations", tags=["organizations"])
+router = APIRouter(route_class=UnitOfWorkRoute, prefix="/organizations", tags=["organizations"])
 
 
 @router.get("/me/usage", responses=errors(401, 403))

@@ -5,13 +5,12 @@ and the process remembers the confirmation until the database announces a change
 a moment on every process, not when the access token expires.
 
 A signed-in route has one dependency, `CallerWork` (`AdminWork` for administrators): the
-request's unit of work with the caller confirmed in it. FastAPI resolves each dependency of a
-chain at every request, at about the cost of the route's own query, so the caller, the
-session and the settings come as one."""
+request's unit of work (opened by its route, `core.deps.UnitOfWorkRoute`) with the caller
+confirmed in it. FastAPI resolves each dependency of a chain at every request, at about the
+cost of the route's own query, so the caller, the session and the settings come as one."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -20,7 +19,7 @@ from fastapi.security import OAuth2PasswordBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from notes_api.core.config import Settings
-from notes_api.core.deps import unit_of_work
+from notes_api.core.deps import SessionDep
 from notes_api.core.errors import Forbidden, Unauthorized
 from notes_api.core.identity import Caller, Role
 from notes_api.users.callers import confirm_caller
@@ -47,7 +46,7 @@ Token = Annotated[str | None, Depends(oauth2_scheme)]
 
 @dataclass(frozen=True, slots=True)
 class Work:
-    """A request's unit of work (`core.deps.unit_of_work`) and the caller it is done for,
+    """A request's unit of work (`core.deps.SessionDep`) and the caller it is done for,
     confirmed in it; what the caller's token says (an event stream keeps it, to confirm its
     caller again at every wake); and the settings the route reads."""
 
@@ -57,20 +56,17 @@ class Work:
     claims: AccessClaims
 
 
-async def caller_work(request: Request, token: Token) -> AsyncIterator[Work]:
+async def caller_work(request: Request, token: Token, session: SessionDep) -> Work:
     """The caller, confirmed in the request's own unit of work (`confirm_caller`), or
     remembered from a confirmation the database has not since announced a change to. A token
     that is missing or invalid is refused before a connection is taken."""
     claims = _claims(request, token)
     state = request.app.state
-    async with unit_of_work(request) as session:
-        caller = await confirm_caller(session, claims, state.callers)
-        yield Work(caller, session, state.settings, claims)
+    caller = await confirm_caller(session, claims, state.callers)
+    return Work(caller, session, state.settings, claims)
 
 
-# scope="function": the commit happens before the response, so a client that gets 2xx
-# can rely on its write being durable.
-CallerWork = Annotated[Work, Depends(caller_work, scope="function")]
+CallerWork = Annotated[Work, Depends(caller_work)]
 
 
 async def admin_work(work: CallerWork) -> Work:

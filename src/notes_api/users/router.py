@@ -5,6 +5,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, status
 
+from notes_api.core.deps import UnitOfWorkRoute
 from notes_api.core.openapi import errors
 from notes_api.users import service
 from notes_api.users.deps import AdminWork, PasswordsDep
@@ -14,7 +15,7 @@ from notes_api.users.schemas import UserCreate, UserPage, UserPublic, UserUpdate
 _TAKEN = "An account with this email already exists"
 _UPDATE = {404: "User not found", 409: "An organization must keep at least one active admin"}
 
-router = APIRouter(prefix="/users", tags=["users"])
+router = APIRouter(route_class=UnitOfWorkRoute, prefix="/users", tags=["users"])
 
 
 @router.get("", responses=errors(401, 403, 422))

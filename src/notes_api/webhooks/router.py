@@ -5,6 +5,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
 
+from notes_api.core.deps import UnitOfWorkRoute
 from notes_api.core.openapi import errors
 from notes_api.users.deps import AdminWork
 from notes_api.webhooks import service
@@ -18,7 +19,7 @@ from notes_api.webhooks.schemas import (
     WebhookUpdate,
 )
 
-router = APIRouter(prefix="/webhooks", tags=["webhooks"])
+router = APIRouter(route_class=UnitOfWorkRoute, prefix="/webhooks", tags=["webhooks"])
 # The examples of this router's errors (core/openapi.py).
 _FULL = "An organization may have at most 10 webhook endpoints"
 _HOOK = {404: "Webhook endpoint not found"}
