@@ -1,0 +1,132 @@
+"""Statements built once, run on the driver (`core.statements.Once`): the same rows and
+values as SQLAlchemy's own execution, on both databases; SQLAlchemy's errors; in the unit of
+work's own transaction."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import bindparam, event, select, text
+from sqlalchemy.exc import IntegrityError, InvalidRequestError, StatementError
+
+from notes_api.core.db import Database
+from notes_api.core.identity import Caller, Role
+from notes_api.core.statements import Once
+from notes_api.jobs import queue
+from notes_api.jobs.models import jobs
+from notes_api.notes import repository
+from notes_api.notes.models import NoteStatus
+from notes_api.organizations.models import DEFAULT_ORGANIZATION_ID
+from tests.conftest import make_settings, signup
+
+
+async def _user(app: FastAPI, client: httpx.AsyncClient) -> tuple[Database, Caller]:
+    account = await signup(client)
+    caller = Caller(uuid.UUID(account.id), DEFAULT_ORGANIZATION_ID, Role.AGENT)
+    return app.state.db, caller
+
+
+async def test_rows_are_what_sqlalchemy_gives(app: FastAPI, client: httpx.AsyncClient) -> None:
+    """Every column of a note, converted as SQLAlchemy converts it (UUIDs and times on
+    SQLite, the status enum on both), and named as its columns."""
+    db, caller = await _user(app, client)
+    row = repository.new_note(caller, {"title": "T", "raw_text": "text"})
+    async with db.session() as session:
+        added = await repository.add(session, row)
+    params = {"note_id": row["id"], **repository.tenant_params(caller)}
+    once = repository.one_statement(caller)
+    async with db.session(write=False) as session:
+        mine = await once.first(session, params)
+        theirs = (await session.execute(once.statement, params)).one()
+    assert mine == tuple(theirs) == tuple(added)
+    assert mine._asdict() == theirs._asdict()
+    assert mine.status is NoteStatus.QUEUED
+    assert isinstance(mine.id, uuid.UUID) and mine.created_at.utcoffset() is not None
+    assert mine.created_at == row["created_at"]
+
+
+async def test_a_statement_runs_in_the_units_own_transaction(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    db, caller = await _user(app, client)
+    row = repository.new_note(caller, {"title": None, "raw_text": "text"})
+
+    async def add_then_fail() -> None:
+        async with db.session() as session:
+            await repository.add(session, row)  # Once, on the unit's connection
+            raise RuntimeError("rolled back")
+
+    with pytest.raises(RuntimeError):
+        await add_then_fail()
+    async with db.session(write=False) as session:
+        assert await repository.get(session, caller, row["id"]) is None
+
+
+async def test_a_constraint_broken_is_sqlalchemys_integrity_error(db: Database) -> None:
+    """The error handlers map `IntegrityError` (409 and the like): a driver's own error must
+    not reach them unwrapped. The unit of work is still usable for its rollback."""
+    job = queue.new_job("test", {}, max_attempts=1, dedupe_key="same")
+    async with db.session() as session:
+        await queue.enqueue(session, "test", {}, max_attempts=1, dedupe_key="same")
+    with pytest.raises(IntegrityError):
+        async with db.session() as session:
+            await queue.enqueue(session, "test", {}, max_attempts=1, dedupe_key="same")
+    async with db.session(write=False) as session:
+        found = await session.scalar(select(jobs.c.id).where(jobs.c.dedupe_key == "same"))
+    assert found is not None and found != job["id"]
+
+
+async def test_a_missing_parameter_is_refused_not_sent_as_null(db: Database) -> None:
+    once = Once(select(jobs.c.id).where(jobs.c.kind == bindparam("kind")))
+    async with db.session(write=False) as session:
+        with pytest.raises(InvalidRequestError, match="value is required"):
+            await once.rows(session, {})
+        assert await once.rows(session, {"kind": "none"}) == []
+
+
+async def test_a_statement_rendered_at_each_execution_is_refused(db: Database) -> None:
+    once = Once(select(jobs.c.id).where(jobs.c.id.in_(bindparam("ids", expanding=True))))
+    async with db.session(write=False) as session:
+        with pytest.raises(TypeError, match="execute"):
+            await once.rows(session, {"ids": [uuid.uuid4()]})
+
+
+async def test_listeners_of_the_engines_statements_hear_these_too(db: Database) -> None:
+    """A tracer (or a test counting round trips) listening to SQLAlchemy's statements."""
+    heard: list[str] = []
+
+    def listen(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        heard.append(statement.split()[0])
+
+    once = Once(select(jobs.c.id).limit(bindparam("n")))
+    event.listen(db.reader_engine.sync_engine, "before_cursor_execute", listen)
+    try:
+        async with db.session(write=False) as session:
+            await once.rows(session, {"n": 1})
+    finally:
+        event.remove(db.reader_engine.sync_engine, "before_cursor_execute", listen)
+    assert heard == ["SELECT"]
+
+
+async def test_a_lost_connection_is_not_pooled_again(pg_url: str) -> None:
+    """Postgres: a statement whose connection was cut fails as SQLAlchemy's error with the
+    connection invalidated, and the next unit of work gets a fresh one."""
+    db = Database(make_settings(pg_url, db_pool_size=1))
+    once = Once(select(text("pg_backend_pid()")))
+    try:
+        async with db.session(write=False) as session:
+            pid = await once.scalar(session, {})
+        async with db.session() as session:
+            await session.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        with pytest.raises(StatementError) as failed:
+            async with db.session(write=False) as session:
+                await once.scalar(session, {})
+        assert getattr(failed.value, "connection_invalidated", False)
+        async with db.session(write=False) as session:
+            assert await once.scalar(session, {}) not in (None, pid)
+    finally:
+        await db.dispose()
