@@ -107,7 +107,7 @@ class Once(Generic[_S]):
             sync.dispatch.before_cursor_execute(sync, None, plan.sql, values, None, False)
         try:
             if plan.positions is None:  # psycopg
-                cursor = await driver.execute(plan.sql, values)
+                cursor = await driver.execute(plan.sql, values, binary=True)
                 rows = await cursor.fetchall() if plan.record is not None else ()
             else:  # aiosqlite: the statement and its rows in one trip to its thread
                 rows = await driver.execute_fetchall(plan.sql, values)
