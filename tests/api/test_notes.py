@@ -480,7 +480,7 @@ async def test_a_new_note_is_written_with_its_job_its_event_and_the_events_deliv
     [
         (None, {}, True),
         ("retry-1", {}, False),
-        (None, {"rate_limit_user_writes_per_minute": 1000}, False),
+        (None, {"rate_limit_user_writes_per_minute": 1000}, True),
         (None, {"caller_record_seconds": 0}, False),
     ],
     ids=["last-statement", "idempotency-key", "limits-on", "caller-confirmed-first"],
@@ -488,8 +488,8 @@ async def test_a_new_note_is_written_with_its_job_its_event_and_the_events_deliv
 async def test_a_create_runs_outside_a_transaction_only_when_it_is_its_units_one_statement(
     pg_url: str, key: str | None, overrides: dict[str, Any], alone: bool
 ) -> None:
-    """Postgres: with no idempotency key to bind afterwards and no limit to count, the create
-    is the unit's one statement and runs in autocommit (`core.db.alone`); otherwise every
+    """Postgres: with no idempotency key to bind afterwards, the create (its limits counted
+    in it) is the unit's one statement and runs in autocommit (`core.db.alone`); otherwise every
     statement of the unit, the create's included, runs in one transaction on one connection
     (a caller confirmed by the database first, say: its check began the transaction)."""
     empty_pg(pg_url)
@@ -525,18 +525,29 @@ async def test_a_create_runs_outside_a_transaction_only_when_it_is_its_units_one
         assert len({connection for _, _, connection in seen}) == 1
 
 
-async def test_a_refused_create_leaves_no_note_when_the_limit_is_counted_after_it(
-    pg_url: str,
+@pytest.mark.parametrize("key", [None, "retry-1"], ids=["alone", "in-a-transaction"])
+async def test_a_create_refused_by_a_limit_leaves_nothing_and_counts_nothing(
+    pg_url: str, key: str | None
 ) -> None:
-    """The limits are counted after the write, in its transaction: a create refused with 429
-    takes its note, job and event back with it (it never runs alone)."""
+    """Postgres: the limits are counted in the create's own statement, which a count past
+    its quota fails whole: a create refused with 429 leaves no note, job or event, and its
+    counts are undone with it (alone, or in a transaction with an idempotency key)."""
     empty_pg(pg_url)
-    settings = make_settings(pg_url, rate_limit_user_writes_per_minute=1)
+    settings = make_settings(
+        pg_url, rate_limit_user_writes_per_minute=1, rate_limit_org_writes_per_minute=100
+    )
     async with running_app(settings) as app, client_for(app) as client:
         account = await signup(client)
         await create_note(client, account, TEXT)
-        r = await client.post("/notes", headers=account.headers, json={"raw_text": TEXT})
-        assert r.status_code == 429, r.text
+        headers = account.headers | ({"Idempotency-Key": key} if key else {})
+        for _ in range(2):
+            r = await client.post("/notes", headers=headers, json={"raw_text": TEXT})
+            assert r.status_code == 429, r.text
+            # Each refusal shows the counts with itself in them (98 left), and is undone: the
+            # second shows 98 again.
+            assert '"org";r=98;' in r.headers["RateLimit"]
+            assert '"user";r=0;' in r.headers["RateLimit"]
+            assert 1 <= int(r.headers["Retry-After"]) <= 60
         page = (await client.get("/notes", headers=account.headers)).json()
         db: Database = app.state.db
         async with db.session(write=False) as session:

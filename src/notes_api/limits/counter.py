@@ -10,11 +10,25 @@ pass a limit, and a write rolled back takes its counts with it."""
 from __future__ import annotations
 
 import functools
+import json
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, delete
+from sqlalchemy import (
+    JSON,
+    Integer,
+    ScalarSelect,
+    Table,
+    bindparam,
+    case,
+    delete,
+    func,
+    select,
+)
+from sqlalchemy import cast as sql_cast
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from notes_api.core.models import utcnow
@@ -51,16 +65,59 @@ def _add_statement(dialect: str, windows: int) -> Once[Any]:
     return Once(upsert.returning(counters.c.key, counters.c.count))
 
 
+def add_params(windows: list[Window], quotas: list[int] | None = None) -> dict[str, Any]:
+    """The parameters of `add`'s statement (and, with each window's quota, of `counted`)."""
+    params: dict[str, Any] = {}
+    # One order for every request: two requests that share counters lock them in the same
+    # order, so they queue and never deadlock.
+    order = sorted(range(len(windows)), key=lambda i: windows[i])
+    for i, at in enumerate(order):
+        params[f"key_{i}"], params[f"window_start_{i}"] = windows[at]
+        if quotas is not None:
+            params[f"quota_{i}"] = quotas[at]
+    return params
+
+
 async def add(session: AsyncSession, windows: list[Window]) -> dict[str, int]:
     """Count one write against each window, in the caller's unit of work; the counts
     including it, by key."""
-    # One order for every request: two requests that share counters lock them in the same
-    # order, so they queue and never deadlock.
-    params: dict[str, Any] = {}
-    for i, (key, start) in enumerate(sorted(windows)):
-        params[f"key_{i}"], params[f"window_start_{i}"] = key, start
     stmt = _add_statement(dialect_name(session), len(windows))
-    return {str(key): int(count) for key, count in await stmt.rows(session, params)}
+    rows = await stmt.rows(session, add_params(windows))
+    return {str(key): int(count) for key, count in rows}
+
+
+# The SQLSTATE of a statement that `counted` refused (migration 20261207_0021).
+REFUSED = "NL429"
+
+
+@functools.cache
+def counted(windows: int) -> ScalarSelect[Any]:
+    """Postgres: `add` as a part of a write's own statement, a column of its SELECT: the
+    counts including the write, a JSON object by key. A count past its quota (`quota_<i>`)
+    fails the whole statement, the write and every count with it, with SQLSTATE `REFUSED`
+    and the counts as its detail (`refusal`). Parameters: `add_params` with the quotas."""
+    upsert = _add_statement("postgresql", windows).statement.cte("counted")
+    quota = case(
+        *[(upsert.c.key == bindparam(f"key_{i}"), bindparam(f"quota_{i}")) for i in range(windows)]
+    )
+    ints = ARRAY(Integer())
+    check = func.notes_api_within_limits(
+        func.array_agg(upsert.c.key),
+        sql_cast(func.array_agg(upsert.c.count), ints),
+        sql_cast(func.array_agg(quota), ints),
+        type_=JSON(),
+    )
+    return select(check).select_from(upsert).scalar_subquery()
+
+
+def refusal(error: DBAPIError) -> dict[str, int] | None:
+    """The counts of a statement that `counted` refused (this write included); None for any
+    other error."""
+    orig = error.orig
+    if getattr(orig, "sqlstate", None) != REFUSED:
+        return None
+    detail = json.loads(orig.diag.message_detail or "{}")  # type: ignore[union-attr]
+    return {str(key): int(count) for key, count in detail.items()}
 
 
 async def purge_old_windows(session: AsyncSession) -> None:

@@ -3,7 +3,8 @@ confirmed caller writes against, and the service spends it once the write is don
 
 from __future__ import annotations
 
-from typing import Annotated
+from datetime import datetime
+from typing import Annotated, Any
 
 from fastapi import Depends, Response
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -26,7 +27,8 @@ class Quota:
     unit of work, after the write is done: a request that fails (404, 409, 422) never gets
     there and spends nothing, and one over a limit raises 429, which rolls back its write
     and its counts together. The counters' rows are locked last, so writes that share them
-    take turns only for the moment before their commit."""
+    take turns only for the moment before their commit. On Postgres a create counts in its
+    own statement instead (`in_statement`), which a count past its quota fails whole."""
 
     def __init__(self, policies: list[Policy], response: Response) -> None:
         self.policies = policies
@@ -35,10 +37,6 @@ class Quota:
     def _counted(self, summary: bool) -> list[Policy]:
         return [p for p in self.policies if summary or p.name != MODEL]
 
-    def counts(self, *, summary: bool) -> bool:
-        """Whether `spend` would count anything (not when every limit it keeps is off)."""
-        return bool(self._counted(summary))
-
     async def spend(self, session: AsyncSession, *, summary: bool) -> None:
         """Count the write; with `summary`, also the summary it queued (the model quota)."""
         policies = self._counted(summary)
@@ -46,6 +44,19 @@ class Quota:
             return
         now = utcnow()
         counts = await counter.add(session, [(p.key, p.window_start(now)) for p in policies])
+        self.settle(counts, summary=summary, now=now)
+
+    def in_statement(self, *, summary: bool, now: datetime) -> tuple[int, dict[str, Any]]:
+        """Postgres: `spend` as a part of the write's own statement (`counter.counted`): how
+        many counters it adds to (0: none, every limit it keeps is off) and its parameters.
+        Give its counts, or its refusal's, to `settle`."""
+        policies = self._counted(summary)
+        windows = [(p.key, p.window_start(now)) for p in policies]
+        return len(policies), counter.add_params(windows, [p.quota for p in policies])
+
+    def settle(self, counts: dict[str, int], *, summary: bool, now: datetime) -> None:
+        """The write's counts (this write included): 429 past a limit, else the headers."""
+        policies = self._counted(summary)
         standings = [Standing(p, counts[p.key], p.reset(now)) for p in policies]
         over = [s for s in standings if s.exceeded]
         if over:

@@ -16,16 +16,19 @@ from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import Row, Select, select, true
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from notes_api.core.db import alone
 from notes_api.core.errors import Conflict, NotFound
 from notes_api.core.identity import Caller
+from notes_api.core.models import utcnow
 from notes_api.core.pagination import decode_cursor, split_page
 from notes_api.core.sql import dialect_name
 from notes_api.core.statements import Once
 from notes_api.events.models import EventType
 from notes_api.jobs import queue
+from notes_api.limits import counter
 from notes_api.limits.deps import Quota
 from notes_api.notes import idempotency, outbox, repository
 from notes_api.notes.models import SUMMARIZE, NoteStatus
@@ -80,18 +83,18 @@ async def _enqueue_summary(session: AsyncSession, note: Row[Any], max_attempts: 
 
 
 @functools.cache
-def _add_queued_statement() -> Once[Select[Any]]:
+def _add_queued_statement(windows: int) -> Once[Select[Any]]:
     """Postgres: a new note, its summary job and its `note.queued` event with the event's
-    webhook deliveries, in one statement (the parts are their owners': the notes
-    repository's, the queue's and the outbox's); it answers the note and how many
-    deliveries were queued."""
+    webhook deliveries, and the write counted against its `windows` limits, in one
+    statement (the parts are their owners': the notes repository's, the queue's, the
+    outbox's and the limits'); it answers the note, how many deliveries were queued and the
+    counts. A count past its limit fails all of it."""
     note = repository.add_cte()
     written, deliveries = outbox.record_cte(many=False)
-    return Once(
-        select(note, deliveries.label("deliveries"))
-        .select_from(note.join(written, true()))
-        .add_cte(queue.enqueue_cte())
-    )
+    stmt = select(note, deliveries.label("deliveries"))
+    if windows:
+        stmt = stmt.add_columns(counter.counted(windows).label("counts"))
+    return Once(stmt.select_from(note.join(written, true())).add_cte(queue.enqueue_cte()))
 
 
 async def _add_queued(
@@ -99,24 +102,38 @@ async def _add_queued(
     caller: Caller,
     values: dict[str, Any],
     max_attempts: int,
+    quota: Quota,
     *,
     last: bool,
 ) -> Any:
     """A new note with its summary job and its `note.queued` event (a new note has no job
-    to cancel): one statement on Postgres, run `alone` when it is the unit's `last`; on
-    SQLite four (the note, the job, the event, its deliveries). The same rows either way."""
+    to cancel), counted against the write limits: one statement on Postgres, run `alone`
+    when it is the unit's `last`; on SQLite five (the note, the job, the event, its
+    deliveries, the counts). The same rows either way, and a 429 past a limit."""
     row = repository.new_note(caller, values)
     if dialect_name(session) != "postgresql":
         note = await repository.add(session, row)
         await _enqueue_summary(session, note, max_attempts)
         await outbox.record(session, EventType.QUEUED, note)
+        await quota.spend(session, summary=True)
         return note
     if last:
         alone(session)
     job = queue.new_job(**_summary_job(row["id"], caller.organization_id, max_attempts))
     params = repository.add_cte_params(row) | queue.enqueue_cte_params(job)
     params |= outbox.record_params([(EventType.QUEUED, SimpleNamespace(**row))])
-    added = (await _add_queued_statement().rows(session, params))[0]
+    now = utcnow()
+    windows, counting = quota.in_statement(summary=True, now=now)
+    try:
+        added = (await _add_queued_statement(windows).rows(session, params | counting))[0]
+    except DBAPIError as error:
+        refused = counter.refusal(error)
+        if refused is None:
+            raise
+        quota.settle(refused, summary=True, now=now)  # raises the 429
+        raise
+    if windows:
+        quota.settle(added.counts, summary=True, now=now)
     queue.enqueued(session, 1)
     outbox.recorded(session, added.deliveries)
     return added
@@ -141,11 +158,10 @@ async def create_note(
             await quota.spend(session, summary=False)  # a request, but no new note or summary
             return Created(NotePublic.model_validate(replay), replayed=True)
     values = {"title": body.title or None, "raw_text": body.raw_text}
-    last = claim is None and not quota.counts(summary=True)
-    note = await _add_queued(session, caller, values, max_attempts, last=last)
+    last = claim is None  # no key to bind after the write
+    note = await _add_queued(session, caller, values, max_attempts, quota, last=last)
     if claim is not None:
         await idempotency.bind(session, claim, note.id)
-    await quota.spend(session, summary=True)
     return Created(NotePublic.model_validate(note), replayed=False)
 
 
