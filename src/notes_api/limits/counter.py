@@ -5,7 +5,8 @@ Flask-Limiter) stores them in memory, Redis, Memcached, MongoDB or etcd only, an
 default deployment has none of those. So this is one statement: an UPSERT that adds to
 every counter of a write and RETURNING the new counts, atomic on SQLite and Postgres alike,
 in the write's own transaction: concurrent writes from any number of processes can never
-pass a limit, and a write rolled back takes its counts with it."""
+pass a limit, and a write rolled back takes its counts with it. On Postgres a create's
+counts are a part of its own statement (`counted`), which a count past its quota fails."""
 
 from __future__ import annotations
 
