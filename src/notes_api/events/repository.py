@@ -27,7 +27,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from notes_api.core.sql import bound_row
+from notes_api.core.sql import bound_row, row_params
 from notes_api.core.statements import Once
 from notes_api.events.models import NoteEvent, NoteEventCounter
 
@@ -76,20 +76,29 @@ def record_statement(*, many: bool) -> Insert:
 _RECORD_ROWS = insert(note_events).returning(note_events.c.id, sort_by_parameter_order=True)
 
 
+# One row, a request's event (a statement built once: `Once`).
+_RECORD_ONE = Once(
+    insert(note_events).values(bound_row(note_events, COLUMNS, ONE_ROW)).returning(note_events.c.id)
+)
+
+
 async def record_rows(session: AsyncSession, rows: list[dict[str, Any]]) -> list[int]:
     """SQLite: write these events (`COLUMNS` each); their ids, in the rows' order."""
+    if len(rows) == 1:
+        return [int(await _RECORD_ONE.scalar(session, row_params(rows[0], COLUMNS, ONE_ROW)))]
     conn = await session.connection()  # a Core statement: no ORM bulk insert to go through
     return [int(i) for i in (await conn.execute(_RECORD_ROWS, rows)).scalars()]
 
 
-def recorded(ids_param: str) -> Subquery:
-    """The events whose ids are in the list parameter `ids_param` (just written), with what
-    their deliveries are chosen by."""
-    return (
-        select(*_FANNED_OUT)
-        .where(note_events.c.id.in_(bindparam(ids_param, expanding=True)))
-        .subquery("recorded")
-    )
+def recorded(ids_param: str, *, many: bool = True) -> Subquery:
+    """The events whose ids are in the list parameter `ids_param` (just written), or, not
+    `many`, the one event whose id it is, with what their deliveries are chosen by."""
+    which: ColumnElement[bool]
+    if many:
+        which = note_events.c.id.in_(bindparam(ids_param, expanding=True))
+    else:
+        which = note_events.c.id == bindparam(ids_param, type_=note_events.c.id.type)
+    return select(*_FANNED_OUT).where(which).subquery("recorded")
 
 
 # ------------------------------------------------------------------- reading (the streams)

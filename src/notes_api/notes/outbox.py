@@ -53,6 +53,9 @@ def event_values(
 
 # SQLite: the delivery jobs of the events just written, by their ids (built once).
 _FAN_OUT = deliveries_of(events.recorded("hook_event_ids"))
+_FAN_OUT_ONE = Once(
+    deliveries_of(events.recorded("hook_event_id", many=False)).returning(literal_column("1"))
+)
 
 
 @functools.cache
@@ -112,7 +115,11 @@ async def record_many(session: AsyncSession, changes: Sequence[tuple[EventType, 
         recorded(session, int(found[0][1]))
         return [int(row[0]) for row in found]
     event_ids = await events.record_rows(session, _event_rows(changes))
-    params = {"hook_event_ids": event_ids, **fan_out_params()}
-    await queue.enqueue_selected(session, _FAN_OUT, params)
+    if len(event_ids) == 1:  # a request's event: statements built once
+        params = {"hook_event_id": event_ids[0], **fan_out_params()}
+        queue.enqueued(session, len(await _FAN_OUT_ONE.rows(session, params)))
+    else:
+        params = {"hook_event_ids": event_ids, **fan_out_params()}
+        await queue.enqueue_selected(session, _FAN_OUT, params)
     signals.mark_recorded(session)
     return event_ids
