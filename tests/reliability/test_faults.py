@@ -386,7 +386,10 @@ async def test_restarting_and_killing_api_and_workers_mid_burst_loses_and_repeat
                 # A steady burst that outlasts the chaos, however long a loaded machine
                 # takes over the restarts, and at least MIN_BURST notes long.
                 while not chaos_over.is_set() or len(texts) < MIN_BURST:
-                    text = f"Burst note {len(texts)}. [slow:0.2]"
+                    # Each summary takes 0.5 s, so the SIGKILL that follows `busy` lands
+                    # while the worker still holds the job it was seen holding, however
+                    # late a loaded machine delivers it (at 0.2 s it once came too late).
+                    text = f"Burst note {len(texts)}. [slow:0.5]"
                     texts.append(text)
                     keys[text] = uuid.uuid4().hex
                     await send(text)
