@@ -43,7 +43,7 @@ class Quota:
         if not policies:
             return
         now = utcnow()
-        counts = await counter.add(session, [(p.key, p.window_start(now)) for p in policies])
+        counts = await counter.add(session, _windows(policies, now))
         self.settle(counts, summary=summary, now=now)
 
     def in_statement(self, *, summary: bool, now: datetime) -> tuple[int, dict[str, Any]]:
@@ -51,8 +51,9 @@ class Quota:
         many counters it adds to (0: none, every limit it keeps is off) and its parameters.
         Give its counts, or its refusal's, to `settle`."""
         policies = self._counted(summary)
-        windows = [(p.key, p.window_start(now)) for p in policies]
-        return len(policies), counter.add_params(windows, [p.quota for p in policies])
+        return len(policies), counter.add_params(
+            _windows(policies, now), [p.quota for p in policies]
+        )
 
     def settle(self, counts: dict[str, int], *, summary: bool, now: datetime) -> None:
         """The write's counts (this write included): 429 past a limit, else the headers."""
@@ -65,6 +66,11 @@ class Quota:
             error.headers.update(headers(standings))
             raise error
         self.response.headers.update(headers(standings))
+
+
+def _windows(policies: list[Policy], now: datetime) -> list[counter.Window]:
+    """The counter and current window of each policy."""
+    return [(p.key, p.window_start(now)) for p in policies]
 
 
 async def write_quota(work: CallerWork, response: Response) -> Quota:
