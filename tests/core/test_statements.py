@@ -4,13 +4,15 @@ work's own transaction."""
 
 from __future__ import annotations
 
+import threading
 import uuid
 from typing import Any
 
+import aiosqlite
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import bindparam, event, select, text
+from sqlalchemy import bindparam, event, func, select, text
 from sqlalchemy.exc import IntegrityError, InvalidRequestError, StatementError
 
 from notes_api.core.db import Database
@@ -130,3 +132,64 @@ async def test_a_lost_connection_is_not_pooled_again(pg_url: str) -> None:
             assert await once.scalar(session, {}) not in (None, pid)
     finally:
         await db.dispose()
+
+
+_SQLITE = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+
+
+@_SQLITE
+async def test_sqlite_runs_a_statement_on_the_loops_thread_and_a_scan_on_aiosqlites(
+    db: Database,
+) -> None:
+    """A statement is quicker than the trip to aiosqlite's thread; one that may read many
+    rows (`scans=True`) takes the trip, so that the loop is not held while it runs."""
+    where = Once(select(func.where_am_i()))
+    where_scanning = Once(select(func.where_am_i()), scans=True)
+    async with db.session(write=False) as session:
+        raw = await (await session.connection()).get_raw_connection()
+        raw.driver_connection._conn.create_function("where_am_i", 0, threading.get_ident)
+        here = await where.scalar(session, {})
+        there = await where_scanning.scalar(session, {})
+    assert here == threading.get_ident()
+    assert there not in (None, here)
+
+
+@_SQLITE
+async def test_a_sqlite_write_makes_two_trips_to_aiosqlites_thread(
+    app: FastAPI, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A note's create: BEGIN IMMEDIATE (one trip, not three) and COMMIT; its statements run
+    on the loop's thread, and the connection handed back after the COMMIT is not rolled
+    back again."""
+    account = await signup(client)
+    trips: list[str] = []
+    run = aiosqlite.Connection._execute
+
+    async def counted(self: aiosqlite.Connection, fn: Any, *args: Any, **kw: Any) -> Any:
+        trips.append(getattr(fn, "__name__", "?") + (f" {args[0]}" if args else ""))
+        return await run(self, fn, *args, **kw)
+
+    monkeypatch.setattr(aiosqlite.Connection, "_execute", counted)
+    r = await client.post("/notes", json={"raw_text": "x"}, headers=account.headers)
+    assert r.status_code == 202, r.text
+    assert trips == ["_execute_fetchall BEGIN IMMEDIATE", "commit"]
+
+
+@_SQLITE
+async def test_a_sqlite_connection_handed_back_in_a_transaction_is_rolled_back(
+    db: Database,
+) -> None:
+    """The pool rolls back only a connection still in a transaction (a unit cancelled in
+    its middle, say): its write lock is let go and its writes are gone."""
+    async with db.engine.connect() as conn:
+        raw = (await conn.get_raw_connection()).driver_connection
+        await raw.execute_fetchall("BEGIN IMMEDIATE")
+        await raw.execute_fetchall("CREATE TABLE scratch (x INTEGER)")
+        assert raw._conn.in_transaction
+    async with db.engine.connect() as conn:
+        raw = (await conn.get_raw_connection()).driver_connection
+        assert not raw._conn.in_transaction
+        await raw.execute_fetchall("BEGIN IMMEDIATE")  # the lock is free: no wait
+        await raw.execute_fetchall("ROLLBACK")
+        tables = await raw.execute_fetchall("SELECT name FROM sqlite_master WHERE name = 'scratch'")
+    assert list(tables) == []

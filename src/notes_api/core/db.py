@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import Session, SessionTransaction
+from sqlalchemy.pool import PoolResetState
 from sqlalchemy.util import await_only
 
 from notes_api.core.config import Settings
@@ -94,7 +95,16 @@ def _sqlite_engine(url: str, size: int, timeout: float, reads: dict[str, Any]) -
         pool_timeout=timeout,
         hide_parameters=True,
         connect_args={"timeout": 30},
+        # A connection handed back is rolled back only if a transaction is still open in it
+        # (_reset): after a COMMIT, SQLAlchemy's own reset would send a ROLLBACK through
+        # aiosqlite's thread for nothing.
+        pool_reset_on_return=None,
     )
+
+    @event.listens_for(engine.sync_engine, "reset")
+    def _reset(dbapi_connection: Any, _record: Any, state: PoolResetState) -> None:
+        if state.asyncio_safe and dbapi_connection.driver_connection._conn.in_transaction:
+            dbapi_connection.rollback()
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -111,9 +121,24 @@ def _sqlite_engine(url: str, size: int, timeout: float, reads: dict[str, Any]) -
         # with "database is locked" instead of waiting for the other writer. A reader runs
         # outside any transaction, each statement on its own, as on Postgres.
         if conn.get_execution_options().get(_IMMEDIATE, False):
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            _begin_immediate(conn)
 
     return engine
+
+
+def _begin_immediate(conn: Connection) -> None:
+    """BEGIN IMMEDIATE in one trip to aiosqlite's thread (SQLAlchemy's own execution makes
+    three: a cursor, the statement, the cursor's close). It runs there, not on the loop's
+    thread as other statements do (core/statements.py): it may wait for another process's
+    write lock. Its listeners hear it and its errors are SQLAlchemy's, as for any statement."""
+    sql = "BEGIN IMMEDIATE"
+    if conn._has_events or conn.engine._has_events:
+        conn.dispatch.before_cursor_execute(conn, None, sql, (), None, False)
+    try:
+        driver: Any = conn.connection.driver_connection
+        await_only(driver.execute_fetchall(sql))
+    except Exception as exc:
+        conn._handle_dbapi_exception(exc, sql, (), None, None)  # raises
 
 
 class _Gates:

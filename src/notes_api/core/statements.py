@@ -11,6 +11,16 @@ SQLite, enums and JSON on both) are fixed, and are taken from SQLAlchemy's own c
 so the values and rows are what `session.execute` would give. Errors take SQLAlchemy's own
 path (`DBAPIError` and its subclasses; a broken connection is invalidated, not pooled again).
 
+On SQLite a statement runs on the event loop's own thread, on the connection aiosqlite
+opened (SQLite's library serializes its use): an indexed statement takes 10-60 µs there,
+less than the trip to aiosqlite's thread and back, and under load far less, since Python's
+sqlite3 lets go of the GIL for every row it steps and the thread then waits for the loop to
+hand it back (up to 5 ms, the interpreter's switch interval, each time). A statement that
+may read many rows (a search's scan) is built with `scans=True` and keeps the trip, so that
+the loop is not held for its length. No statement run here waits for a lock: a reader never
+does in WAL mode, and a writer's statements come after its `BEGIN IMMEDIATE`, which took
+the write lock on aiosqlite's thread (core/db.py).
+
 A statement that SQLAlchemy must render anew at each execution (an expanding `IN` list) or
 one built per call is run with `session.execute` as usual."""
 
@@ -80,12 +90,14 @@ class _Plan:
 
 class Once(Generic[_S]):
     """A statement built once (`statement`), run in a unit of work with `rows`, `first` or
-    `scalar`. A row is a named tuple: `row.id`, `row._asdict()`."""
+    `scalar`. A row is a named tuple: `row.id`, `row._asdict()`. `scans`: it may read many
+    rows, so on SQLite it runs on aiosqlite's thread (see the module's doc)."""
 
-    __slots__ = ("_plans", "statement")
+    __slots__ = ("_plans", "scans", "statement")
 
-    def __init__(self, statement: _S) -> None:
+    def __init__(self, statement: _S, *, scans: bool = False) -> None:
         self.statement = statement
+        self.scans = scans
         self._plans: dict[str, _Plan] = {}
 
     def _plan(self, dialect: Dialect) -> _Plan:
@@ -109,8 +121,10 @@ class Once(Generic[_S]):
             if plan.positions is None:  # psycopg
                 cursor = await driver.execute(plan.sql, values, binary=True)
                 rows = await cursor.fetchall() if plan.record is not None else ()
-            else:  # aiosqlite: the statement and its rows in one trip to its thread
+            elif self.scans:  # aiosqlite: the statement and its rows in one trip to its thread
                 rows = await driver.execute_fetchall(plan.sql, values)
+            else:  # SQLite on this thread: aiosqlite has no public name for its connection
+                rows = driver._conn.execute(plan.sql, values).fetchall()
         except BaseException as exc:
             # SQLAlchemy's own handling: wrapped as DBAPIError, a lost connection invalidated.
             await session.run_sync(_handle, sync, exc, plan.sql, values)

@@ -130,7 +130,9 @@ def _page_statement(role: Role, present: frozenset[str]) -> Once[Select[Any]]:
         after_at = bindparam("after_at", type_=at.type)
         after_id = bindparam("after_id", type_=notes.c.id.type)
         stmt = stmt.where(seek(at, notes.c.id, (after_at, after_id), newest_first=True))
-    return Once(stmt.order_by(at.desc(), notes.c.id.desc()).limit(bindparam("limit")))
+    # A search or a status reads the caller's notes until it has a page: maybe all of them.
+    scans = bool(present & {"q", "status"})
+    return Once(stmt.order_by(at.desc(), notes.c.id.desc()).limit(bindparam("limit")), scans=scans)
 
 
 def page_query(
@@ -235,7 +237,8 @@ _CREATED_SINCE = Once(
     .where(
         notes.c.organization_id == bindparam("organization_id", type_=notes.c.organization_id.type),
         notes.c.created_at >= bindparam("since", type_=notes.c.created_at.type),
-    )
+    ),
+    scans=True,  # a day's notes of the whole organization
 )
 
 
