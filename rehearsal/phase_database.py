@@ -114,8 +114,9 @@ only. Neon's `-pooler` endpoint is different: a client never talks to PgBouncer 
 the Neon proxy, which terminates TLS and does the SCRAM exchange (with channel binding) itself
 and then hands the session to a PgBouncer next to the compute; that is why Neon's pooled URL
 can say `channel_binding=require`. Neon's PgBouncer is also newer (1.22+, with protocol-level
-prepared statements); 1.18 here has none, which makes this the stricter test of the service's
-"no prepared statements" setting. The direct URL is exact: libpq refuses to connect unless
-the server completes SCRAM with channel binding, and the service connected.
+prepared statements); 1.18 here has none, so the service runs here with
+`DB_PREPARED_STATEMENTS=false`, the setting such a pooler needs. The direct URL is exact:
+libpq refuses to connect unless the server completes SCRAM with channel binding, and the
+service connected.
 """,
     )

@@ -179,6 +179,9 @@ def service_env(db: NeonLikeDatabase, jwt_secret: str, **extra: str) -> dict[str
         "WORKER_EMBEDDED": "true",
         "JWT_SECRET": jwt_secret,
         "DATABASE_URL": db.pooled_url,
+        # PgBouncer 1.18 (Debian 12's) cannot keep protocol-level prepared statements in
+        # transaction mode (1.21 can, and Neon's pooler does): the setting a pooler like it needs.
+        "DB_PREPARED_STATEMENTS": "false",
         "DATABASE_URL_DIRECT": db.direct_url,
         # Every rehearsal user signs up from this one machine's address.
         "SIGNUP_PER_CLIENT_PER_HOUR": "0",

@@ -193,3 +193,25 @@ async def test_a_sqlite_connection_handed_back_in_a_transaction_is_rolled_back(
         await raw.execute_fetchall("ROLLBACK")
         tables = await raw.execute_fetchall("SELECT name FROM sqlite_master WHERE name = 'scratch'")
     assert list(tables) == []
+
+
+@pytest.mark.parametrize("prepared", [True, False])
+async def test_postgres_prepares_a_statement_run_often_unless_told_not_to(
+    pg_url: str, prepared: bool
+) -> None:
+    """Parsed and planned once per connection after a few runs; off
+    (`DB_PREPARED_STATEMENTS=false`) for a pooler that cannot keep them (PgBouncer < 1.21)."""
+    db = Database(make_settings(pg_url, db_pool_size=1, db_prepared_statements=prepared))
+    once = Once(select(jobs.c.id).where(jobs.c.kind == bindparam("kind")))
+    try:
+        for _ in range(6):
+            async with db.session(write=False) as session:
+                assert await once.rows(session, {"kind": "none"}) == []
+        async with db.session(write=False) as session:
+            kept = await session.scalar(
+                text("SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE :sql"),
+                {"sql": "SELECT jobs.id%"},
+            )
+    finally:
+        await db.dispose()
+    assert kept == (1 if prepared else 0)

@@ -52,6 +52,10 @@ class Settings(BaseSettings):
     database_url_direct: str | None = None
     db_pool_size: int = Field(default=10, ge=1, le=200)
     db_pool_timeout: float = Field(default=10.0, gt=0)
+    # Postgres: a statement run a few times on a connection is prepared there, parsed and
+    # planned once. Off only behind a pooler in transaction mode that cannot keep them
+    # (PgBouncer before 1.21; Neon's pooler keeps them).
+    db_prepared_statements: bool = True
     # Seconds a request has to begin its answer (long polls: plus their `wait`).
     request_timeout: float = Field(default=8.0, gt=0)
     # Proxies whose X-Forwarded-For is believed (uvicorn's list: addresses, networks or *).
