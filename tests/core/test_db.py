@@ -11,10 +11,12 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from sqlalchemy import text
+from sqlalchemy import select, text
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from notes_api.core.db import Database
+from notes_api.jobs import queue
+from notes_api.jobs.models import jobs
 from tests.conftest import client_for, create_note, empty_pg, make_settings, running_app, signup
 
 
@@ -59,6 +61,29 @@ async def test_no_turn_within_the_pool_timeout_is_a_pool_timeout(
         assert 0.4 < time.monotonic() - started < 2
     async with db.session(write=False) as session:  # and the turn that timed out was not lost
         assert (await session.execute(text("SELECT 1"))).scalar_one() == 1
+
+
+async def test_a_cancelled_unit_undoes_its_writes_and_gives_back_its_turn(
+    one_connection: Database,
+) -> None:
+    """A request cancelled in its unit of work (its client gone, its deadline passed): the
+    write is rolled back and the only connection is free again at once."""
+    db, wrote = one_connection, asyncio.Event()
+
+    async def write_then_wait() -> None:
+        async with db.session() as session:
+            await queue.enqueue(session, "test", {}, max_attempts=1, dedupe_key="cancelled")
+            wrote.set()
+            await asyncio.sleep(30)
+
+    task = asyncio.create_task(write_then_wait())
+    await wrote.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    async with db.session(write=False) as session:  # within the pool timeout of 0.5 s
+        found = await session.scalar(select(jobs.c.id).where(jobs.c.dedupe_key == "cancelled"))
+    assert found is None
 
 
 async def test_a_session_holds_no_turn_before_its_first_statement(

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
 from contextlib import AbstractAsyncContextManager
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request, Response
 from fastapi.dependencies.models import Dependant
@@ -38,13 +38,32 @@ def unit_of_work(request: Request) -> AbstractAsyncContextManager[AsyncSession]:
     return db.session(write=request.method not in _READ_ONLY)
 
 
-async def get_session(request: Request) -> AsyncSession:
-    """The request's unit of work, which its route (`UnitOfWorkRoute`) opened. A signed-in
-    route takes it with its caller (`users.deps.CallerWork`)."""
+def unit_of(request: Request) -> AsyncSession:
+    """The request's unit of work, which its route (`UnitOfWorkRoute`) opened: for
+    `get_session` and for a dependency marked `takes_unit`."""
     session: AsyncSession | None = request.scope.get(_UNIT)
     if session is None:  # a router built without UnitOfWorkRoute: a mistake in the code
         raise RuntimeError(f"{request.url.path} has no unit of work: use UnitOfWorkRoute")
     return session
+
+
+async def get_session(request: Request) -> AsyncSession:
+    """The request's unit of work. A signed-in route takes it with its caller
+    (`users.deps.CallerWork`)."""
+    return unit_of(request)
+
+
+_TAKES_UNIT: set[Callable[..., Any]] = {get_session}
+_D = TypeVar("_D", bound=Callable[..., Any])
+
+
+def takes_unit(dependency: _D) -> _D:
+    """Marks a dependency that reads the request's unit of work itself (`unit_of`): a route
+    that depends on it runs in one, as a route that takes `SessionDep` does. FastAPI resolves
+    every dependency of a chain at each request, so the caller's takes no `SessionDep` of
+    its own."""
+    _TAKES_UNIT.add(dependency)
+    return dependency
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
@@ -76,4 +95,4 @@ class UnitOfWorkRoute(APIRoute):
 
 
 def _takes_unit(dependant: Dependant) -> bool:
-    return any(d.call is get_session or _takes_unit(d) for d in dependant.dependencies)
+    return any(d.call in _TAKES_UNIT or _takes_unit(d) for d in dependant.dependencies)

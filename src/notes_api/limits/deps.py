@@ -1,19 +1,20 @@
-"""The write limits as a route dependency: `quota: WriteQuota` gives the route the quota its
-confirmed caller writes against, and the service spends it once the write is done."""
+"""The write limits of a request: `write_quota(work, response)` gives a write route the quota
+its confirmed caller writes against, and the service spends it once the write is done. A
+call, not a dependency: FastAPI would resolve it, and the caller it needs, at each request."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import Depends, Response
+from fastapi import Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from notes_api.core.errors import TooManyRequests
 from notes_api.core.models import utcnow
 from notes_api.limits import counter
 from notes_api.limits.policy import MODEL, Policy, Standing, headers, write_policies
-from notes_api.users.deps import CallerWork
+from notes_api.users.deps import Work
 
 _DETAIL = {
     "user": "Too many writes from this user; try again later",
@@ -73,9 +74,6 @@ def _windows(policies: list[Policy], now: datetime) -> list[counter.Window]:
     return [(p.key, p.window_start(now)) for p in policies]
 
 
-async def write_quota(work: CallerWork, response: Response) -> Quota:
+def write_quota(work: Work, response: Response) -> Quota:
     caller = work.caller
     return Quota(write_policies(work.settings, caller.id, caller.organization_id), response)
-
-
-WriteQuota = Annotated[Quota, Depends(write_quota)]

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Header, Query, Request, Response, status
 
 from notes_api.core.deps import UnitOfWorkRoute
 from notes_api.core.openapi import errors
-from notes_api.limits.deps import WriteQuota
+from notes_api.limits.deps import write_quota
 from notes_api.notes import service
 from notes_api.notes.repository import NoteFilters
 from notes_api.notes.schemas import NoteCreate, NotePage, NotePublic, NoteQuery, NoteUpdate
@@ -44,7 +44,6 @@ def _watcher(request: Request) -> NoteWatcher:
 async def create_note(
     body: NoteCreate,
     work: CallerWork,
-    quota: WriteQuota,
     response: Response,
     idempotency_key: IdempotencyKey = None,
 ) -> NotePublic:
@@ -56,7 +55,7 @@ async def create_note(
         body,
         idempotency_key=idempotency_key,
         max_attempts=work.settings.job_max_attempts,
-        quota=quota,
+        quota=write_quota(work, response),
     )
     response.headers["Location"] = f"/notes/{created.note.id}"
     if created.replayed:
@@ -101,7 +100,7 @@ async def update_note(
     note_id: uuid.UUID,
     body: NoteUpdate,
     work: CallerWork,
-    quota: WriteQuota,
+    response: Response,
 ) -> NotePublic:
     """Edit a note. New `raw_text` queues a new summary; a summary still being made for the
     old text is discarded."""
@@ -111,7 +110,7 @@ async def update_note(
         note_id,
         body,
         max_attempts=work.settings.job_max_attempts,
-        quota=quota,
+        quota=write_quota(work, response),
     )
 
 
@@ -123,7 +122,7 @@ async def update_note(
 async def retry_note(
     note_id: uuid.UUID,
     work: CallerWork,
-    quota: WriteQuota,
+    response: Response,
 ) -> NotePublic:
     """Queue a new summary for a `failed` note (409 for any other status)."""
     return await service.retry_note(
@@ -131,7 +130,7 @@ async def retry_note(
         work.caller,
         note_id,
         max_attempts=work.settings.job_max_attempts,
-        quota=quota,
+        quota=write_quota(work, response),
     )
 
 

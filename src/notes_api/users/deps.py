@@ -19,7 +19,7 @@ from fastapi.security import OAuth2PasswordBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from notes_api.core.config import Settings
-from notes_api.core.deps import SessionDep
+from notes_api.core.deps import takes_unit, unit_of
 from notes_api.core.errors import Forbidden, Unauthorized
 from notes_api.core.identity import Caller, Role
 from notes_api.users.callers import confirm_caller
@@ -46,7 +46,7 @@ Token = Annotated[str | None, Depends(oauth2_scheme)]
 
 @dataclass(frozen=True, slots=True)
 class Work:
-    """A request's unit of work (`core.deps.SessionDep`) and the caller it is done for,
+    """A request's unit of work (`core.deps.unit_of`) and the caller it is done for,
     confirmed in it; what the caller's token says (an event stream keeps it, to confirm its
     caller again at every wake); and the settings the route reads."""
 
@@ -56,12 +56,14 @@ class Work:
     claims: AccessClaims
 
 
-async def caller_work(request: Request, token: Token, session: SessionDep) -> Work:
+@takes_unit
+async def caller_work(request: Request, token: Token) -> Work:
     """The caller, confirmed in the request's own unit of work (`confirm_caller`), or
     remembered from a confirmation the database has not since announced a change to. A token
     that is missing or invalid is refused before a connection is taken."""
     claims = _claims(request, token)
     state = request.app.state
+    session = unit_of(request)
     caller = await confirm_caller(session, claims, state.callers)
     return Work(caller, session, state.settings, claims)
 
