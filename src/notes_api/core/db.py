@@ -9,7 +9,7 @@ holds no connection."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -223,32 +223,6 @@ def _give_back(session: Session, transaction: SessionTransaction) -> None:
         session.info["gates"].leave(bool(session.info.get("write")))
 
 
-def _commit(session: Session) -> None:
-    session.commit()
-
-
-def _rollback(session: Session) -> None:
-    session.rollback()
-
-
-async def _ending(session: AsyncSession, end: Callable[[Session], None] | None) -> None:
-    """Commit or roll back (`end`), then close, in one pass through SQLAlchemy's greenlet.
-    (`async with session` closes in a task of its own, shielded from a cancel, and commit
-    and close each take a greenlet: together a tenth of a unit of work's CPU.) When the
-    ending fails, a cancel included, the session is closed as `async with` closes it."""
-
-    def end_and_close(sync: Session) -> None:
-        if end is not None:
-            end(sync)
-        sync.close()
-
-    try:
-        await session.run_sync(end_and_close)
-    except BaseException:
-        await session.__aexit__(None, None, None)  # closed to the end, even when cancelled
-        raise
-
-
 class Database:
     def __init__(self, settings: Settings, *, pool_size: int | None = None) -> None:
         self.settings = settings
@@ -282,18 +256,20 @@ class Database:
         writer's transaction is begun as one (BEGIN IMMEDIATE on SQLite); a reader's runs
         outside any transaction on Postgres."""
         sessions = self._sessions if write else self._read_sessions
-        session = sessions()
-        session.info.update(gates=self._gates, write=write, unbegun=self._unbegun)
-        try:
-            yield session
-        except AppError as exc:
-            await _ending(session, _commit if exc.keep_writes else _rollback)
-            raise
-        except BaseException:
-            await _ending(session, _rollback)
-            raise
-        # A reader has nothing to commit: closing the session ends its read.
-        await _ending(session, _commit if write else None)
+        async with sessions() as session:
+            session.info.update(gates=self._gates, write=write, unbegun=self._unbegun)
+            try:
+                yield session
+            except AppError as exc:
+                await (session.commit() if exc.keep_writes else session.rollback())
+                raise
+            except BaseException:
+                await session.rollback()
+                raise
+            else:
+                if write:
+                    await session.commit()
+                # A reader has nothing to commit: closing the session (below) ends its read.
 
     async def dispose(self) -> None:
         await self.engine.dispose()
