@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError, InvalidRequestError, StatementError
 
 from notes_api.core.db import Database
 from notes_api.core.identity import Caller, Role
+from notes_api.core.models import utcnow
 from notes_api.core.statements import Once
 from notes_api.jobs import queue
 from notes_api.jobs.models import jobs
@@ -215,3 +216,21 @@ async def test_postgres_prepares_a_statement_run_often_unless_told_not_to(
     finally:
         await db.dispose()
     assert kept == (1 if prepared else 0)
+
+
+def test_the_statements_that_may_read_all_of_a_callers_notes_keep_sqlites_thread() -> None:
+    """A search or a status filter reads notes until it has a page (a search matching
+    nothing reads them all: 400 ms for 9,000 notes), the usage count a day's notes: those
+    would hold the event loop. A plain page, a cursor's next one and one note would not."""
+    caller = Caller(uuid.uuid4(), DEFAULT_ORGANIZATION_ID, Role.AGENT)
+    scanning = [
+        repository.NoteFilters(q="call"),
+        repository.NoteFilters(status=NoteStatus.FAILED),
+    ]
+    for filters in scanning:
+        assert repository.page_query(caller, filters, 21)[0].scans
+    plain = repository.NoteFilters(after=(utcnow(), uuid.uuid4()))
+    assert not repository.page_query(caller, plain, 21)[0].scans
+    assert not repository.page_query(caller, repository.NoteFilters(), 21)[0].scans
+    assert not repository.one_statement(caller).scans
+    assert repository._CREATED_SINCE.scans
