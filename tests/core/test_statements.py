@@ -13,15 +13,18 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import bindparam, event, func, select, text
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError, InvalidRequestError, StatementError
 
 from notes_api.core.db import Database
 from notes_api.core.identity import Caller, Role
 from notes_api.core.models import utcnow
 from notes_api.core.statements import Once
+from notes_api.events.models import EventType
+from notes_api.events.repository import note_events
 from notes_api.jobs import queue
 from notes_api.jobs.models import jobs
-from notes_api.notes import repository
+from notes_api.notes import outbox, repository
 from notes_api.notes.models import NoteStatus
 from notes_api.organizations.models import DEFAULT_ORGANIZATION_ID
 from tests.conftest import make_settings, signup
@@ -234,3 +237,36 @@ def test_the_statements_that_may_read_all_of_a_callers_notes_keep_sqlites_thread
     assert not repository.page_query(caller, repository.NoteFilters(), 21)[0].scans
     assert not repository.one_statement(caller).scans
     assert repository._CREATED_SINCE.scans
+
+
+async def test_a_batchs_events_come_back_as_written_whatever_their_text(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    """Postgres sends a batch's text and JSON columns as binary arrays (no escaping in
+    Python): quotes, backslashes, braces, commas, NUL-free Unicode and empty strings arrive
+    as they were; SQLite writes the same rows its own way."""
+    db, caller = await _user(app, client)
+    titles = ['say "hi"', "back\\slash", "{a,b}", "NULL", "", "naïve — 日本 🎉"]
+    async with db.session() as session:
+        added = [
+            await repository.add(session, repository.new_note(caller, {"title": t, "raw_text": t}))
+            for t in titles
+        ]
+    async with db.session() as session:
+        ids = await outbox.record_many(session, [(EventType.UPDATED, note) for note in added])
+    async with db.session(write=False) as session:
+        rows = (
+            await session.execute(
+                select(note_events.c.note_id, note_events.c.type, note_events.c.data)
+                .where(note_events.c.id.in_(ids))
+                .order_by(note_events.c.id)
+            )
+        ).all()
+    assert [(r.note_id, r.type) for r in rows] == [(n.id, "note.updated") for n in added]
+    assert [r.data["title"] for r in rows] == titles
+
+
+def test_postgres_gets_a_batchs_text_and_json_arrays_in_binary() -> None:
+    plan = outbox._record_and_fan_out(many=True)._plan(postgresql.psycopg.dialect())
+    assert "%(data_rows)b::JSON[]" in plan.sql and "%(type_rows)b::VARCHAR" in plan.sql
+    assert "%(note_id_rows)s::UUID[]" in plan.sql  # the rest as before

@@ -29,12 +29,13 @@ from __future__ import annotations
 from collections import namedtuple
 from typing import Any, Generic, TypeVar, cast
 
-from sqlalchemy import event
+from sqlalchemy import JSON, String, event
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session, SessionTransaction
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.sqltypes import ARRAY
 
 _S = TypeVar("_S", bound=ClauseElement)
 _HELD = "statements.connection"  # session.info: the connection its transaction holds
@@ -51,7 +52,7 @@ class _Plan:
         if compiled.literal_execute_params or compiled.post_compile_params:
             raise TypeError("a statement rendered anew at each execution runs with execute()")
         self.compiled = compiled
-        self.sql = str(compiled)
+        self.sql = _binary_text_arrays(str(compiled), compiled)
         self.positions = compiled.positiontup  # None: the driver takes named parameters
         self.binds: dict[str, Any] = dict(compiled._bind_processors)
         columns = compiled._result_columns
@@ -86,6 +87,20 @@ class _Plan:
                 values[i] = convert(values[i])
             records.append(make(values))
         return records
+
+
+def _binary_text_arrays(sql: str, compiled: SQLCompiler) -> str:
+    """psycopg: a parameter that is an array of strings or JSON (a batch's events, one
+    column each) is sent in binary. In text form psycopg quotes and escapes every element
+    in Python, a regular expression over each event's JSON: a sixth of a worker's CPU at
+    64 jobs in flight. The statement's own cast (`::JSON[]`) reads the binary `text[]`."""
+    if compiled.positiontup is not None:
+        return sql
+    for name, bind in compiled.binds.items():
+        item = getattr(bind.type, "item_type", None)
+        if isinstance(bind.type, ARRAY) and isinstance(item, String | JSON):
+            sql = sql.replace(f"%({name})s", f"%({name})b")
+    return sql
 
 
 class Once(Generic[_S]):
