@@ -97,8 +97,7 @@ def _binary_text_arrays(sql: str, compiled: SQLCompiler) -> str:
     if compiled.positiontup is not None:
         return sql
     for name, bind in compiled.binds.items():
-        item = getattr(bind.type, "item_type", None)
-        if isinstance(bind.type, ARRAY) and isinstance(item, String | JSON):
+        if isinstance(bind.type, ARRAY) and isinstance(bind.type.item_type, String | JSON):
             sql = sql.replace(f"%({name})s", f"%({name})b")
     return sql
 
